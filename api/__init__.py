@@ -1,0 +1,1 @@
+"""The FastAPI service: starts publish runs and reports where they are."""

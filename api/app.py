@@ -1,0 +1,48 @@
+"""Application factory: routers, error mapping and the Prefect client's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.orchestrator import Orchestrator
+from api.routes import health, schemas, services
+from core.settings import get_settings
+
+API_PREFIX = "/api/v1"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    orchestrator = Orchestrator(get_settings().prefect)
+    orchestrator.open()
+    app.state.orchestrator = orchestrator
+    try:
+        yield
+    finally:
+        orchestrator.close()
+
+
+def create_app() -> FastAPI:
+    """The marketplace publishing API."""
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    app = FastAPI(
+        title="LLM Marketplace — Publishing API",
+        version=health.VERSION,
+        description="Providers publish LLM services; each publication is a Prefect flow run.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
+    app.include_router(services.router, prefix=API_PREFIX)
+    app.include_router(schemas.router, prefix=API_PREFIX)
+    return app
+
+
+app = create_app()

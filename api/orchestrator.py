@@ -1,0 +1,77 @@
+"""The API's view of Prefect: start publish runs and read their state."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+
+from core.errors import UpstreamUnavailableError
+from core.settings import PrefectSettings
+
+log = logging.getLogger("marketplace.orchestrator")
+
+
+@dataclass(frozen=True)
+class RunState:
+    type: str
+    name: str
+    message: str | None
+
+
+class Orchestrator:
+    """A long-lived Prefect client shared by the API's worker threads (httpx clients are thread-safe)."""
+
+    def __init__(self, settings: PrefectSettings) -> None:
+        self._settings = settings
+        self._client = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": settings.request_timeout_seconds})
+        self._deployment_ids: dict[str, UUID] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self._client.__enter__()
+
+    def close(self) -> None:
+        self._client.__exit__(None, None, None)
+
+    def run_url(self, flow_run_id: str) -> str:
+        """Where an operator sees the run in the Prefect UI."""
+        return f"{self._settings.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+    def start_publish(self, service_id: str) -> str:
+        """Create the publish flow run for a service; the idempotency key makes a retried call start one run."""
+        return self._start(self._settings.publish_deployment, {"service_id": service_id}, f"publish-{service_id}")
+
+    def _start(self, deployment: str, parameters: dict[str, str], idempotency_key: str) -> str:
+        try:
+            run = self._client.create_flow_run_from_deployment(
+                self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
+            )
+        except Exception as exc:
+            log.warning("cannot start %s: %s", deployment, exc)
+            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+        return str(run.id)
+
+    def _deployment_id(self, name: str) -> UUID:
+        with self._lock:
+            if name not in self._deployment_ids:
+                self._deployment_ids[name] = self._client.read_deployment_by_name(name).id
+            return self._deployment_ids[name]
+
+    def run_state(self, flow_run_id: str) -> RunState | None:
+        """The run's current Prefect state, or None when Prefect cannot be asked right now."""
+        try:
+            run = self._client.read_flow_run(UUID(flow_run_id))
+        except Exception as exc:
+            log.warning("cannot read flow run %s: %s", flow_run_id, exc)
+            return None
+        if run.state is None:
+            return None
+        return RunState(type=run.state.type.value, name=run.state.name, message=run.state.message)
+
+    def healthy(self) -> bool:
+        """Whether the Prefect API answers its health check."""
+        return self._client.api_healthcheck() is None

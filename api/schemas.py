@@ -1,0 +1,107 @@
+"""Response models: what the API returns, documented in its OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class PublishAccepted(ApiModel):
+    service_id: str
+    flow_run_id: str
+    status: str
+    status_url: str = Field(description="Poll this for progress.")
+
+
+class ServiceOut(ApiModel):
+    id: str
+    name: str
+    version: str
+    description: str
+    provider_id: str
+    provider_name: str
+    category: str
+    tags: list[str]
+    status: str
+    current_phase: str | None
+    failure_phase: str | None
+    failure_reason: str | None
+    registry_id: str | None
+    flow_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime | None
+    deprecated_at: datetime | None
+    spec: dict[str, Any]
+
+
+class ServicePage(ApiModel):
+    items: list[ServiceOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class Finding(ApiModel):
+    code: str
+    message: str
+    pointer: str = ""
+    severity: str
+    remediation: str | None = None
+    phase: str | None = None
+
+
+class PhaseResultOut(ApiModel):
+    phase: str
+    check: str | None
+    outcome: str
+    started_at: datetime
+    duration_ms: float
+    errors: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]
+    evidence: dict[str, Any]
+
+
+class FlowRunOut(ApiModel):
+    id: str
+    state: str | None = Field(description="Prefect state type, e.g. RUNNING, COMPLETED, FAILED; null if unknown.")
+    state_name: str | None
+    url: str = Field(description="The run in the Prefect UI.")
+
+
+class FailureOut(ApiModel):
+    phase: str | None
+    reason: str | None
+
+
+class ServiceStatusOut(ApiModel):
+    service_id: str
+    status: str
+    current_phase: str | None
+    requires_approval: bool
+    published_at: datetime | None
+    failure: FailureOut | None
+    errors: list[str]
+    violations: list[Finding] = Field(description="Blocking policy violations.")
+    warnings: list[Finding] = Field(description="Non-blocking findings of every phase.")
+    phases: list[PhaseResultOut]
+    flow_run: FlowRunOut | None
+
+
+class Health(ApiModel):
+    status: str
+    service: str
+    version: str
+    timestamp: datetime
+
+
+class Readiness(ApiModel):
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,1 @@
+"""Settings and domain types shared by every layer."""

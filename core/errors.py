@@ -1,0 +1,48 @@
+"""Domain errors. Each carries the HTTP status the API maps it to, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class DuplicateServiceError(ConflictError):
+    code = "duplicate_service"
+
+
+class InvalidTransitionError(ConflictError):
+    code = "invalid_transition"
+
+
+class SpecValidationError(DomainError):
+    status_code = 422
+    code = "validation_failed"
+
+
+class PayloadTooLargeError(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UpstreamUnavailableError(DomainError):
+    status_code = 503
+    code = "upstream_unavailable"

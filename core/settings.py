@@ -1,0 +1,132 @@
+"""One settings tree for the whole platform, read from MARKETPLACE_* variables.
+
+Nested groups use a double underscore: MARKETPLACE_DATABASE__URL,
+MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS, and so on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'var' / 'marketplace.db'}",
+        description="SQLAlchemy URL of the marketplace database "
+        "(postgresql+psycopg://... in production, a SQLite file by default).",
+    )
+    pool_size: int = Field(default=10, ge=1, description="Connections kept open per process (PostgreSQL).")
+    max_overflow: int = Field(default=20, ge=0, description="Extra connections allowed under burst load.")
+    echo: bool = Field(default=False, description="Log every SQL statement.")
+
+
+class PrefectSettings(BaseModel):
+    api_url: str = Field(default="http://127.0.0.1:4200/api", description="Prefect server API the service talks to.")
+    ui_url: str = Field(default="http://127.0.0.1:4200", description="Prefect UI base, used for links to runs.")
+    publish_deployment: str = Field(
+        default="publish-service/publish-service", description="'flow-name/deployment-name' of the publish flow."
+    )
+    request_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout for calls to the Prefect API.")
+
+
+class RetrySettings(BaseModel):
+    base_delay_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay of every task; later ones double (1 s, 2 s, 4 s ...)."
+    )
+    jitter_factor: float = Field(default=0.2, ge=0, description="Random spread added to retry delays.")
+
+
+class RegistrySettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="Base URL of the external LLM-Registry; unset means the marketplace DB is the registry.",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout for registry calls.")
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
+    reset_timeout_seconds: float = Field(default=30.0, gt=0, description="How long the circuit stays open.")
+
+
+class PolicySettings(BaseModel):
+    opa_url: str | None = Field(
+        default=None, description="External OPA server (REST); unset means in-process evaluation with regopy."
+    )
+    policies_dir: Path = Field(default=PROJECT_ROOT / "policies", description="Folder of the Rego policies.")
+    restricted_countries: list[str] = Field(
+        default=["KP", "IR", "SY", "CU"], description="Countries a service may not keep data in."
+    )
+    min_availability: float = Field(default=99.0, description="Lowest SLA availability (percent) accepted.")
+    min_enterprise_availability: float = Field(default=99.9, description="Lowest availability for enterprise support.")
+    max_latency_ms: int = Field(default=30000, description="Highest promised p95 latency accepted without a warning.")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one policy evaluation.")
+
+
+class EndpointTestSettings(BaseModel):
+    allow_insecure_endpoints: bool = Field(
+        default=False,
+        description="Accept http:// and loopback endpoints (development and tests only; refused in production).",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each call to a provider endpoint.")
+    latency_samples: int = Field(default=5, ge=1, le=100, description="Requests in the latency probe.")
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    max_openapi_paths: int = Field(default=2000, ge=1, description="Largest number of paths in an OpenAPI document.")
+
+
+class ApiSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    port: int = Field(default=8000, description="Port the API listens on.")
+    public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in links the API returns.")
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with embedded defaults that need no set-up."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKETPLACE_", env_nested_delimiter="__", extra="ignore")
+
+    environment: Environment = Field(default=Environment.DEVELOPMENT, description="development, test or production.")
+    log_level: str = Field(default="INFO", description="Python log level.")
+    redis_url: str | None = Field(
+        default=None, description="Redis for cache, limits and locks; unset means in-process."
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    retries: RetrySettings = RetrySettings()
+    registry: RegistrySettings = RegistrySettings()
+    policy: PolicySettings = PolicySettings()
+    endpoint_tests: EndpointTestSettings = EndpointTestSettings()
+    limits: LimitSettings = LimitSettings()
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.endpoint_tests.allow_insecure_endpoints:
+                raise ValueError("endpoint_tests.allow_insecure_endpoints must be false in production")
+            if self.database.url.startswith("sqlite"):
+                raise ValueError("production needs a PostgreSQL database.url, not SQLite")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""How the flows are deployed and run: work pool, worker and the local stack."""

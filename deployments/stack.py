@@ -1,0 +1,195 @@
+"""The whole stack as child processes: Prefect server, work pool + deployments, worker, API.
+
+`python -m deployments.stack` is what `make up` runs; the end-to-end tests and the benchmarks
+start the same stack on free ports with a PostgreSQL-backed Prefect server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from core.settings import PROJECT_ROOT
+from storage.migrate import upgrade
+
+log = logging.getLogger("marketplace.stack")
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class StackConfig:
+    """Where each part listens and what it stores its state in."""
+
+    api_port: int = 8000
+    prefect_port: int = 4200
+    host: str = "127.0.0.1"
+    prefect_home: Path = PROJECT_ROOT / ".prefect"
+    prefect_database_url: str | None = None  # None: Prefect's own SQLite under prefect_home
+    work_pool: str = "marketplace"
+    worker_query_seconds: float = 1.0
+    log_dir: Path | None = None  # None: children write to this terminal
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+
+class Stack:
+    """Starts the parts in dependency order and stops them in reverse, by their process ids."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.env = self._environment()
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def _environment(self) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREFECT_HOME": str(c.prefect_home),
+                "PREFECT_API_URL": c.prefect_api_url,
+                "PREFECT_UI_API_URL": c.prefect_api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_WORKER_QUERY_SECONDS": str(c.worker_query_seconds),
+                "PREFECT_SERVER_API_HOST": c.host,
+                "PREFECT_SERVER_API_PORT": str(c.prefect_port),
+                "MARKETPLACE_PREFECT__API_URL": c.prefect_api_url,
+                "MARKETPLACE_PREFECT__UI_URL": f"http://{c.host}:{c.prefect_port}",
+                "MARKETPLACE_API__PUBLIC_URL": c.api_url,
+                "MARKETPLACE_PROJECT_DIR": str(PROJECT_ROOT),
+                "MARKETPLACE_WORK_POOL": c.work_pool,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            }
+        )
+        if c.prefect_database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
+        env.update(c.extra_env)
+        return env
+
+    def start(self) -> None:
+        """Bring everything up; raises if a part does not become healthy in time."""
+        self.start_prefect_server()
+        self.migrate()
+        self.deploy()
+        self.start_worker()
+        self.start_api()
+
+    def start_prefect_server(self) -> None:
+        c = self.config
+        c.prefect_home.mkdir(parents=True, exist_ok=True)
+        argv = [str(BIN / "prefect"), "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
+        self._spawn("prefect-server", argv)
+        self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
+
+    def migrate(self) -> None:
+        """Bring the marketplace database to the newest schema."""
+        upgrade(self.env.get("MARKETPLACE_DATABASE__URL"))
+
+    def deploy(self) -> None:
+        """Create the process work pool and apply the deployments of prefect.yaml."""
+        pool = self.config.work_pool
+        self._run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"])
+        self._run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
+
+    def start_worker(self) -> None:
+        self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", self.config.work_pool])
+
+    def start_api(self) -> None:
+        c = self.config
+        argv = [str(BIN / "uvicorn"), "api.app:app", "--host", c.host, "--port", str(c.api_port),
+                "--timeout-graceful-shutdown", "30", "--no-access-log"]
+        self._spawn("api", argv)
+        self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
+
+    def stop(self) -> None:
+        """SIGTERM each child (newest first), then SIGKILL whatever outlives the grace period."""
+        for name, proc in reversed(self.processes):
+            if proc.poll() is None:
+                log.info("stopping %s (pid %s)", name, proc.pid)
+                proc.terminate()
+        deadline = time.monotonic() + 30
+        for _name, proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+
+    def pid_of(self, name: str) -> int:
+        return next(p.pid for n, p in self.processes if n == name)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        out = self._log_file(name)
+        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.processes.append((name, proc))
+        log.info("started %s (pid %s)", name, proc.pid)
+
+    def _run(self, argv: list[str]) -> None:
+        result = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[1:])} failed:\n{result.stdout}\n{result.stderr}")
+
+    def _log_file(self, name: str) -> int | object | None:
+        if self.config.log_dir is None:
+            return None
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        return (self.config.log_dir / f"{name}.log").open("ab")
+
+    def _wait_http(self, url: str, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} not healthy at {url} after {timeout:.0f} s")
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}")
+
+
+def main() -> None:
+    """Run the stack in the foreground until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stack = Stack(StackConfig())
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        log.info("API on %s (docs %s/docs), Prefect UI on http://%s:%s — Ctrl-C stops everything",
+                 stack.config.api_url, stack.config.api_url, stack.config.host, stack.config.prefect_port)
+        while True:
+            stack._check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The publish flow: from a submitted spec to an active service, or to `failed` with reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from prefect.transactions import Transaction
+from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
+from tasks.policy import policy_compliance
+
+from core.domain import Phase, PhaseOutcome, ServiceStatus
+from flows.compensation import Compensation
+from tasks._common import PhaseInput, SpecInput
+from tasks.activation import activate_service
+from tasks.lifecycle import RollbackInput, TransitionInput, load_service_spec, record_rollback, transition_status
+from tasks.openapi import openapi_validation
+from tasks.persistence import persist_service
+from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
+from tasks.validation import metadata_validation
+
+# Phases that only read the spec: a failure here has written nothing outward.
+CHECK_PHASES = (metadata_validation, openapi_validation, policy_compliance)
+
+
+class PublicationRejected(Exception):
+    """A phase found the service unfit for the marketplace."""
+
+    def __init__(self, phase: Phase, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+
+
+@flow(name="publish-service", retries=0, timeout_seconds=3600, log_prints=False)
+def publish_service(service_id: str) -> State[Any]:
+    """Take a submitted service through validation, policy, registry, tests and activation."""
+    base = PhaseInput(service_id=service_id, flow_run_id=flow_run.get_id())
+    spec = load_service_spec(base)
+    _move(base, ServiceStatus.VALIDATING, "publish pipeline started")
+    compensation = Compensation(get_run_logger())
+    try:
+        for check in CHECK_PHASES:
+            _require(check(SpecInput(**base.model_dump(), spec=spec)))
+        _publish_outward(base, spec, compensation)
+    except PublicationRejected as rejected:
+        return _fail(base, compensation, rejected.phase, rejected.reason)
+    except Exception as exc:  # a task that exhausted its retries: still end in `failed`, never stuck
+        get_run_logger().exception("publish pipeline error")
+        return _fail(base, compensation, None, f"pipeline error: {type(exc).__name__}: {exc}")
+    compensation.commit()
+    return Completed(message="service active")
+
+
+def _publish_outward(base: PhaseInput, spec: dict[str, Any], compensation: Compensation) -> None:
+    """Steps that write outside the flow, each registering how to undo itself."""
+    inp = SpecInput(**base.model_dump(), spec=spec)
+    registry = registry_sync(inp)
+    compensation.register(_undo_registry, base=base, registry_id=registry.evidence["registryId"])
+    persist_service(inp)
+    futures = [test.submit(inp) for test in ENDPOINT_TEST_TASKS]
+    wait(futures)
+    for future in futures:
+        try:
+            future.result()
+        except EndpointCheckFailed as failed:
+            _require(failed.outcome)
+    activate_service(base)
+
+
+def _undo_registry(txn: Transaction) -> None:
+    base: PhaseInput = txn.get("base")
+    remove_registry_entry(RegistryEntryInput(**base.model_dump(), registry_id=txn.get("registry_id")))
+
+
+def _require(outcome: PhaseOutcome) -> None:
+    if not outcome.passed:
+        raise PublicationRejected(outcome.phase, _summarize(outcome))
+
+
+def _summarize(outcome: PhaseOutcome) -> str:
+    name = f"{outcome.phase.value}.{outcome.check}" if outcome.check else outcome.phase.value
+    messages = "; ".join(f"{e.pointer or '/'}: {e.message}" for e in outcome.errors[:5])
+    more = f" (+{len(outcome.errors) - 5} more)" if len(outcome.errors) > 5 else ""
+    return f"{name} failed: {messages}{more}"
+
+
+def _move(base: PhaseInput, target: ServiceStatus, reason: str, **extra: Any) -> None:
+    transition_status(TransitionInput(**base.model_dump(), target=target, reason=reason, **extra))
+
+
+def _fail(base: PhaseInput, compensation: Compensation, phase: Phase | None, reason: str) -> State[Any]:
+    """Undo outward writes, then end in `failed` with a `validation_failed` event (the provider's notice).
+
+    Without a phase (an error) the failure is charged to the phase that was running.
+    """
+    if compensation.steps:
+        problems = compensation.rollback()
+        record_rollback(RollbackInput(**base.model_dump(), steps=compensation.steps, problems=problems))
+    _move(
+        base, ServiceStatus.FAILED, reason, event_type="validation_failed", failure_phase=phase.value if phase else None
+    )
+    return Failed(message=reason)

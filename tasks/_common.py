@@ -1,0 +1,56 @@
+"""What every phase task shares: its input model, retry delays and result recording."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.domain import Phase, PhaseOutcome
+from core.settings import get_settings
+from storage.database import session_scope
+from storage.repositories import phases, services
+
+
+class PhaseInput(BaseModel):
+    """Identifies the service and the run a phase works for."""
+
+    service_id: str
+    flow_run_id: str | None = None
+
+
+class SpecInput(PhaseInput):
+    """A phase that inspects the submitted spec."""
+
+    spec: dict[str, Any] = Field(description="The spec as submitted (JSON object).")
+
+
+def backoff(retries: int) -> list[float]:
+    """Exponential retry delays from the configured base: 1 s, 2 s, 4 s ... by default."""
+    base = get_settings().retries.base_delay_seconds
+    return [base * 2**attempt for attempt in range(retries)]
+
+
+def jitter() -> float:
+    return get_settings().retries.jitter_factor
+
+
+def run_phase(inp: PhaseInput, check: Callable[[], PhaseOutcome], phase: Phase | None = None) -> PhaseOutcome:
+    """Run a phase's check, time it, and record the outcome so the status endpoint can show it.
+
+    Exceptions are not recorded here: they propagate so Prefect retries the task,
+    and the flow records the final failure.
+    """
+    started_at = datetime.now(UTC)
+    if phase is not None:  # shown by the status endpoint while the phase runs
+        with session_scope() as session:
+            services.set_phase(session, inp.service_id, phase.value)
+    t0 = time.perf_counter()
+    outcome = check()
+    outcome.duration_ms = (time.perf_counter() - t0) * 1000
+    with session_scope() as session:
+        phases.record(session, inp.service_id, inp.flow_run_id, outcome, started_at)
+    return outcome

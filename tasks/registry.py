@@ -1,0 +1,116 @@
+"""Registry sync: register the service with the LLM-Registry, or with our own database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pybreaker
+from prefect import task
+
+from core.domain import Outcome, Phase, PhaseOutcome
+from core.settings import RegistrySettings, get_settings
+from storage.database import session_scope
+from storage.repositories import audit, services
+from storage.repositories.services import SYSTEM
+from tasks._common import PhaseInput, SpecInput, backoff, jitter, run_phase
+
+LOCAL_PREFIX = "marketplace:"
+_breakers: dict[str, pybreaker.CircuitBreaker] = {}
+
+
+def _breaker(settings: RegistrySettings) -> pybreaker.CircuitBreaker:
+    """One circuit breaker per registry URL and process: 5 failures in a row open it."""
+    key = settings.url or ""
+    if key not in _breakers:
+        _breakers[key] = pybreaker.CircuitBreaker(
+            fail_max=settings.failure_threshold, reset_timeout=settings.reset_timeout_seconds, name="llm-registry"
+        )
+    return _breakers[key]
+
+
+class RegistryClient:
+    """HTTP client of the external LLM-Registry (REST), behind a circuit breaker."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        if not settings.url:
+            raise ValueError("RegistryClient needs registry.url")
+        self._settings = settings
+        self._breaker = _breaker(settings)
+
+    def register(self, service_id: str, spec: dict[str, Any]) -> str:
+        """POST /api/v1/services; returns the registry's id for the service."""
+        body = {
+            "name": spec["name"],
+            "version": spec["version"],
+            "provider": spec["provider"],
+            "capabilities": spec.get("capabilities", []),
+            "metadata": {"marketplaceId": service_id, "category": spec["category"], "tags": spec.get("tags", [])},
+        }
+        response = self._breaker.call(self._request, "POST", "/api/v1/services", body)
+        return str(response.json()["id"])
+
+    def deregister(self, registry_id: str) -> None:
+        """DELETE the entry; a 404 means it is already gone, which is what we want."""
+        self._breaker.call(self._request, "DELETE", f"/api/v1/services/{registry_id}", None, (404,))
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, accept: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        with httpx.Client(base_url=str(self._settings.url), timeout=self._settings.timeout_seconds) as client:
+            response = client.request(method, path, json=body)
+        if response.status_code not in accept:
+            response.raise_for_status()
+        return response
+
+
+def register(service_id: str, spec: dict[str, Any], settings: RegistrySettings) -> str:
+    """Register with the external registry when configured; otherwise our database is the registry."""
+    if settings.url:
+        return RegistryClient(settings).register(service_id, spec)
+    return f"{LOCAL_PREFIX}{service_id}"
+
+
+def deregister(registry_id: str, settings: RegistrySettings) -> None:
+    if settings.url and not registry_id.startswith(LOCAL_PREFIX):
+        RegistryClient(settings).deregister(registry_id)
+
+
+class RegistryEntryInput(PhaseInput):
+    registry_id: str
+
+
+@task(name="registry-sync", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter(), timeout_seconds=60)
+def registry_sync(inp: SpecInput) -> PhaseOutcome:
+    """Register the service and keep its registry id (the flow registers the undo step)."""
+
+    def check() -> PhaseOutcome:
+        settings = get_settings().registry
+        registry_id = register(inp.service_id, inp.spec, settings)
+        with session_scope() as session:
+            services.set_registry_id(session, inp.service_id, registry_id)
+        return PhaseOutcome(
+            phase=Phase.REGISTRY_SYNC,
+            outcome=Outcome.PASSED,
+            evidence={"registryId": registry_id, "registry": settings.url or "marketplace-database"},
+        )
+
+    return run_phase(inp, check, Phase.REGISTRY_SYNC)
+
+
+@task(name="remove-registry-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
+def remove_registry_entry(inp: RegistryEntryInput) -> None:
+    """Compensation: take the entry out of the registry and record that we did."""
+    deregister(inp.registry_id, get_settings().registry)
+    with session_scope() as session:
+        services.set_registry_id(session, inp.service_id, None)
+        audit.append(
+            session,
+            service_id=inp.service_id,
+            action="rollback",
+            actor=SYSTEM.id,
+            actor_role=SYSTEM.role,
+            reason="registry entry removed",
+            flow_run_id=inp.flow_run_id,
+            details={"registryId": inp.registry_id},
+        )

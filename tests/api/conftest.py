@@ -1,0 +1,37 @@
+"""API tests: the app in-process against a real Prefect server (no worker, so runs stay scheduled)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from deployments.stack import Stack
+from storage.database import reset_engine
+from tests.support.stack import prefect_stack
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with prefect_stack(tmp_path_factory.mktemp("api-prefect"), with_worker=False, with_api=False) as stack:
+        yield stack
+
+
+@pytest.fixture
+def client(database_url: str, prefect_server: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    config = prefect_server.config
+    monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", config.prefect_api_url)
+    monkeypatch.setenv("MARKETPLACE_PREFECT__UI_URL", f"http://{config.host}:{config.prefect_port}")
+    monkeypatch.setenv("MARKETPLACE_LIMITS__MAX_BODY_BYTES", str(256 * 1024))
+    reset_engine()
+    with TestClient(create_app()) as test_client:
+        yield test_client
+    reset_engine()
+
+
+@pytest.fixture
+def api_dir() -> Path:
+    return Path(__file__).parent

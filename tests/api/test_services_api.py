@@ -1,0 +1,138 @@
+"""The publishing API over HTTP (in-process), on SQLite and PostgreSQL, with a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+from prefect.client.orchestration import SyncPrefectClient
+
+from api.app import create_app
+from deployments.stack import Stack
+from storage.database import reset_engine
+from tests.support.services import free_port
+from tests.support.specs import make_spec
+
+SERVICES = "/api/v1/services"
+
+
+def publish(client: TestClient, **overrides: object) -> dict:
+    response = client.post(SERVICES, json=make_spec(**overrides))
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_publish_answers_202_and_starts_a_flow_run(client: TestClient, prefect_server: Stack) -> None:
+    response = client.post(SERVICES, json=make_spec())
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "submitted"
+    assert body["statusUrl"].endswith(f"/api/v1/services/{body['serviceId']}/status")
+    assert response.headers["location"] == body["statusUrl"]
+    with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+        run = prefect.read_flow_run(UUID(body["flowRunId"]))
+    assert run.parameters == {"service_id": body["serviceId"]}
+    assert run.state is not None and run.state.type.value == "SCHEDULED"
+
+    service = client.get(f"{SERVICES}/{body['serviceId']}").json()
+    assert service["status"] == "submitted"
+    assert service["flowRunId"] == body["flowRunId"]
+    assert service["spec"]["name"] == "acme-chat"
+
+
+def test_every_schema_error_is_reported_with_its_pointer(client: TestClient) -> None:
+    spec = make_spec(category="poetry", tags="not-a-list", unexpected=1)
+    del spec["endpoint"]["url"]
+    spec["sla"]["availability"] = "high"
+    response = client.post(SERVICES, json=spec)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_failed"
+    pointers = {d["pointer"] for d in error["details"]}
+    assert {"/category", "/tags", "/endpoint/url", "/sla/availability"} <= pointers
+    assert any(d["code"] == "additionalProperties" for d in error["details"])
+    assert client.get(SERVICES).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"), (b"\xff\xfe{}", "not UTF-8")],
+)
+def test_unreadable_bodies_get_a_clear_422(client: TestClient, raw: bytes, message: str) -> None:
+    response = client.post(SERVICES, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert message in response.json()["error"]["message"]
+
+
+def test_duplicate_name_and_version_gets_409_and_keeps_the_first(client: TestClient) -> None:
+    first = publish(client)
+    response = client.post(SERVICES, json=make_spec(description="impostor"))
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "duplicate_service"
+    listing = client.get(SERVICES).json()
+    assert listing["total"] == 1
+    assert listing["items"][0]["id"] == first["serviceId"]
+    assert listing["items"][0]["description"] == "Acme's general purpose chat model"
+
+
+def test_oversized_body_gets_413(client: TestClient) -> None:
+    spec = make_spec(description="x" * 300_000)
+    response = client.post(SERVICES, content=json.dumps(spec), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_list_filters_and_paginates(client: TestClient) -> None:
+    for i in range(3):
+        publish(client, name=f"svc-{i}", category="embeddings" if i == 0 else "chat")
+    page = client.get(SERVICES, params={"category": "chat", "limit": 1}).json()
+    assert (page["total"], len(page["items"]), page["limit"]) == (2, 1, 1)
+    assert client.get(SERVICES, params={"status": "submitted", "provider": "acme"}).json()["total"] == 3
+    assert client.get(SERVICES, params={"status": "active"}).json()["total"] == 0
+    bad = client.get(SERVICES, params={"limit": 1000, "status": "bogus"})
+    assert bad.status_code == 422
+    assert {d["pointer"] for d in bad.json()["error"]["details"]} == {"/query/limit", "/query/status"}
+
+
+def test_status_reports_lifecycle_and_the_prefect_run(client: TestClient, prefect_server: Stack) -> None:
+    body = publish(client, compliance={"level": "restricted", "dataResidency": ["US"]})
+    status = client.get(f"{SERVICES}/{body['serviceId']}/status").json()
+    assert status["status"] == "submitted"
+    assert status["requiresApproval"] is True
+    assert status["phases"] == [] and status["failure"] is None
+    run = status["flowRun"]
+    assert run["id"] == body["flowRunId"]
+    assert run["state"] == "SCHEDULED"
+    assert run["url"] == f"http://127.0.0.1:{prefect_server.config.prefect_port}/runs/flow-run/{body['flowRunId']}"
+
+
+def test_unknown_service_gets_404_in_the_error_shape(client: TestClient) -> None:
+    for path in ("", "/status"):
+        response = client.get(f"{SERVICES}/00000000-0000-0000-0000-000000000000{path}")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_health_ready_schema_and_docs(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "healthy"
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "prefect": "ok"}
+    schema = client.get("/api/v1/schemas/service-spec").json()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/services", "/api/v1/services/{service_id}/status", "/health", "/ready"} <= set(paths)
+
+
+def test_prefect_down_fails_the_request_and_stores_nothing(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{free_port()}/api")
+    monkeypatch.setenv("MARKETPLACE_PREFECT__REQUEST_TIMEOUT_SECONDS", "1")
+    reset_engine()
+    with TestClient(create_app()) as client:
+        response = client.post(SERVICES, json=make_spec())
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "upstream_unavailable"
+        assert client.get(SERVICES).json()["total"] == 0
+        assert client.get("/ready").status_code == 503

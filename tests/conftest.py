@@ -1,0 +1,54 @@
+"""Shared fixtures: the marketplace database on SQLite and on PostgreSQL, migrated by Alembic."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from storage.database import reset_engine
+from storage.migrate import upgrade
+from tests.support.services import drop_database, require_postgres, temporary_database
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    require_postgres()
+    with temporary_database(prefix="mkt_template") as url:
+        upgrade(url)
+        reset_engine()
+        yield make_url(url).database or ""
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A freshly migrated marketplace database on each backend, configured as the app's database."""
+    if request.param == "sqlite":
+        path = tmp_path / "marketplace.db"
+        shutil.copy(sqlite_template, path)
+        url = f"sqlite:///{path}"
+    else:
+        template = request.getfixturevalue("postgres_template")
+        from tests.support.services import create_database
+
+        url = create_database(template=template)
+    monkeypatch.setenv("MARKETPLACE_DATABASE__URL", url)
+    reset_engine()
+    yield url
+    reset_engine()
+    if request.param == "postgresql":
+        drop_database(url)

@@ -1,0 +1,44 @@
+"""The real stack for tests: a Prefect server on its own PostgreSQL database, optionally worker and API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from deployments.stack import Stack, StackConfig
+from tests.support.services import free_port, require_postgres, temporary_database
+
+
+@contextmanager
+def prefect_stack(
+    workdir: Path, *, with_worker: bool, with_api: bool, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Start a Prefect server (PostgreSQL-backed), apply the deployments, and the parts asked for."""
+    require_postgres()
+    with temporary_database(prefix="prefect_test") as prefect_db:
+        async_url = make_url(prefect_db).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        config = StackConfig(
+            api_port=free_port(),
+            prefect_port=free_port(),
+            prefect_home=workdir / "prefect-home",
+            prefect_database_url=async_url,
+            work_pool=f"pool-{workdir.name}"[:60],
+            log_dir=workdir / "logs",
+            extra_env=env or {},
+        )
+        stack = Stack(config)
+        try:
+            stack.start_prefect_server()
+            stack.deploy()
+            if with_worker or with_api:
+                stack.migrate()
+            if with_worker:
+                stack.start_worker()
+            if with_api:
+                stack.start_api()
+            yield stack
+        finally:
+            stack.stop()
