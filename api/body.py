@@ -25,20 +25,21 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     return _parse(b"".join(chunks))
 
 
+def _invalid(message: str, detail: str) -> SpecValidationError:
+    return SpecValidationError(message, [{"pointer": "", "message": detail}])
+
+
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecValidationError(
-            "request body is not UTF-8", [{"pointer": "", "message": f"invalid byte at offset {exc.start}"}]
-        ) from exc
+        raise _invalid("request body is not UTF-8", f"invalid byte at offset {exc.start}") from exc
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise SpecValidationError("request body is not valid JSON", [{"pointer": "", "message": f"{exc.msg} at {where}"}]) from exc
+        raise _invalid("request body is not valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
-        raise SpecValidationError("request body is nested too deeply", [{"pointer": "", "message": "nesting too deep"}]) from exc
+        raise _invalid("request body is nested too deeply", "nesting exceeds the parser's limit") from exc
     if not isinstance(body, dict):
-        raise SpecValidationError("request body must be a JSON object", [{"pointer": "", "message": "expected an object"}])
+        raise _invalid("request body must be a JSON object", f"got {type(body).__name__}")
     return body

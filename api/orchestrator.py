@@ -70,7 +70,9 @@ class Orchestrator:
             return None
         if run.state is None:
             return None
-        return RunState(type=run.state.type.value, name=run.state.name, message=run.state.message)
+        return RunState(
+            type=run.state.type.value, name=run.state.name or run.state.type.value, message=run.state.message
+        )
 
     def healthy(self) -> bool:
         """Whether the Prefect API answers its health check."""

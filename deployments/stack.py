@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import httpx
 
@@ -111,8 +112,17 @@ class Stack:
 
     def start_api(self) -> None:
         c = self.config
-        argv = [str(BIN / "uvicorn"), "api.app:app", "--host", c.host, "--port", str(c.api_port),
-                "--timeout-graceful-shutdown", "30", "--no-access-log"]
+        argv = [
+            str(BIN / "uvicorn"),
+            "api.app:app",
+            "--host",
+            c.host,
+            "--port",
+            str(c.api_port),
+            "--timeout-graceful-shutdown",
+            "30",
+            "--no-access-log",
+        ]
         self._spawn("api", argv)
         self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
 
@@ -136,16 +146,18 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = self._log_file(name)
-        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        # argv is built here from our own executables, never from input
+        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
         self.processes.append((name, proc))
         log.info("started %s (pid %s)", name, proc.pid)
 
     def _run(self, argv: list[str]) -> None:
-        result = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=300)  # noqa: S603
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[1:])} failed:\n{result.stdout}\n{result.stderr}")
 
-    def _log_file(self, name: str) -> int | object | None:
+    def _log_file(self, name: str) -> IO[bytes] | None:
+        """Where a child writes: its own file under log_dir, or this terminal."""
         if self.config.log_dir is None:
             return None
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +192,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         stack.start()
-        log.info("API on %s (docs %s/docs), Prefect UI on http://%s:%s — Ctrl-C stops everything",
-                 stack.config.api_url, stack.config.api_url, stack.config.host, stack.config.prefect_port)
+        log.info(
+            "API on %s (docs %s/docs), Prefect UI on http://%s:%s — Ctrl-C stops everything",
+            stack.config.api_url,
+            stack.config.api_url,
+            stack.config.host,
+            stack.config.prefect_port,
+        )
         while True:
             stack._check_alive()
             time.sleep(1)

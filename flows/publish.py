@@ -5,20 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.futures import wait
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 from prefect.transactions import Transaction
-from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
-from tasks.policy import policy_compliance
 
 from core.domain import Phase, PhaseOutcome, ServiceStatus
 from flows.compensation import Compensation
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
+from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
 from tasks.lifecycle import RollbackInput, TransitionInput, load_service_spec, record_rollback, transition_status
 from tasks.openapi import openapi_validation
 from tasks.persistence import persist_service
+from tasks.policy import policy_compliance
 from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
 from tasks.validation import metadata_validation
 

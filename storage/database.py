@@ -23,17 +23,27 @@ def build_engine(url: str, pool_size: int = 10, max_overflow: int = 20, echo: bo
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the API read while a flow writes; foreign keys are off by default in SQLite.
+    # The pysqlite driver opens transactions lazily, only before DML, so a SAVEPOINT issued
+    # first runs in autocommit and its RELEASE commits: take transaction control ourselves.
+    dbapi_connection.isolation_level = None
+    # WAL lets readers proceed while a flow writes; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+    # writes gets SQLITE_BUSY at once (no busy wait) when another writer got there first.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Short retry delays for the whole suite (and the workers it starts); set before any task module
+# is imported, because retry delays are fixed when the task decorators run.
+os.environ.setdefault("MARKETPLACE_RETRIES__BASE_DELAY_SECONDS", "0.05")
+os.environ.setdefault("MARKETPLACE_RETRIES__JITTER_FACTOR", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,11 +17,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from deployments.stack import Stack
 from storage.database import reset_engine
 from storage.migrate import upgrade
 from tests.support.services import drop_database, require_postgres, temporary_database
+from tests.support.stack import prefect_stack
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A real Prefect server (on PostgreSQL) with the deployments applied and no worker."""
+    with prefect_stack(tmp_path_factory.mktemp("prefect"), with_worker=False, with_api=False) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

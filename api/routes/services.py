@@ -24,9 +24,7 @@ from tasks.spec_schema import schema_errors
 
 router = APIRouter(prefix="/services", tags=["services"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 503)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 503)}
 SPEC_BODY = {
     "requestBody": {
         "required": True,
@@ -43,7 +41,9 @@ SPEC_BODY = {
     openapi_extra=SPEC_BODY,
     summary="Submit a service for publication",
 )
-async def publish(request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep) -> PublishAccepted:
+async def publish(
+    request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+) -> PublishAccepted:
     """Validate the spec, store it as `submitted` and start the publish flow run; never waits for the pipeline."""
     spec = await read_json_object(request, settings.limits.max_body_bytes)
     accepted = await run_in_threadpool(_submit, spec, settings, orch)

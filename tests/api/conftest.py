@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,13 +10,6 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from deployments.stack import Stack
 from storage.database import reset_engine
-from tests.support.stack import prefect_stack
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with prefect_stack(tmp_path_factory.mktemp("api-prefect"), with_worker=False, with_api=False) as stack:
-        yield stack
 
 
 @pytest.fixture
@@ -30,8 +22,3 @@ def client(database_url: str, prefect_server: Stack, monkeypatch: pytest.MonkeyP
     with TestClient(create_app()) as test_client:
         yield test_client
     reset_engine()
-
-
-@pytest.fixture
-def api_dir() -> Path:
-    return Path(__file__).parent

@@ -1,0 +1,250 @@
+"""Phase 2, metadata validation: the business rules the JSON Schema cannot express."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import pycountry
+import semver
+from prefect import task
+
+from core.domain import Issue, Phase, PhaseOutcome, Severity
+from core.settings import Settings, get_settings
+from tasks._common import SpecInput, backoff, jitter, run_phase
+
+REGIONS = frozenset({"EU", "EEA", "US", "APAC", "GLOBAL"})
+TOKEN_UNITS = frozenset({"input_tokens", "output_tokens"})
+# The one rate unit each flat pricing model cannot do without.
+REQUIRED_UNIT = {"per-request": "request", "subscription": "month"}
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Shorthand IPv4 forms ("127.1", "0x7f000001", "2130706433") are rejected by
+# `ipaddress` but accepted by inet_aton and thus by HTTP clients: check them too.
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
+_HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?", re.IGNORECASE)
+
+
+def validate_metadata(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
+    """Check version, endpoint URL, pricing, data residency and size; report every finding."""
+    issues = [
+        *_version_issues(spec.get("version"), settings),
+        *_endpoint_issues(_obj(spec.get("endpoint")).get("url"), settings),
+        *_pricing_issues(_obj(spec.get("pricing"))),
+        *_residency_issues(_obj(spec.get("compliance")).get("dataResidency")),
+        *_size_issues(spec, settings),
+    ]
+    return PhaseOutcome.from_issues(Phase.METADATA_VALIDATION, issues)
+
+
+@task(
+    name="metadata-validation",
+    retries=3,
+    retry_delay_seconds=backoff(3),
+    retry_jitter_factor=jitter(),
+    timeout_seconds=60,
+)
+def metadata_validation(inp: SpecInput) -> PhaseOutcome:
+    """Prefect task of phase 2: validate the spec's metadata and record the outcome."""
+    return run_phase(inp, lambda: validate_metadata(inp.spec, get_settings()))
+
+
+def _obj(value: object) -> dict[str, Any]:
+    # The schema check normally guarantees objects, but this phase must not crash on odd input.
+    return value if isinstance(value, dict) else {}
+
+
+def _version_issues(version: object, settings: Settings) -> list[Issue]:
+    def issue(message: str, remediation: str | None = None) -> list[Issue]:
+        return [Issue(code="semver", message=message, pointer="/version", remediation=remediation)]
+
+    if not isinstance(version, str):
+        return issue("version must be a string such as '1.0.0'")
+    try:
+        parsed = semver.Version.parse(version)
+    except ValueError:
+        hint = "drop the leading 'v'" if version[:1] in "vV" and version[1:2].isdigit() else "use e.g. '1.0.0'"
+        return issue(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH)", hint)
+    if parsed.prerelease and settings.is_production:
+        return issue(f"prerelease version {version!r} cannot be published in production", "publish a release version")
+    return []
+
+
+def _endpoint_issues(url: object, settings: Settings) -> list[Issue]:
+    return [Issue(code="endpoint_url", message=m, pointer="/endpoint/url") for m in _url_problems(url, settings)]
+
+
+def _url_problems(url: object, settings: Settings) -> list[str]:
+    if not isinstance(url, str):
+        return ["endpoint URL must be a string"]
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port, which urlsplit alone does not
+    except ValueError as exc:
+        return [f"endpoint URL {url!r} cannot be parsed: {exc}"]
+    problems = _structure_problems(url, parts)
+    if problems:
+        return problems
+    insecure_ok = settings.endpoint_tests.allow_insecure_endpoints and not settings.is_production
+    return _transport_problems(parts, settings.is_production, insecure_ok)
+
+
+def _structure_problems(url: str, parts: SplitResult) -> list[str]:
+    problems = []
+    if parts.scheme.lower() not in ("http", "https"):
+        found = f"not {parts.scheme!r}" if parts.scheme else "it has none"
+        problems.append(f"endpoint URL must use the scheme http or https; {found}")
+    if not parts.hostname:
+        problems.append("endpoint URL has no host")
+    elif _literal_ip(parts.hostname) is None and not _is_dns_name(parts.hostname):
+        problems.append(f"endpoint host {parts.hostname!r} is not a valid host name or IP address")
+    if parts.username is not None or parts.password is not None:
+        problems.append("endpoint URL must not contain credentials; declare endpoint.authentication instead")
+    if "#" in url:  # an empty fragment ("...#") is still a fragment
+        problems.append("endpoint URL must not contain a fragment")
+    return problems
+
+
+def _transport_problems(parts: SplitResult, production: bool, insecure_ok: bool) -> list[str]:
+    problems = []
+    if parts.scheme.lower() == "http" and not insecure_ok:
+        problems.append(
+            "production endpoints must use https"
+            if production
+            else "http:// endpoints need endpoint_tests.allow_insecure_endpoints; use https"
+        )
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not insecure_ok and _is_internal_host(host):
+        problems.append(f"endpoint host {host!r} is loopback, private or otherwise not publicly routable")
+    return problems
+
+
+def _is_dns_name(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _is_internal_host(host: str) -> bool:
+    # Names only: resolving here would be slow and still open to DNS rebinding;
+    # the endpoint tests must check the address they actually connect to.
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    ip = _literal_ip(host)
+    if ip is None:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    # not is_global covers loopback, RFC 1918, link-local, CGNAT, unspecified and reserved ranges.
+    return not ip.is_global or ip.is_multicast
+
+
+def _pricing_issues(pricing: dict[str, Any]) -> list[Issue]:
+    model = pricing.get("model")
+    rates = [r if isinstance(r, dict) else {} for r in pricing.get("rates") or []]
+    units = [r.get("unit") for r in rates]
+    issues = [
+        _pricing(f"/pricing/rates/{i}/unit", f"duplicate rate unit {unit!r}")
+        for i, unit in enumerate(units)
+        if unit in units[:i]
+    ]
+    if model == "free":
+        issues += [
+            _pricing(f"/pricing/rates/{i}/price", "free services cannot charge: price must be 0")
+            for i, rate in enumerate(rates)
+            if isinstance(rate.get("price"), int | float) and rate["price"] > 0
+        ]
+    elif model is not None and not pricing.get("currency"):
+        issues.append(_pricing("/pricing/currency", f"{model} pricing needs a currency (ISO 4217, e.g. 'USD')"))
+    if model == "per-token":
+        issues += _per_token_issues(units)
+    if model in REQUIRED_UNIT and REQUIRED_UNIT[model] not in units:
+        issues.append(_pricing("/pricing/rates", f"{model} pricing needs a {REQUIRED_UNIT[model]!r} rate"))
+    return issues
+
+
+def _per_token_issues(units: list[Any]) -> list[Issue]:
+    issues = [
+        _pricing(f"/pricing/rates/{i}/unit", f"per-token pricing allows only token units, not {unit!r}")
+        for i, unit in enumerate(units)
+        if unit not in TOKEN_UNITS
+    ]
+    if not TOKEN_UNITS.intersection(units):
+        issues.append(_pricing("/pricing/rates", "per-token pricing needs an input_tokens or output_tokens rate"))
+    return issues
+
+
+def _pricing(pointer: str, message: str) -> Issue:
+    return Issue(code="pricing", message=message, pointer=pointer)
+
+
+def _residency_issues(entries: object) -> list[Issue]:
+    if not isinstance(entries, list):
+        return []
+    issues = []
+    for i, entry in enumerate(entries):
+        pointer = f"/compliance/dataResidency/{i}"
+        if not _known_residency(entry):
+            issues.append(
+                Issue(
+                    code="data_residency",
+                    message=f"{entry!r} is not an ISO 3166-1 alpha-2 country code or one of the regions "
+                    + ", ".join(sorted(REGIONS)),
+                    pointer=pointer,
+                    remediation="use upper-case codes, e.g. 'DE' or 'EU' ('GB', not 'UK')",
+                )
+            )
+        elif entry == "GLOBAL" and len(entries) > 1:
+            issues.append(
+                Issue(
+                    code="data_residency",
+                    message="GLOBAL already covers every region; the other entries are redundant",
+                    pointer=pointer,
+                    severity=Severity.MEDIUM,
+                )
+            )
+    return issues
+
+
+def _known_residency(entry: object) -> bool:
+    if not isinstance(entry, str):
+        return False
+    # pycountry's lookup ignores case; residency codes must be canonical upper case.
+    return entry in REGIONS or (
+        len(entry) == 2 and entry.isupper() and pycountry.countries.get(alpha_2=entry) is not None
+    )
+
+
+def _size_issues(spec: dict[str, Any], settings: Settings) -> list[Issue]:
+    issues = []
+    # Compact UTF-8 serialization: the same measure whatever whitespace the client sent.
+    size = len(json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > settings.limits.max_body_bytes:
+        issues.append(
+            Issue(code="size", message=f"spec is {size} bytes, limit {settings.limits.max_body_bytes}", pointer="")
+        )
+    paths = _obj(spec.get("openApiSpec")).get("paths")
+    limit = settings.limits.max_openapi_paths
+    if isinstance(paths, dict) and len(paths) > limit:
+        issues.append(
+            Issue(
+                code="size", message=f"openApiSpec has {len(paths)} paths, limit {limit}", pointer="/openApiSpec/paths"
+            )
+        )
+    return issues

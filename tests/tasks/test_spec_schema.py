@@ -1,0 +1,106 @@
+"""Shape check of submitted specs (tasks/spec_schema.py)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tasks.spec_schema import json_pointer, load_schema, schema_errors
+
+EXAMPLE: dict[str, Any] = {
+    "name": "acme-chat",
+    "version": "1.0.0",
+    "description": "Acme's general purpose chat model",
+    "provider": {"id": "acme", "name": "Acme AI"},
+    "category": "chat",
+    "tags": ["chat", "english"],
+    "capabilities": [{"name": "chat-completion"}],
+    "endpoint": {"url": "https://api.acme.example/v1", "healthPath": "/health", "authentication": {"type": "bearer"}},
+    "pricing": {
+        "model": "per-token",
+        "currency": "USD",
+        "rates": [
+            {"unit": "input_tokens", "price": 0.5, "per": 1000},
+            {"unit": "output_tokens", "price": 1.5, "per": 1000},
+        ],
+    },
+    "sla": {"availability": 99.9, "maxLatencyMs": 2000, "supportLevel": "standard"},
+    "compliance": {"level": "public", "dataResidency": ["US"], "certifications": ["SOC2"]},
+}
+
+
+@pytest.fixture
+def spec() -> dict[str, Any]:
+    return copy.deepcopy(EXAMPLE)
+
+
+def test_valid_example_has_no_issues(spec: dict[str, Any]) -> None:
+    assert schema_errors(spec) == []
+
+
+def test_every_error_is_reported_with_its_pointer(spec: dict[str, Any]) -> None:
+    del spec["endpoint"]["url"]
+    spec["category"] = "poetry"
+    spec["sla"]["maxLatencyMs"] = "fast"
+    spec["colour"] = "blue"
+    spec["pricing"]["rates"][1]["unit"] = "minute"
+
+    found = {(i.code, i.pointer) for i in schema_errors(spec)}
+
+    assert found == {
+        ("additionalProperties", "/colour"),
+        ("enum", "/category"),
+        ("required", "/endpoint/url"),
+        ("enum", "/pricing/rates/1/unit"),
+        ("type", "/sla/maxLatencyMs"),
+    }
+
+
+def test_issues_are_sorted_by_location(spec: dict[str, Any]) -> None:
+    spec["sla"]["availability"] = 101
+    spec["category"] = "poetry"
+    spec["pricing"]["rates"] = [{"unit": "request", "price": -1}] * 2 + [{"unit": "x", "price": 1}] * 9
+    pointers = [i.pointer for i in schema_errors(spec)]
+    # numeric order of array indexes: /rates/2 before /rates/10
+    assert pointers == ["/category"] + ["/pricing/rates/0/price", "/pricing/rates/1/price"] + [
+        f"/pricing/rates/{n}/unit" for n in range(2, 11)
+    ] + ["/sla/availability"]
+
+
+def test_each_missing_required_property_gets_its_own_pointer(spec: dict[str, Any]) -> None:
+    del spec["provider"]
+    del spec["name"]
+    spec["sla"] = {}
+    missing = sorted(i.pointer for i in schema_errors(spec) if i.code == "required")
+    assert missing == ["/name", "/provider", "/sla/availability", "/sla/maxLatencyMs"]
+
+
+def test_messages_are_kept(spec: dict[str, Any]) -> None:
+    spec["compliance"]["level"] = "secret"
+    (issue,) = schema_errors(spec)
+    assert issue.code == "enum"
+    assert "'secret' is not one of" in issue.message
+
+
+@pytest.mark.parametrize("body", [None, [], "spec", 3])
+def test_non_object_body_is_a_type_error(body: object) -> None:
+    assert [(i.code, i.pointer) for i in schema_errors(body)] == [("type", "")]
+
+
+def test_pointer_escapes_tilde_and_slash() -> None:
+    assert json_pointer(["paths", "/users/{id}", "a~b", 0]) == "/paths/~1users~1{id}/a~0b/0"
+    assert json_pointer([]) == ""
+
+
+def test_additional_property_with_slash_is_escaped(spec: dict[str, Any]) -> None:
+    spec["provider"]["a/b~c"] = 1
+    assert [i.pointer for i in schema_errors(spec)] == ["/provider/a~1b~0c"]
+
+
+def test_load_schema_returns_a_copy() -> None:
+    schema = load_schema()
+    assert schema["title"] == "ServiceSpec"
+    schema["required"].clear()
+    assert load_schema()["required"]
