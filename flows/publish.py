@@ -84,7 +84,7 @@ def _require(outcome: PhaseOutcome) -> None:
 
 def _summarize(outcome: PhaseOutcome) -> str:
     name = f"{outcome.phase.value}.{outcome.check}" if outcome.check else outcome.phase.value
-    messages = "; ".join(f"{e.pointer or '/'}: {e.message}" for e in outcome.errors[:5])
+    messages = "; ".join(f"{e.pointer or '/'}: {e.message} [{e.code}]" for e in outcome.errors[:5])
     more = f" (+{len(outcome.errors) - 5} more)" if len(outcome.errors) > 5 else ""
     return f"{name} failed: {messages}{more}"
 
