@@ -31,6 +31,7 @@ def create_app() -> FastAPI:
     """The marketplace publishing API."""
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the Prefect client logs every call at INFO
     app = FastAPI(
         title="LLM Marketplace — Publishing API",
         version=health.VERSION,

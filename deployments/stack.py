@@ -127,16 +127,16 @@ class Stack:
         self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
 
     def stop(self) -> None:
-        """SIGTERM each child (newest first), then SIGKILL whatever outlives the grace period."""
+        """Stop the parts newest first, each before the next: the API finishes its requests,
+        the worker lets go of the server, the server goes last. SIGKILL after a grace period."""
         for name, proc in reversed(self.processes):
             if proc.poll() is None:
                 log.info("stopping %s (pid %s)", name, proc.pid)
                 proc.terminate()
-        deadline = time.monotonic() + 30
-        for _name, proc in reversed(self.processes):
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                log.warning("%s (pid %s) ignored SIGTERM for 30 s; killing it", name, proc.pid)
                 proc.kill()
                 proc.wait()
         self.processes.clear()
@@ -146,8 +146,11 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = self._log_file(name)
-        # argv is built here from our own executables, never from input
-        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        # Own session: Ctrl-C reaches only this runner, which then stops the parts in order
+        # (API first, so in-flight requests finish). argv is ours, never from input.
+        proc = subprocess.Popen(  # noqa: S603
+            argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append((name, proc))
         log.info("started %s (pid %s)", name, proc.pid)
 
@@ -184,12 +187,15 @@ class Stack:
 def main() -> None:
     """Run the stack in the foreground until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = Stack(StackConfig())
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Explicit for SIGINT too: a runner started in the background inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         stack.start()
         log.info(

@@ -40,6 +40,7 @@ def test_publish_answers_202_and_starts_a_flow_run(client: TestClient, prefect_s
     assert service["status"] == "submitted"
     assert service["flowRunId"] == body["flowRunId"]
     assert service["spec"]["name"] == "acme-chat"
+    assert service["createdAt"].endswith(("Z", "+00:00")), "timestamps are UTC-aware on every backend"
 
 
 def test_every_schema_error_is_reported_with_its_pointer(client: TestClient) -> None:

@@ -24,6 +24,7 @@ no event loop to share with the test, and it starts in about a millisecond.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -344,3 +345,26 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def main() -> None:
+    """Run a provider in the foreground for trying the stack by hand: python -m tests.support.provider."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--mode", default="healthy", choices=["healthy", "health_500", "open_auth", "slow", "bad_schema"]
+    )
+    parser.add_argument("--name", default="my-first-service")
+    args = parser.parse_args()
+    with FakeProvider(args.mode) as provider:
+        print(f"provider on {provider.url}; a spec for it:", file=sys.stderr)
+        print(json.dumps(good_spec(provider.url, name=args.name), indent=2))
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
