@@ -100,9 +100,6 @@ class Settings(BaseSettings):
 
     environment: Environment = Field(default=Environment.DEVELOPMENT, description="development, test or production.")
     log_level: str = Field(default="INFO", description="Python log level.")
-    redis_url: str | None = Field(
-        default=None, description="Redis for cache, limits and locks; unset means in-process."
-    )
     database: DatabaseSettings = DatabaseSettings()
     prefect: PrefectSettings = PrefectSettings()
     retries: RetrySettings = RetrySettings()

@@ -19,7 +19,7 @@ from typing import IO
 
 import httpx
 
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, get_settings
 from storage.migrate import upgrade
 
 log = logging.getLogger("marketplace.stack")
@@ -188,7 +188,8 @@ def main() -> None:
     """Run the stack in the foreground until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    stack = Stack(StackConfig())
+    api = get_settings().api
+    stack = Stack(StackConfig(api_port=api.port, host=api.host))
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
