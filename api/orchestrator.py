@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from uuid import UUID
+from typing import Any
+from uuid import UUID, uuid4
 
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.states import Cancelled
 
-from core.errors import UpstreamUnavailableError
+from core.errors import ConflictError, UpstreamUnavailableError
 from core.settings import PrefectSettings
 
 log = logging.getLogger("marketplace.orchestrator")
@@ -41,11 +44,46 @@ class Orchestrator:
         """Where an operator sees the run in the Prefect UI."""
         return f"{self._settings.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
-    def start_publish(self, service_id: str) -> str:
-        """Create the publish flow run for a service; the idempotency key makes a retried call start one run."""
-        return self._start(self._settings.publish_deployment, {"service_id": service_id}, f"publish-{service_id}")
+    def start_publish(self, service_id: str, version_id: str) -> str:
+        """Create the publish flow run of a version; the idempotency key makes a retried call start one run."""
+        parameters = {"service_id": service_id, "version_id": version_id}
+        return self._start(self._settings.publish_deployment, parameters, f"publish-{version_id}")
 
-    def _start(self, deployment: str, parameters: dict[str, str], idempotency_key: str) -> str:
+    def start_deprecation(self, service_id: str, actor: str, role: str | None, reason: str, grace_seconds: int) -> str:
+        """Create the deprecation flow run (it marks the service and schedules the retirement)."""
+        parameters = {
+            "service_id": service_id,
+            "actor_id": actor,
+            "actor_role": role,
+            "reason": reason,
+            "grace_seconds": grace_seconds,
+        }
+        return self._start(self._settings.deprecate_deployment, parameters, f"deprecate-{service_id}-{uuid4()}")
+
+    def start_registry_sync(self, service_id: str) -> str:
+        """Create the run that pushes changed metadata to the external registry."""
+        return self._start(self._settings.sync_deployment, {"service_id": service_id}, f"sync-{service_id}-{uuid4()}")
+
+    def resume_with(self, flow_run_id: str, run_input: dict[str, Any]) -> None:
+        """Resume a suspended run with its input, as the Prefect UI's Resume form does."""
+        try:
+            result = self._client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
+        except Exception as exc:
+            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+        if result.status != SetStateStatus.ACCEPT:
+            reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
+            raise ConflictError(f"the publish run cannot be resumed: {reason}")
+
+    def cancel(self, flow_run_id: str) -> None:
+        """Cancel a scheduled run (a retirement that should no longer happen)."""
+        try:
+            self._client.set_flow_run_state(
+                UUID(flow_run_id), Cancelled(message="cancelled by the marketplace"), force=True
+            )
+        except Exception as exc:
+            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+
+    def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
         try:
             run = self._client.create_flow_run_from_deployment(
                 self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key

@@ -39,6 +39,7 @@ class ServiceOut(ApiModel):
     updated_at: datetime
     published_at: datetime | None
     deprecated_at: datetime | None
+    sunset_at: datetime | None
     spec: dict[str, Any]
 
 
@@ -83,10 +84,14 @@ class FailureOut(ApiModel):
 
 class ServiceStatusOut(ApiModel):
     service_id: str
-    status: str
+    status: str = Field(description="The service's lifecycle status.")
+    version: str = Field(description="The version this report is about: the latest one submitted.")
+    version_status: str = Field(description="That version's status (differs while a new version is published).")
     current_phase: str | None
     requires_approval: bool
     published_at: datetime | None
+    deprecated_at: datetime | None
+    sunset_at: datetime | None
     failure: FailureOut | None
     errors: list[str]
     violations: list[Finding] = Field(description="Blocking policy violations.")
@@ -105,3 +110,91 @@ class Health(ApiModel):
 class Readiness(ApiModel):
     status: str
     checks: dict[str, str]
+
+
+class VersionOut(ApiModel):
+    id: str
+    version: str
+    status: str
+    current_phase: str | None
+    failure_phase: str | None
+    failure_reason: str | None
+    registry_id: str | None
+    flow_run_id: str | None
+    created_at: datetime
+    published_at: datetime | None
+
+
+class VersionList(ApiModel):
+    service_id: str
+    current_version: str
+    items: list[VersionOut]
+
+
+class VersionAccepted(ApiModel):
+    service_id: str
+    version_id: str
+    version: str
+    flow_run_id: str
+    status: str
+    status_url: str
+
+
+class HistoryEntry(ApiModel):
+    at: datetime = Field(validation_alias="occurred_at")
+    action: str
+    from_status: str | None
+    to_status: str | None
+    actor: str
+    actor_role: str | None
+    reason: str | None
+    flow_run_id: str | None
+    details: dict[str, Any]
+
+
+class History(ApiModel):
+    service_id: str
+    items: list[HistoryEntry]
+
+
+class DeprecationAccepted(ApiModel):
+    service_id: str
+    flow_run_id: str
+    status: str = Field(description="`deprecating` until the flow has marked the service `deprecated`.")
+    grace_seconds: int
+
+
+class DecisionIn(ApiModel):
+    decision: str = Field(pattern="^(approve|reject)$", description="approve or reject")
+    comment: str = Field(default="", max_length=4000)
+
+
+class DecisionAccepted(ApiModel):
+    service_id: str
+    version: str
+    flow_run_id: str
+    decision: str
+    reviewer: str
+
+
+class ApprovalOut(ApiModel):
+    id: str
+    service_id: str
+    service_name: str
+    version: str
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    reviewer: str | None
+    comment: str | None
+    flow_run: FlowRunOut
+    phases: list[PhaseResultOut]
+    violations: list[Finding]
+    warnings: list[Finding]
+
+
+class ApprovalPage(ApiModel):
+    items: list[ApprovalOut]
+    offset: int
+    limit: int

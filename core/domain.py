@@ -17,6 +17,7 @@ class ServiceStatus(StrEnum):
     DEPRECATED = "deprecated"
     RETIRED = "retired"
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # a version only: replaced by a newer active version
 
 
 # Lifecycle edges. `failed` is reachable from every step before `active`.
@@ -26,11 +27,14 @@ ALLOWED_TRANSITIONS: dict[ServiceStatus, set[ServiceStatus]] = {
     ServiceStatus.VALIDATING: {ServiceStatus.TESTING},
     ServiceStatus.TESTING: {ServiceStatus.PENDING_APPROVAL, ServiceStatus.ACTIVE},
     ServiceStatus.PENDING_APPROVAL: {ServiceStatus.ACTIVE},
-    ServiceStatus.ACTIVE: {ServiceStatus.DEPRECATED},
-    ServiceStatus.DEPRECATED: {ServiceStatus.RETIRED, ServiceStatus.ACTIVE},
+    ServiceStatus.ACTIVE: {ServiceStatus.DEPRECATED, ServiceStatus.SUPERSEDED},
+    ServiceStatus.DEPRECATED: {ServiceStatus.RETIRED, ServiceStatus.ACTIVE, ServiceStatus.SUPERSEDED},
     ServiceStatus.RETIRED: set(),
     ServiceStatus.FAILED: set(),
+    ServiceStatus.SUPERSEDED: set(),
 }
+IN_PIPELINE = frozenset(_PRE_ACTIVE)
+LIVE = frozenset({ServiceStatus.ACTIVE, ServiceStatus.DEPRECATED})
 for _status in _PRE_ACTIVE:
     ALLOWED_TRANSITIONS[_status].add(ServiceStatus.FAILED)
 
@@ -50,6 +54,7 @@ class Phase(StrEnum):
     REGISTRY_SYNC = "registry_sync"
     PERSISTENCE = "persistence"
     ENDPOINT_TESTS = "endpoint_tests"
+    APPROVAL = "approval"
     ACTIVATION = "activation"
     ROLLBACK = "rollback"
 

@@ -15,6 +15,16 @@ class DomainError(Exception):
         self.details = details or []
 
 
+class UnauthorizedError(DomainError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(DomainError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(DomainError):
     status_code = 404
     code = "not_found"

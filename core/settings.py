@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,13 @@ class PrefectSettings(BaseModel):
     publish_deployment: str = Field(
         default="publish-service/publish-service", description="'flow-name/deployment-name' of the publish flow."
     )
+    deprecate_deployment: str = Field(
+        default="deprecate-service/deprecate-service", description="Deployment of the deprecation flow."
+    )
+    retire_deployment: str = Field(
+        default="retire-service/retire-service", description="Deployment of the retirement flow."
+    )
+    sync_deployment: str = Field(default="sync-registry/sync-registry", description="Deployment of the registry sync.")
     request_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout for calls to the Prefect API.")
 
 
@@ -82,6 +89,27 @@ class EndpointTestSettings(BaseModel):
     latency_samples: int = Field(default=5, ge=1, le=100, description="Requests in the latency probe.")
 
 
+class LifecycleSettings(BaseModel):
+    approval_timeout_seconds: int = Field(
+        default=7 * 24 * 3600, ge=1, description="How long a publication waits for a governance decision."
+    )
+    deprecation_grace_seconds: int = Field(
+        default=30 * 24 * 3600, ge=0, description="Time between deprecation and retirement."
+    )
+
+
+# Deliberately public: accepted only in development, refused by the validator below elsewhere.
+DEV_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+
+
+class AuthSettings(BaseModel):
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEV_JWT_SECRET), description="HS256 signing secret; must be set outside development."
+    )
+    jwt_algorithm: str = Field(default="HS256", description="Signature algorithm of bearer tokens.")
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="Lifetime of issued tokens.")
+
+
 class LimitSettings(BaseModel):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     max_openapi_paths: int = Field(default=2000, ge=1, description="Largest number of paths in an OpenAPI document.")
@@ -106,11 +134,18 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     policy: PolicySettings = PolicySettings()
     endpoint_tests: EndpointTestSettings = EndpointTestSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
+        if (
+            self.environment is not Environment.DEVELOPMENT
+            and self.auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        ):
+            raise ValueError("auth.jwt_secret must be set outside development (MARKETPLACE_AUTH__JWT_SECRET)")
         if self.environment is Environment.PRODUCTION:
             if self.endpoint_tests.allow_insecure_endpoints:
                 raise ValueError("endpoint_tests.allow_insecure_endpoints must be false in production")

@@ -1,4 +1,9 @@
-"""The publish flow: from a submitted spec to an active service, or to `failed` with reasons."""
+"""The publish flow: from a submitted version to an active service, or to `failed` with reasons.
+
+A run that needs approval suspends (no process is held while governance decides) and is
+re-run from the top when resumed: every task before the wait returns its persisted result
+for this flow run instead of running again.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
+from prefect.flow_runs import suspend_flow_run
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.transactions import Transaction
 
-from core.domain import Phase, PhaseOutcome, ServiceStatus
+from core.domain import Phase, PhaseOutcome, ServiceStatus, requires_approval
+from core.settings import get_settings
 from flows.compensation import Compensation
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
+from tasks.approval import ApprovalDecision, ApprovalRequest, DecisionInput, record_decision, request_approval
 from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
 from tasks.lifecycle import RollbackInput, TransitionInput, load_service_spec, record_rollback, transition_status
 from tasks.openapi import openapi_validation
@@ -28,7 +36,7 @@ CHECK_PHASES = (metadata_validation, openapi_validation, policy_compliance)
 
 
 class PublicationRejected(Exception):
-    """A phase found the service unfit for the marketplace."""
+    """A phase (or a reviewer) found the version unfit for the marketplace."""
 
     def __init__(self, phase: Phase, reason: str) -> None:
         super().__init__(reason)
@@ -36,10 +44,10 @@ class PublicationRejected(Exception):
         self.reason = reason
 
 
-@flow(name="publish-service", retries=0, timeout_seconds=3600, log_prints=False)
-def publish_service(service_id: str) -> State[Any]:
-    """Take a submitted service through validation, policy, registry, tests and activation."""
-    base = PhaseInput(service_id=service_id, flow_run_id=flow_run.get_id())
+@flow(name="publish-service", retries=0, persist_result=True, log_prints=False)
+def publish_service(service_id: str, version_id: str) -> State[Any]:
+    """Take a submitted version through validation, policy, registry, tests, approval and activation."""
+    base = PhaseInput(service_id=service_id, version_id=version_id, flow_run_id=flow_run.get_id())
     spec = load_service_spec(base)
     _move(base, ServiceStatus.VALIDATING, "publish pipeline started")
     compensation = Compensation(get_run_logger())
@@ -69,7 +77,20 @@ def _publish_outward(base: PhaseInput, spec: dict[str, Any], compensation: Compe
             future.result()
         except EndpointCheckFailed as failed:
             _require(failed.outcome)
+    if requires_approval(spec):
+        _await_approval(base)
     activate_service(base)
+
+
+def _await_approval(base: PhaseInput) -> None:
+    """Suspend until governance decides (the Pause signal ends this process; a resume re-runs the flow)."""
+    timeout = get_settings().lifecycle.approval_timeout_seconds
+    request_approval(ApprovalRequest(**base.model_dump(), timeout_seconds=timeout))
+    decision = suspend_flow_run(wait_for_input=ApprovalDecision, timeout=timeout, key=f"approval-{base.version_id}")
+    record_decision(DecisionInput(**base.model_dump(), decision=decision))
+    if decision.decision != "approve":
+        comment = f": {decision.comment}" if decision.comment else ""
+        raise PublicationRejected(Phase.APPROVAL, f"rejected by {decision.reviewer}{comment}")
 
 
 def _undo_registry(txn: Transaction) -> None:
@@ -101,7 +122,6 @@ def _fail(base: PhaseInput, compensation: Compensation, phase: Phase | None, rea
     if compensation.steps:
         problems = compensation.rollback()
         record_rollback(RollbackInput(**base.model_dump(), steps=compensation.steps, problems=problems))
-    _move(
-        base, ServiceStatus.FAILED, reason, event_type="validation_failed", failure_phase=phase.value if phase else None
-    )
+    failure_phase = phase.value if phase else None
+    _move(base, ServiceStatus.FAILED, reason, event_type="validation_failed", failure_phase=failure_phase)
     return Failed(message=reason)

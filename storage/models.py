@@ -59,10 +59,18 @@ class Service(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     published_at: Mapped[datetime | None] = mapped_column()
     deprecated_at: Mapped[datetime | None] = mapped_column()
+    sunset_at: Mapped[datetime | None] = mapped_column()
+    retirement_flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    archived_at: Mapped[datetime | None] = mapped_column()
 
 
 class ServiceVersion(Base):
-    """Every version ever submitted; name+version is unique across the marketplace."""
+    """Every version ever submitted, with its own pass through the pipeline.
+
+    name+version is unique across the marketplace. The first version moves the service's
+    status with it; a later version goes through the pipeline while the service stays live
+    on the current one, and replaces it when it becomes active.
+    """
 
     __tablename__ = "service_versions"
     __table_args__ = (UniqueConstraint("name", "version", name="uq_service_versions_name_version"),)
@@ -72,10 +80,43 @@ class ServiceVersion(Base):
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(32))
-    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    current_phase: Mapped[str | None] = mapped_column(String(64))
+    failure_phase: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    registry_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
     published_at: Mapped[datetime | None] = mapped_column()
+
+
+class Approval(Base):
+    """A governance decision a version waits for."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("service_versions.id"), unique=True)
+    flow_run_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected, expired
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_at: Mapped[datetime | None] = mapped_column()
+    reviewer: Mapped[str | None] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class ServiceArchive(Base):
+    """What a retired service looked like, kept after it leaves the marketplace."""
+
+    __tablename__ = "service_archives"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), unique=True)
+    archived_at: Mapped[datetime] = mapped_column(default=utcnow)
+    record: Mapped[dict[str, Any]] = mapped_column()
 
 
 class ValidationResult(Base):

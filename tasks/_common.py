@@ -12,13 +12,14 @@ from pydantic import BaseModel, Field
 from core.domain import Phase, PhaseOutcome
 from core.settings import get_settings
 from storage.database import session_scope
-from storage.repositories import phases, services
+from storage.repositories import phases, versions
 
 
 class PhaseInput(BaseModel):
-    """Identifies the service and the run a phase works for."""
+    """Identifies the service, the version being published and the run a phase works for."""
 
     service_id: str
+    version_id: str
     flow_run_id: str | None = None
 
 
@@ -47,7 +48,7 @@ def run_phase(inp: PhaseInput, check: Callable[[], PhaseOutcome], phase: Phase |
     started_at = datetime.now(UTC)
     if phase is not None:  # shown by the status endpoint while the phase runs
         with session_scope() as session:
-            services.set_phase(session, inp.service_id, phase.value)
+            versions.set_phase(session, inp.version_id, phase.value)
     t0 = time.perf_counter()
     outcome = check()
     outcome.duration_ms = (time.perf_counter() - t0) * 1000

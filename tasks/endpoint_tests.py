@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import Task, task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from core.domain import PhaseOutcome
+from core.domain import Phase, PhaseOutcome
 from core.settings import Settings, get_settings
 from tasks._common import SpecInput, backoff, jitter, run_phase
 from tasks.endpoint_checks import (
@@ -70,7 +69,7 @@ def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any
 
 
 def _run(inp: SpecInput, check: Check) -> PhaseOutcome:
-    outcome = run_phase(inp, lambda: check(inp.spec, get_settings()))
+    outcome = run_phase(inp, lambda: check(inp.spec, get_settings()), Phase.ENDPOINT_TESTS)
     if not outcome.passed:
         raise EndpointCheckFailed(outcome)
     return outcome
@@ -82,8 +81,9 @@ _OPTIONS: dict[str, Any] = {
     "retry_jitter_factor": jitter(),
     "retry_condition_fn": retry_if_transient,
     "timeout_seconds": 60,
-    # A probe observes the endpoint as it is now; a cached result from an earlier attempt would lie.
-    "cache_policy": NO_CACHE,
+    # Prefect's default cache policy (inputs + task source + flow run id): a run resumed after
+    # approval reuses these results instead of probing again; failed attempts are never cached,
+    # so a retry does probe, and another run never sees them.
 }
 
 

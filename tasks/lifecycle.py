@@ -10,7 +10,7 @@ from pydantic import Field
 from core.domain import ServiceStatus
 from core.errors import NotFoundError
 from storage.database import session_scope
-from storage.repositories import audit, outbox, services
+from storage.repositories import audit, outbox, versions
 from storage.repositories.services import SYSTEM
 from tasks._common import PhaseInput, backoff, jitter
 
@@ -30,18 +30,18 @@ def load_service_spec(inp: PhaseInput) -> dict[str, Any]:
     """Read the submitted spec; retried because the API commits just after it starts the run."""
     with session_scope() as session:
         try:
-            return dict(services.get(session, inp.service_id).spec)
+            return dict(versions.get(session, inp.version_id).spec)
         except NotFoundError as exc:
-            raise LookupError(f"service {inp.service_id} is not (yet) in the database") from exc
+            raise LookupError(f"version {inp.version_id} is not (yet) in the database") from exc
 
 
 @task(name="transition-status", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def transition_status(inp: TransitionInput) -> str:
-    """Change the lifecycle status with its audit record and outbox event, atomically."""
+    """Change the version's (and a first publication's service's) status, audit and event, atomically."""
     with session_scope() as session:
-        service = services.transition(
+        version = versions.transition(
             session,
-            inp.service_id,
+            inp.version_id,
             inp.target,
             actor=SYSTEM,
             reason=inp.reason,
@@ -50,7 +50,7 @@ def transition_status(inp: TransitionInput) -> str:
             failure_phase=inp.failure_phase,
             details=inp.details,
         )
-        return service.status
+        return version.status
 
 
 class RollbackInput(PhaseInput):

@@ -83,7 +83,7 @@ def validate_openapi(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
 )
 def openapi_validation(inp: SpecInput) -> PhaseOutcome:
     """Prefect task of phase 3: validate the embedded OpenAPI document and record the outcome."""
-    return run_phase(inp, lambda: validate_openapi(inp.spec, get_settings()))
+    return run_phase(inp, lambda: validate_openapi(inp.spec, get_settings()), Phase.OPENAPI_VALIDATION)
 
 
 def _version_issues(doc: object) -> list[Issue]:

@@ -167,4 +167,4 @@ def check_policies(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
 )
 def policy_compliance(inp: SpecInput) -> PhaseOutcome:
     """Check the spec against the marketplace's Rego policies and record the outcome."""
-    return run_phase(inp, lambda: check_policies(inp.spec, get_settings()))
+    return run_phase(inp, lambda: check_policies(inp.spec, get_settings()), Phase.POLICY_COMPLIANCE)

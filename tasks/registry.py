@@ -7,12 +7,14 @@ from typing import Any
 import httpx
 import pybreaker
 from prefect import task
+from pydantic import BaseModel
 
 from core.domain import Outcome, Phase, PhaseOutcome
 from core.settings import RegistrySettings, get_settings
 from storage.database import session_scope
-from storage.repositories import audit, services
+from storage.repositories import audit, versions
 from storage.repositories.services import SYSTEM
+from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, SpecInput, backoff, jitter, run_phase
 
 LOCAL_PREFIX = "marketplace:"
@@ -49,6 +51,20 @@ class RegistryClient:
         }
         response = self._breaker.call(self._request, "POST", "/api/v1/services", body)
         return str(response.json()["id"])
+
+    def update(self, registry_id: str, spec: dict[str, Any]) -> None:
+        """PUT the service's current metadata to its registry entry."""
+        body = {
+            "name": spec["name"],
+            "version": spec["version"],
+            "capabilities": spec.get("capabilities", []),
+            "metadata": {
+                "category": spec["category"],
+                "tags": spec.get("tags", []),
+                "description": spec["description"],
+            },
+        }
+        self._breaker.call(self._request, "PUT", f"/api/v1/services/{registry_id}", body)
 
     def deregister(self, registry_id: str) -> None:
         """DELETE the entry; a 404 means it is already gone, which is what we want."""
@@ -88,7 +104,7 @@ def registry_sync(inp: SpecInput) -> PhaseOutcome:
         settings = get_settings().registry
         registry_id = register(inp.service_id, inp.spec, settings)
         with session_scope() as session:
-            services.set_registry_id(session, inp.service_id, registry_id)
+            versions.set_registry_id(session, inp.version_id, registry_id)
         return PhaseOutcome(
             phase=Phase.REGISTRY_SYNC,
             outcome=Outcome.PASSED,
@@ -103,7 +119,7 @@ def remove_registry_entry(inp: RegistryEntryInput) -> None:
     """Compensation: take the entry out of the registry and record that we did."""
     deregister(inp.registry_id, get_settings().registry)
     with session_scope() as session:
-        services.set_registry_id(session, inp.service_id, None)
+        versions.set_registry_id(session, inp.version_id, None)
         audit.append(
             session,
             service_id=inp.service_id,
@@ -114,3 +130,20 @@ def remove_registry_entry(inp: RegistryEntryInput) -> None:
             flow_run_id=inp.flow_run_id,
             details={"registryId": inp.registry_id},
         )
+
+
+class RegistryUpdateInput(BaseModel):
+    service_id: str
+
+
+@task(name="update-registry-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
+def update_registry_entry(inp: RegistryUpdateInput) -> str:
+    """Send the service's current metadata to the external registry (nothing to do when we are the registry)."""
+    settings = get_settings().registry
+    with session_scope() as session:
+        service = get_service(session, inp.service_id)
+        registry_id, spec = service.registry_id, dict(service.spec)
+    if not settings.url or not registry_id or registry_id.startswith(LOCAL_PREFIX):
+        return "marketplace database is the registry: nothing to sync"
+    RegistryClient(settings).update(registry_id, spec)
+    return f"registry entry {registry_id} updated"

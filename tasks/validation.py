@@ -50,7 +50,7 @@ def validate_metadata(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
 )
 def metadata_validation(inp: SpecInput) -> PhaseOutcome:
     """Prefect task of phase 2: validate the spec's metadata and record the outcome."""
-    return run_phase(inp, lambda: validate_metadata(inp.spec, get_settings()))
+    return run_phase(inp, lambda: validate_metadata(inp.spec, get_settings()), Phase.METADATA_VALIDATION)
 
 
 def _obj(value: object) -> dict[str, Any]:

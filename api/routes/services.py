@@ -1,26 +1,31 @@
-"""Publishing and reading services."""
+"""Publishing, reading, updating and deprecating services."""
 
 from __future__ import annotations
 
+from email.utils import format_datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import publishing
 from api.body import read_json_object
 from api.deps import DbSession, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
-from api.orchestrator import Orchestrator
-from api.schemas import PublishAccepted, ServiceOut, ServicePage, ServiceStatusOut
+from api.schemas import (
+    DeprecationAccepted,
+    PublishAccepted,
+    ServiceOut,
+    ServicePage,
+    ServiceStatusOut,
+    VersionAccepted,
+)
 from api.status_report import build_status
 from core.domain import ServiceStatus
-from core.errors import SpecValidationError
-from core.settings import Settings
 from storage.database import session_scope
-from storage.models import new_id
+from storage.models import Service
 from storage.repositories import services
 from storage.repositories.services import Actor, ServiceFilter
-from tasks.spec_schema import schema_errors
 
 router = APIRouter(prefix="/services", tags=["services"])
 
@@ -31,6 +36,18 @@ SPEC_BODY = {
         "content": {"application/json": {"schema": {"$ref": "/api/v1/schemas/service-spec"}}},
     }
 }
+
+
+def status_url(settings: SettingsDep, service_id: str) -> str:
+    return f"{settings.api.public_url.rstrip('/')}/api/v1/services/{service_id}/status"
+
+
+def set_lifecycle_headers(response: Response, service: Service) -> None:
+    """RFC 9745 `Deprecation` and RFC 8594 `Sunset` on a deprecated service's responses."""
+    if service.status == ServiceStatus.DEPRECATED.value and service.deprecated_at:
+        response.headers["Deprecation"] = f"@{int(service.deprecated_at.timestamp())}"
+        if service.sunset_at:
+            response.headers["Sunset"] = format_datetime(service.sunset_at, usegmt=True)
 
 
 @router.post(
@@ -46,27 +63,10 @@ async def publish(
 ) -> PublishAccepted:
     """Validate the spec, store it as `submitted` and start the publish flow run; never waits for the pipeline."""
     spec = await read_json_object(request, settings.limits.max_body_bytes)
-    accepted = await run_in_threadpool(_submit, spec, settings, orch)
-    response.headers["Location"] = accepted.status_url
-    return accepted
-
-
-def _submit(spec: dict[str, Any], settings: Settings, orch: Orchestrator) -> PublishAccepted:
-    issues = schema_errors(spec)
-    if issues:
-        details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
-        raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
-    service_id = new_id()
-    # The run is created before the commit, so a Prefect outage leaves no half-created service;
-    # the flow's first task retries until the row is visible.
-    with session_scope() as session:
-        services.create_submitted(session, spec, Actor(spec["provider"]["id"], "provider"), service_id)
-        flow_run_id = orch.start_publish(service_id)
-        services.set_flow_run(session, service_id, flow_run_id)
-    status_url = f"{settings.api.public_url.rstrip('/')}/api/v1/services/{service_id}/status"
-    return PublishAccepted(
-        service_id=service_id, flow_run_id=flow_run_id, status=ServiceStatus.SUBMITTED.value, status_url=status_url
-    )
+    service_id, _, flow_run_id = await run_in_threadpool(publishing.submit_service, spec, orch)
+    url = status_url(settings, service_id)
+    response.headers["Location"] = url
+    return PublishAccepted(service_id=service_id, flow_run_id=flow_run_id, status="submitted", status_url=url)
 
 
 @router.get("", response_model=ServicePage, responses=ERRORS, summary="List services")
@@ -85,12 +85,105 @@ def list_services(
 
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=ERRORS, summary="Read a service")
-def get_service(service_id: str, session: DbSession) -> ServiceOut:
+def get_service(service_id: str, session: DbSession, response: Response) -> ServiceOut:
     """One service with its spec and lifecycle fields."""
-    return ServiceOut.model_validate(services.get(session, service_id))
+    service = services.get(session, service_id)
+    set_lifecycle_headers(response, service)
+    return ServiceOut.model_validate(service)
 
 
 @router.get("/{service_id}/status", response_model=ServiceStatusOut, responses=ERRORS, summary="Publishing status")
-def get_status(service_id: str, session: DbSession, orch: OrchestratorDep) -> ServiceStatusOut:
+def get_status(service_id: str, session: DbSession, orch: OrchestratorDep, response: Response) -> ServiceStatusOut:
     """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run."""
-    return build_status(session, services.get(session, service_id), orch)
+    service = services.get(session, service_id)
+    set_lifecycle_headers(response, service)
+    return build_status(session, service, orch)
+
+
+@router.put(
+    "/{service_id}",
+    responses={**ERRORS, 202: {"model": VersionAccepted}},
+    response_model=ServiceOut,
+    summary="Update metadata (a version change starts the version flow)",
+)
+async def update_service(
+    service_id: str, request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+) -> Any:
+    """Change metadata in place (validated, policy-checked, audited, registry synced); a new `version` is published."""
+    changes = await read_json_object(request, settings.limits.max_body_bytes)
+    actor = Actor("api", "provider")
+    outcome, version, flow_run_id = await run_in_threadpool(
+        publishing.update_metadata, service_id, changes, actor, settings, orch
+    )
+    if outcome == "new_version" and version is not None and flow_run_id is not None:
+        response.status_code = 202
+        return _version_accepted(settings, version.service_id, version.id, version.version, flow_run_id)
+    if settings.registry.url:
+        await run_in_threadpool(orch.start_registry_sync, service_id)
+    return await run_in_threadpool(_read, service_id)
+
+
+def _read(service_id: str) -> ServiceOut:
+    with session_scope() as session:
+        return ServiceOut.model_validate(services.get(session, service_id))
+
+
+@router.delete(
+    "/{service_id}",
+    status_code=202,
+    response_model=DeprecationAccepted,
+    responses=ERRORS,
+    summary="Deprecate (retirement follows after the grace period)",
+)
+def deprecate_service(service_id: str, settings: SettingsDep, orch: OrchestratorDep) -> DeprecationAccepted:
+    """Start the deprecation flow: `deprecated`, consumers notified, retirement scheduled at now + grace period."""
+    flow_run_id, grace = publishing.deprecate(service_id, Actor("api", "provider"), settings, orch)
+    return DeprecationAccepted(
+        service_id=service_id, flow_run_id=flow_run_id, status="deprecating", grace_seconds=grace
+    )
+
+
+@router.delete(
+    "/{service_id}/deprecation",
+    response_model=ServiceOut,
+    responses=ERRORS,
+    summary="Withdraw a deprecation before the sunset",
+)
+def reinstate_service(service_id: str, orch: OrchestratorDep) -> ServiceOut:
+    """Back to `active`; the scheduled retirement run is cancelled."""
+    publishing.reinstate(service_id, Actor("api", "provider"), orch)
+    return _read(service_id)
+
+
+def _version_accepted(
+    settings: SettingsDep, service_id: str, version_id: str, version: str, run: str
+) -> VersionAccepted:
+    return VersionAccepted(
+        service_id=service_id,
+        version_id=version_id,
+        version=version,
+        flow_run_id=run,
+        status="submitted",
+        status_url=status_url(settings, service_id),
+    )
+
+
+@router.post(
+    "/{service_id}/versions",
+    status_code=202,
+    response_model=VersionAccepted,
+    responses=ERRORS,
+    openapi_extra=SPEC_BODY,
+    summary="Publish a new version",
+)
+async def publish_version(
+    service_id: str, request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+) -> VersionAccepted:
+    """A greater semver through the same pipeline; the current version keeps serving until the new one is active."""
+    spec = await read_json_object(request, settings.limits.max_body_bytes)
+    provider = spec.get("provider")
+    actor = Actor(str(provider.get("id", "api")) if isinstance(provider, dict) else "api", "provider")
+    version, flow_run_id = await run_in_threadpool(publishing.submit_version, service_id, spec, actor, settings, orch)
+    accepted = _version_accepted(settings, service_id, version.id, version.version, flow_run_id)
+    response.headers["Location"] = accepted.status_url
+    return accepted

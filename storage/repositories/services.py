@@ -1,4 +1,4 @@
-"""Services and their versions, and the one way their status changes."""
+"""Services: creation, reads, and service-level lifecycle moves (deprecate, retire, reinstate)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.domain import ServiceStatus, can_transition
 from core.errors import DuplicateServiceError, InvalidTransitionError, NotFoundError
-from storage.models import Service, ServiceVersion, new_id
+from storage.models import Service, ServiceArchive, ServiceVersion, new_id
 from storage.repositories import audit, outbox
 
 
@@ -35,7 +35,9 @@ class ServiceFilter:
     provider_id: str | None = None
 
 
-def create_submitted(session: Session, spec: dict[str, Any], actor: Actor, service_id: str | None = None) -> Service:
+def create_submitted(
+    session: Session, spec: dict[str, Any], actor: Actor, service_id: str | None = None, version_id: str | None = None
+) -> Service:
     """Store a new service as `submitted`, with its first version, audit record and event.
 
     Raises DuplicateServiceError when name+version exists; nothing is kept then.
@@ -51,22 +53,16 @@ def create_submitted(session: Session, spec: dict[str, Any], actor: Actor, servi
         tags=list(spec.get("tags", [])),
         spec=spec,
         status=ServiceStatus.SUBMITTED.value,
-        current_phase=None,
     )
     version = ServiceVersion(
-        service_id=service.id, name=service.name, version=service.version, spec=spec, status=service.status
+        id=version_id or new_id(),
+        service_id=service.id,
+        name=service.name,
+        version=service.version,
+        spec=spec,
+        status=service.status,
     )
-    try:
-        with session.begin_nested():  # a savepoint, so the caller's transaction survives the conflict
-            session.add(service)
-            session.flush()
-            session.add(version)
-            session.flush()
-    except IntegrityError as exc:
-        raise DuplicateServiceError(
-            f"service {spec['name']!r} version {spec['version']!r} already exists",
-            [{"pointer": "/version", "message": "name+version must be unique"}],
-        ) from exc
+    add_unique(session, [service, version], spec)
     audit.append(
         session,
         service_id=service.id,
@@ -75,9 +71,24 @@ def create_submitted(session: Session, spec: dict[str, Any], actor: Actor, servi
         actor_role=actor.role,
         to_status=service.status,
         reason="submitted for publication",
+        details={"version": service.version},
     )
-    outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=_event_data(service))
+    outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
     return service
+
+
+def add_unique(session: Session, rows: Sequence[object], spec: dict[str, Any]) -> None:
+    """Insert rows in a savepoint; a name+version clash becomes a 409 and the caller's transaction survives."""
+    try:
+        with session.begin_nested():
+            for row in rows:
+                session.add(row)
+                session.flush()
+    except IntegrityError as exc:
+        raise DuplicateServiceError(
+            f"service {spec['name']!r} version {spec['version']!r} already exists",
+            [{"pointer": "/version", "message": "name+version must be unique"}],
+        ) from exc
 
 
 def get(session: Session, service_id: str, *, for_update: bool = False) -> Service:
@@ -105,27 +116,6 @@ def list_services(session: Session, filters: ServiceFilter, offset: int, limit: 
     return page, total
 
 
-def set_flow_run(session: Session, service_id: str, flow_run_id: str) -> None:
-    """Remember which Prefect flow run publishes the service."""
-    service = get(session, service_id)
-    service.flow_run_id = flow_run_id
-    for version in _versions(session, service):
-        if version.version == service.version:
-            version.flow_run_id = flow_run_id
-    session.flush()
-
-
-def set_phase(session: Session, service_id: str, phase: str) -> None:
-    """Record the phase the pipeline is in, for the status endpoint."""
-    get(session, service_id).current_phase = phase
-    session.flush()
-
-
-def set_registry_id(session: Session, service_id: str, registry_id: str | None) -> None:
-    get(session, service_id).registry_id = registry_id
-    session.flush()
-
-
 def transition(
     session: Session,
     service_id: str,
@@ -135,26 +125,27 @@ def transition(
     reason: str,
     event_type: str | None = None,
     flow_run_id: str | None = None,
-    failure_phase: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> Service:
-    """Move a service along its lifecycle: state, audit record and outbox event in one transaction."""
+    """A service-level move (deprecate, reinstate, retire): state, audit and event in one transaction.
+
+    The service's current version row follows it. Pipeline moves go through `versions.transition`.
+    """
     service = get(session, service_id, for_update=True)
     current = ServiceStatus(service.status)
     if current is target:
-        return service  # a retried task repeating a transition it already made
+        return service  # a retried task repeating a move it already made
     if not can_transition(current, target):
-        raise InvalidTransitionError(f"service {service_id} cannot go from {current} to {target}")
+        raise InvalidTransitionError(f"service {service_id} is {current.value}; it cannot become {target.value}")
     service.status = target.value
-    if target is ServiceStatus.FAILED:
-        service.failure_phase = failure_phase or service.current_phase
-        service.failure_reason = reason
-    if target is ServiceStatus.ACTIVE and service.published_at is None:
-        service.published_at = datetime.now(UTC)
-    for version in _versions(session, service):
-        if version.version == service.version:
-            version.status = target.value
-            version.published_at = service.published_at
+    if target is ServiceStatus.DEPRECATED:
+        service.deprecated_at = datetime.now(UTC)
+    elif current is ServiceStatus.DEPRECATED and target is ServiceStatus.ACTIVE:
+        service.deprecated_at = None
+    current_version = session.scalars(
+        select(ServiceVersion).where(ServiceVersion.service_id == service_id, ServiceVersion.version == service.version)
+    ).one()
+    current_version.status = target.value
     audit.append(
         session,
         service_id=service_id,
@@ -164,20 +155,32 @@ def transition(
         from_status=current.value,
         to_status=target.value,
         reason=reason,
-        flow_run_id=flow_run_id or service.flow_run_id,
-        details=details,
+        flow_run_id=flow_run_id,
+        details={"version": service.version, **(details or {})},
     )
     if event_type:
-        outbox.add(session, aggregate_id=service_id, event_type=event_type, data=_event_data(service, reason))
+        outbox.add(session, aggregate_id=service_id, event_type=event_type, data=event_data(service, reason))
     session.flush()
     return service
 
 
-def _versions(session: Session, service: Service) -> Sequence[ServiceVersion]:
-    return session.scalars(select(ServiceVersion).where(ServiceVersion.service_id == service.id)).all()
+def schedule_retirement(session: Session, service_id: str, sunset_at: datetime | None, flow_run_id: str | None) -> None:
+    """Remember when the service retires and which scheduled run does it (None clears both)."""
+    service = get(session, service_id)
+    service.sunset_at = sunset_at
+    service.retirement_flow_run_id = flow_run_id
+    session.flush()
 
 
-def _event_data(service: Service, reason: str | None = None) -> dict[str, Any]:
+def archive(session: Session, service: Service, record: dict[str, Any]) -> None:
+    """Keep what a retired service looked like (its spec and every version) in the archive."""
+    session.add(ServiceArchive(service_id=service.id, record=record))
+    service.archived_at = datetime.now(UTC)
+    session.flush()
+
+
+def event_data(service: Service, reason: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The `data` of a lifecycle event about a service (schema version in the envelope)."""
     data: dict[str, Any] = {
         "serviceId": service.id,
         "name": service.name,
@@ -189,4 +192,5 @@ def _event_data(service: Service, reason: str | None = None) -> dict[str, Any]:
     }
     if reason:
         data["reason"] = reason
+    data.update(extra)
     return data

@@ -33,7 +33,12 @@ def test_publish_answers_202_and_starts_a_flow_run(client: TestClient, prefect_s
     assert response.headers["location"] == body["statusUrl"]
     with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
         run = prefect.read_flow_run(UUID(body["flowRunId"]))
-    assert run.parameters == {"service_id": body["serviceId"]}
+    assert run.parameters["service_id"] == body["serviceId"]
+    versions = client.get(f"{SERVICES}/{body['serviceId']}/versions").json()
+    assert [(v["version"], v["status"], v["flowRunId"]) for v in versions["items"]] == [
+        ("1.0.0", "submitted", body["flowRunId"])
+    ]
+    assert run.parameters["version_id"] == versions["items"][0]["id"]
     assert run.state is not None and run.state.type.value == "SCHEDULED"
 
     service = client.get(f"{SERVICES}/{body['serviceId']}").json()

@@ -8,7 +8,7 @@ import pytest
 
 from flows.publish import publish_service
 from storage.database import reset_engine, session_scope
-from storage.repositories import audit, outbox, phases, services
+from storage.repositories import audit, outbox, phases, services, versions
 from storage.repositories.services import Actor
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
@@ -19,6 +19,12 @@ pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=Tr
 def submit(spec: dict[str, Any]) -> str:
     with session_scope() as session:
         return services.create_submitted(session, spec, Actor("test", "provider")).id
+
+
+def publish(service_id: str) -> Any:
+    with session_scope() as session:
+        version_id = versions.latest(session, service_id).id
+    return publish_service(service_id, version_id, return_state=True)
 
 
 def snapshot(service_id: str) -> dict[str, Any]:
@@ -38,7 +44,7 @@ def snapshot(service_id: str) -> dict[str, Any]:
 def test_good_spec_becomes_active(flow_env: pytest.MonkeyPatch) -> None:
     with FakeProvider() as provider:
         service_id = submit(good_spec(provider.url))
-        state = publish_service(service_id, return_state=True)
+        state = publish(service_id)
     assert state.is_completed()
     result = snapshot(service_id)
     assert result["status"] == "active"
@@ -67,7 +73,7 @@ def test_bad_semver_fails_at_validation_without_touching_the_registry(flow_env: 
         flow_env.setenv("MARKETPLACE_REGISTRY__URL", registry.url)
         reset_engine()
         service_id = submit(good_spec(provider.url, version="1.0"))
-        state = publish_service(service_id, return_state=True)
+        state = publish(service_id)
     assert state.is_failed()
     result = snapshot(service_id)
     assert result["status"] == "failed"
@@ -83,7 +89,7 @@ def test_endpoint_failure_removes_the_registry_entry(flow_env: pytest.MonkeyPatc
         flow_env.setenv("MARKETPLACE_REGISTRY__URL", registry.url)
         reset_engine()
         service_id = submit(good_spec(provider.url))
-        state = publish_service(service_id, return_state=True)
+        state = publish(service_id)
     assert state.is_failed()
     result = snapshot(service_id)
     assert result["status"] == "failed"
@@ -104,7 +110,7 @@ def test_a_retried_registry_hiccup_is_not_compensated(flow_env: pytest.MonkeyPat
         flow_env.setenv("MARKETPLACE_REGISTRY__URL", registry.url)
         reset_engine()
         service_id = submit(good_spec(provider.url))
-        state = publish_service(service_id, return_state=True)
+        state = publish(service_id)
     assert state.is_completed()
     result = snapshot(service_id)
     assert result["status"] == "active"
@@ -118,7 +124,7 @@ def test_registry_down_fails_the_run_after_retries(flow_env: pytest.MonkeyPatch)
         flow_env.setenv("MARKETPLACE_REGISTRY__URL", registry.url)
         reset_engine()
         service_id = submit(good_spec(provider.url))
-        state = publish_service(service_id, return_state=True)
+        state = publish(service_id)
     assert state.is_failed()
     result = snapshot(service_id)
     assert result["status"] == "failed"

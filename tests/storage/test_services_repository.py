@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from core.domain import Outcome, Phase, PhaseOutcome, ServiceStatus
 from core.errors import DuplicateServiceError, InvalidTransitionError, NotFoundError
 from storage.database import get_engine, session_scope
-from storage.repositories import audit, outbox, phases, services
+from storage.repositories import audit, outbox, phases, services, versions
 from storage.repositories.services import SYSTEM, Actor, ServiceFilter
 from tests.support.specs import make_spec
 
@@ -49,12 +49,18 @@ def test_duplicate_name_and_version_is_refused_and_loses_nothing(database_url: s
         assert total == 2
 
 
+def first_version(service_id: str) -> str:
+    with session_scope() as session:
+        return versions.latest(session, service_id).id
+
+
 def test_transition_follows_lifecycle_and_audits(database_url: str) -> None:
     with session_scope() as session:
         service_id = services.create_submitted(session, make_spec(), PROVIDER).id
+    version_id = first_version(service_id)
     with session_scope() as session:
         for target in (ServiceStatus.VALIDATING, ServiceStatus.TESTING, ServiceStatus.ACTIVE):
-            services.transition(session, service_id, target, actor=SYSTEM, reason=f"to {target}", event_type="x")
+            versions.transition(session, version_id, target, actor=SYSTEM, reason=f"to {target}", event_type="x")
     with session_scope() as session:
         stored = services.get(session, service_id)
         assert stored.status == "active"
@@ -62,14 +68,15 @@ def test_transition_follows_lifecycle_and_audits(database_url: str) -> None:
         moves = [(a.from_status, a.to_status) for a in audit.for_service(session, service_id)][1:]
         assert moves == [("submitted", "validating"), ("validating", "testing"), ("testing", "active")]
         with pytest.raises(InvalidTransitionError):
-            services.transition(session, service_id, ServiceStatus.FAILED, actor=SYSTEM, reason="too late")
+            versions.transition(session, version_id, ServiceStatus.FAILED, actor=SYSTEM, reason="too late")
 
 
 def test_failure_keeps_phase_and_reason(database_url: str) -> None:
     with session_scope() as session:
         service_id = services.create_submitted(session, make_spec(), PROVIDER).id
-        services.set_phase(session, service_id, Phase.METADATA_VALIDATION.value)
-        services.transition(session, service_id, ServiceStatus.FAILED, actor=SYSTEM, reason="bad semver")
+        version_id = versions.latest(session, service_id).id
+        versions.set_phase(session, version_id, Phase.METADATA_VALIDATION.value)
+        versions.transition(session, version_id, ServiceStatus.FAILED, actor=SYSTEM, reason="bad semver")
     with session_scope() as session:
         stored = services.get(session, service_id)
         assert (stored.status, stored.failure_phase, stored.failure_reason) == (
@@ -82,8 +89,9 @@ def test_failure_keeps_phase_and_reason(database_url: str) -> None:
 def test_repeated_transition_is_idempotent(database_url: str) -> None:
     with session_scope() as session:
         service_id = services.create_submitted(session, make_spec(), PROVIDER).id
-        services.transition(session, service_id, ServiceStatus.VALIDATING, actor=SYSTEM, reason="start")
-        services.transition(session, service_id, ServiceStatus.VALIDATING, actor=SYSTEM, reason="retried")
+        version_id = versions.latest(session, service_id).id
+        versions.transition(session, version_id, ServiceStatus.VALIDATING, actor=SYSTEM, reason="start")
+        versions.transition(session, version_id, ServiceStatus.VALIDATING, actor=SYSTEM, reason="retried")
         assert len(audit.for_service(session, service_id)) == 2
 
 

@@ -347,23 +347,29 @@ def test_only_transient_failures_are_retried(code, retried):
     assert retry_if_transient(None, None, Failed(data=RuntimeError("bug"))) is True  # type: ignore[arg-type]
 
 
-def test_task_records_the_outcome_then_raises_when_it_failed(settings, monkeypatch):
-    recorded: list[PhaseOutcome] = []
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_task_records_the_outcome_then_raises_when_it_failed(database_url, monkeypatch):
+    from storage.database import reset_engine, session_scope
+    from storage.repositories import phases, services, versions
+    from storage.repositories.services import Actor
 
-    def fake_run_phase(inp, check):
-        recorded.append(check())
-        return recorded[-1]
-
-    monkeypatch.setattr(endpoint_tests, "run_phase", fake_run_phase)
-    monkeypatch.setattr(endpoint_tests, "get_settings", lambda: settings)
+    monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS", "true")
+    reset_engine()
     with FakeProvider("open_auth") as provider:
-        inp = SpecInput(service_id="svc-1", spec=good_spec(provider.url))
+        spec = good_spec(provider.url)
+        with session_scope() as session:
+            service = services.create_submitted(session, spec, Actor("test"))
+            ids = {"service_id": service.id, "version_id": versions.latest(session, service.id).id}
+        inp = SpecInput(**ids, flow_run_id="run-1", spec=spec)
         assert endpoint_tests.health_check.fn(inp).passed
         with pytest.raises(EndpointCheckFailed) as raised:
             endpoint_tests.auth_check.fn(inp)
 
-    assert raised.value.outcome is recorded[-1]
-    assert [o.check for o in recorded] == ["health", "auth"]
+    with session_scope() as session:
+        recorded = phases.for_service(session, ids["service_id"], "run-1")
+        assert [(r.check_name, r.outcome) for r in recorded] == [("health", "passed"), ("auth", "failed")]
+        assert versions.get(session, ids["version_id"]).current_phase == "endpoint_tests"
+    assert raised.value.outcome.check == "auth"
 
 
 def test_the_flow_gets_five_distinct_tasks():

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import regopy
+from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
-from core.settings import PROJECT_ROOT, EndpointTestSettings, Environment, PolicySettings, Settings
+from core.settings import PROJECT_ROOT, AuthSettings, EndpointTestSettings, Environment, PolicySettings, Settings
 from tasks.policy import ENTRYPOINT, PolicyEvaluationError, check_policies, evaluate_policies, policy_input
 
 CLEAN_SPEC: dict[str, Any] = {
@@ -37,6 +38,7 @@ CLEAN_SPEC: dict[str, Any] = {
 def make_settings(*, insecure: bool = False, **policy: Any) -> Settings:
     return Settings(
         environment=Environment.TEST,
+        auth=AuthSettings(jwt_secret=SecretStr("test-secret")),
         policy=PolicySettings(**policy),
         endpoint_tests=EndpointTestSettings(allow_insecure_endpoints=insecure),
     )

@@ -6,9 +6,10 @@ import copy
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
-from core.settings import DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
+from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
 from tasks.validation import validate_metadata
 from tests.tasks.test_spec_schema import EXAMPLE
 
@@ -17,7 +18,9 @@ INSECURE = Settings(
     environment=Environment.DEVELOPMENT, endpoint_tests=EndpointTestSettings(allow_insecure_endpoints=True)
 )
 PROD = Settings(
-    environment=Environment.PRODUCTION, database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace")
+    environment=Environment.PRODUCTION,
+    database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace"),
+    auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret")),
 )
 
 

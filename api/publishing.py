@@ -1,0 +1,225 @@
+"""What the routes do: submit services and versions, update, deprecate. Routes stay thin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import semver
+
+from api.orchestrator import Orchestrator
+from core.domain import LIVE, ServiceStatus
+from core.errors import ConflictError, SpecValidationError
+from core.settings import Settings
+from storage.database import session_scope
+from storage.models import ServiceVersion, new_id
+from storage.repositories import approvals, audit, outbox, services, versions
+from storage.repositories.services import Actor, event_data
+from tasks.policy import check_policies
+from tasks.spec_schema import schema_errors
+from tasks.validation import validate_metadata
+
+# Changed in place by PUT; anything else (endpoint, compliance, OpenAPI ...) needs a new version.
+METADATA_FIELDS = frozenset({"description", "tags", "capabilities", "pricing", "sla", "category"})
+IDENTITY_FIELDS = frozenset({"name", "provider"})
+
+
+def require_valid_schema(spec: dict[str, Any]) -> None:
+    """422 listing every JSON Schema error with its pointer."""
+    issues = schema_errors(spec)
+    if issues:
+        details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
+        raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
+
+
+def submit_service(spec: dict[str, Any], orch: Orchestrator) -> tuple[str, str, str]:
+    """Store a new service and start its publish run; returns (service id, version id, flow run id).
+
+    The run is created before the commit, so a Prefect outage leaves no half-created service;
+    the flow's first task retries until the row is visible.
+    """
+    require_valid_schema(spec)
+    service_id, version_id = new_id(), new_id()
+    with session_scope() as session:
+        services.create_submitted(session, spec, Actor(spec["provider"]["id"], "provider"), service_id, version_id)
+        flow_run_id = orch.start_publish(service_id, version_id)
+        versions.set_flow_run(session, version_id, flow_run_id)
+    return service_id, version_id, flow_run_id
+
+
+def submit_version(
+    service_id: str, spec: dict[str, Any], actor: Actor, settings: Settings, orch: Orchestrator
+) -> tuple[ServiceVersion, str]:
+    """A new version of a live service through the same pipeline; the old one serves until it is active."""
+    require_valid_schema(spec)
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if service.status != ServiceStatus.ACTIVE.value:
+            raise ConflictError(f"service {service_id} is {service.status}; new versions need an active service")
+        if spec["name"] != service.name:
+            raise SpecValidationError("a new version keeps the service's name", [_detail("/name", service.name)])
+        pending = versions.in_flight(session, service_id)
+        if pending is not None:
+            raise ConflictError(f"version {pending.version} is still being published ({pending.status})")
+        _require_greater_version(
+            spec["version"],
+            [v.version for v in versions.for_service(session, service_id) if v.status != ServiceStatus.FAILED.value],
+            settings,
+        )
+        version = versions.create_next(session, service, spec, actor)
+        flow_run_id = orch.start_publish(service_id, version.id)
+        versions.set_flow_run(session, version.id, flow_run_id)
+    return version, flow_run_id
+
+
+def _require_greater_version(candidate: str, existing: list[str], settings: Settings) -> None:
+    try:
+        parsed = semver.Version.parse(candidate)
+    except ValueError as exc:
+        raise SpecValidationError("version is not semantic", [_detail("/version", str(exc))]) from exc
+    if parsed.prerelease and settings.is_production:
+        raise SpecValidationError(
+            "prerelease versions are not published in production", [_detail("/version", candidate)]
+        )
+    highest = max((semver.Version.parse(v) for v in existing), default=None)
+    if highest is not None and parsed <= highest:
+        raise SpecValidationError(
+            f"version {candidate} must be greater than {highest}", [_detail("/version", f"must be > {highest}")]
+        )
+
+
+def update_metadata(
+    service_id: str, changes: dict[str, Any], actor: Actor, settings: Settings, orch: Orchestrator
+) -> tuple[str, ServiceVersion | None, str | None]:
+    """Apply metadata in place (re-validated and policy-checked), or hand a version change to the version flow.
+
+    Returns ("updated", None, None) or ("new_version", version, flow_run_id).
+    """
+    with session_scope() as session:
+        service = services.get(session, service_id)
+        merged = {**service.spec, **changes}
+    if "version" in changes and changes["version"] != service.version:
+        version, flow_run_id = submit_version(service_id, merged, actor, settings, orch)
+        return "new_version", version, flow_run_id
+    _require_metadata_only(changes)
+    require_valid_schema(merged)
+    _require_checks_pass(merged, settings)
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if ServiceStatus(service.status) not in LIVE:
+            raise ConflictError(f"service {service_id} is {service.status}; only live services are updated in place")
+        before = {field: service.spec.get(field) for field in changes}
+        service.spec = merged
+        service.description = merged["description"]
+        service.category = merged["category"]
+        service.tags = list(merged.get("tags", []))
+        current = next(v for v in versions.for_service(session, service_id) if v.version == service.version)
+        current.spec = merged
+        audit.append(
+            session,
+            service_id=service_id,
+            action="metadata_updated",
+            actor=actor.id,
+            actor_role=actor.role,
+            reason="metadata updated",
+            details={"before": before, "after": changes},
+        )
+        outbox.add(
+            session,
+            aggregate_id=service_id,
+            event_type="service_updated",
+            data=event_data(service, "metadata updated", changed=sorted(changes)),
+        )
+    return "updated", None, None
+
+
+def _require_metadata_only(changes: dict[str, Any]) -> None:
+    details = [
+        _detail(
+            f"/{field}",
+            "cannot change; it identifies the service"
+            if field in IDENTITY_FIELDS
+            else "changing it needs a new version: POST /api/v1/services/{id}/versions",
+        )
+        for field in sorted(changes)
+        if field not in METADATA_FIELDS and field != "version"
+    ]
+    if details:
+        raise SpecValidationError("only metadata can change in place", details)
+
+
+def _require_checks_pass(spec: dict[str, Any], settings: Settings) -> None:
+    """The same metadata and policy rules the pipeline applies, run synchronously (milliseconds)."""
+    problems = [*validate_metadata(spec, settings).errors, *check_policies(spec, settings).errors]
+    if problems:
+        details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
+        raise SpecValidationError("the updated service breaks the marketplace's rules", details)
+
+
+def _detail(pointer: str, message: str) -> dict[str, str]:
+    return {"pointer": pointer, "message": message}
+
+
+def deprecate(service_id: str, actor: Actor, settings: Settings, orch: Orchestrator) -> tuple[str, int]:
+    """Start the deprecation flow of an active service; returns (flow run id, grace seconds)."""
+    grace = settings.lifecycle.deprecation_grace_seconds
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if service.status != ServiceStatus.ACTIVE.value:
+            raise ConflictError(f"service {service_id} is {service.status}; only an active service can be deprecated")
+        flow_run_id = orch.start_deprecation(service_id, actor.id, actor.role, "deprecated by request", grace)
+        audit.append(
+            session,
+            service_id=service_id,
+            action="deprecation_requested",
+            actor=actor.id,
+            actor_role=actor.role,
+            reason=f"grace period {grace} s",
+            flow_run_id=flow_run_id,
+        )
+    return flow_run_id, grace
+
+
+def reinstate(service_id: str, actor: Actor, orch: Orchestrator) -> None:
+    """Withdraw a deprecation before the sunset: back to `active`, the scheduled retirement cancelled."""
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if service.status != ServiceStatus.DEPRECATED.value:
+            raise ConflictError(f"service {service_id} is {service.status}; only a deprecated service is reinstated")
+        retirement_run = service.retirement_flow_run_id
+        services.transition(
+            session,
+            service_id,
+            ServiceStatus.ACTIVE,
+            actor=actor,
+            reason="deprecation withdrawn",
+            event_type="service_updated",
+            details={"cancelledRetirementRun": retirement_run},
+        )
+        services.schedule_retirement(session, service_id, None, None)
+        if retirement_run:
+            orch.cancel(retirement_run)  # inside the transaction: if Prefect refuses, nothing changes
+
+
+def decide_approval(
+    service_id: str, decision: str, comment: str, reviewer: Actor, orch: Orchestrator
+) -> tuple[str, str]:
+    """Resume the waiting publish run with the decision; returns (version, flow run id).
+
+    The run records the decision when it resumes, exactly as when resumed from the Prefect UI.
+    """
+    with session_scope() as session:
+        approval = approvals.pending_for_service(session, service_id, for_update=True)
+        version = versions.get(session, approval.version_id)
+        run_input = {"decision": decision, "reviewer": reviewer.id, "comment": comment}
+        orch.resume_with(approval.flow_run_id, run_input)
+        audit.append(
+            session,
+            service_id=service_id,
+            action="approval_submitted",
+            actor=reviewer.id,
+            actor_role=reviewer.role,
+            reason=comment or decision,
+            flow_run_id=approval.flow_run_id,
+            details={"decision": decision, "version": version.version},
+        )
+        return version.version, approval.flow_run_id
