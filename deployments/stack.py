@@ -13,15 +13,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
 import httpx
-from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate
-from prefect.client.schemas.schedules import IntervalSchedule
 
 from core.settings import PROJECT_ROOT, get_settings
 from storage.migrate import upgrade
@@ -41,7 +37,6 @@ class StackConfig:
     prefect_database_url: str | None = None  # None: Prefect's own SQLite under prefect_home
     work_pool: str = "marketplace"
     worker_query_seconds: float = 1.0
-    reconcile_interval_seconds: int | None = None  # None: the interval in prefect.yaml
     log_dir: Path | None = None  # None: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -111,17 +106,6 @@ class Stack:
         pool = self.config.work_pool
         self._run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"])
         self._run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
-        if self.config.reconcile_interval_seconds:
-            self._set_reconcile_interval(self.config.reconcile_interval_seconds)
-
-    def _set_reconcile_interval(self, seconds: int) -> None:
-        """Replace the reconcile deployment's schedule (tests want faster recovery than production)."""
-        with SyncPrefectClient(self.config.prefect_api_url) as client:
-            deployment = client.read_deployment_by_name("reconcile-publications/reconcile-publications")
-            for existing in client.read_deployment_schedules(deployment.id):
-                client.delete_deployment_schedule(deployment.id, existing.id)
-            interval = DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=seconds)))
-            client.create_deployment_schedules(deployment.id, [interval])
 
     def start_worker(self) -> None:
         self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", self.config.work_pool])

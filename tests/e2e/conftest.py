@@ -1,52 +1,94 @@
-"""The whole stack as processes: Prefect server on PostgreSQL, a process worker, the API over HTTP."""
+"""The whole stack as processes: Prefect server on PostgreSQL, a process worker, the API over HTTP.
+
+One stack per session, configured for short waits: approvals expire after APPROVAL_TIMEOUT
+seconds and retirement follows deprecation after GRACE seconds. An external registry
+(a local fake) records what the pipeline registers.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from api.auth import Role, issue_token
+from core.settings import AuthSettings
 from deployments.stack import Stack
 from storage.migrate import upgrade
+from tests.support.registry import FakeRegistry
 from tests.support.services import require_postgres, temporary_database
 from tests.support.stack import prefect_stack
 
-TERMINAL = {"active", "failed", "pending_approval"}
+APPROVAL_TIMEOUT = 25
+GRACE = 10
+SETTLED = {"active", "failed", "pending_approval", "deprecated", "retired"}
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def registry() -> Iterator[FakeRegistry]:
+    with FakeRegistry() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) -> Iterator[Stack]:
     require_postgres()
     with temporary_database(prefix="mkt_e2e") as app_db:
         upgrade(app_db)
         env = {
             "MARKETPLACE_DATABASE__URL": app_db,
+            "MARKETPLACE_REGISTRY__URL": registry.url,
             "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
             "MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES": "3",
+            "MARKETPLACE_LIFECYCLE__APPROVAL_TIMEOUT_SECONDS": str(APPROVAL_TIMEOUT),
+            "MARKETPLACE_LIFECYCLE__DEPRECATION_GRACE_SECONDS": str(GRACE),
+            "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
         }
-        with prefect_stack(tmp_path_factory.mktemp("e2e"), with_worker=True, with_api=True, env=env) as stack:
+        workdir = tmp_path_factory.mktemp("e2e")
+        with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
             yield stack
 
 
 @pytest.fixture
 def api(e2e_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=e2e_stack.config.api_url, timeout=10) as client:
+    with httpx.Client(base_url=e2e_stack.config.api_url, timeout=15) as client:
         yield client
 
 
 @pytest.fixture
-def wait_until_settled(api: httpx.Client) -> Callable[[str, float], dict[str, Any]]:
-    def wait(service_id: str, timeout: float = 90) -> dict[str, Any]:
-        """Poll the status endpoint until the pipeline stops at a terminal or waiting state."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = api.get(f"/api/v1/services/{service_id}/status").json()
-            if status["status"] in TERMINAL and status["flowRun"]["state"] in ("COMPLETED", "FAILED"):
-                return status
-            time.sleep(0.5)
-        raise AssertionError(f"service {service_id} did not settle in {timeout} s: {status}")
+def governance() -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token('grace-governance', Role.GOVERNANCE, AuthSettings())}"}
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll until `probe` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last}")
+
+
+@pytest.fixture
+def wait_until_settled(api: httpx.Client) -> Callable[..., dict[str, Any]]:
+    def wait(service_id: str, timeout: float = 120, status: str | None = None) -> dict[str, Any]:
+        """Poll the status endpoint until the pipeline stops (or reaches `status`)."""
+
+        def probe() -> dict[str, Any] | None:
+            report: dict[str, Any] = api.get(f"/api/v1/services/{service_id}/status").json()
+            run_state = (report.get("flowRun") or {}).get("state")
+            if status is not None:
+                return report if status in (report["status"], report["versionStatus"]) else None
+            settled = report["versionStatus"] in SETTLED and run_state in ("COMPLETED", "FAILED", "PAUSED")
+            return report if settled else None
+
+        return eventually(probe, timeout, f"service {service_id} to settle")
 
     return wait

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.provider import FakeProvider, good_spec
+from tests.support.registry import FakeRegistry
 
 pytestmark = pytest.mark.e2e
 Wait = Callable[..., dict[str, Any]]
@@ -21,7 +22,7 @@ def submit(api: httpx.Client, spec: dict[str, Any]) -> str:
     return str(response.json()["serviceId"])
 
 
-def test_good_spec_reaches_active(api: httpx.Client, wait_until_settled: Wait) -> None:
+def test_good_spec_reaches_active(api: httpx.Client, wait_until_settled: Wait, registry: FakeRegistry) -> None:
     with FakeProvider() as provider:
         service_id = submit(api, good_spec(provider.url, name="e2e-good"))
         status = wait_until_settled(service_id)
@@ -39,7 +40,8 @@ def test_good_spec_reaches_active(api: httpx.Client, wait_until_settled: Wait) -
         assert phases[("endpoint_tests", check)]["outcome"] == "passed"
     service = api.get(f"/api/v1/services/{service_id}").json()
     assert service["status"] == "active"
-    assert service["registryId"] == f"marketplace:{service_id}"
+    assert service["registryId"] in registry.entries
+    assert registry.entries[service["registryId"]]["metadata"]["marketplaceId"] == service_id
     assert api.get("/api/v1/services", params={"status": "active"}).json()["total"] >= 1
 
 
@@ -66,7 +68,7 @@ def _plain_http_public_host(spec: dict[str, Any]) -> None:
     ids=["bad-semver", "invalid-openapi", "https-policy", "endpoint-500"],
 )
 def test_bad_specs_fail_at_their_phase(
-    api: httpx.Client, wait_until_settled: Wait, mutate: Any, mode: Any, phase: str, reason: str
+    api: httpx.Client, wait_until_settled: Wait, registry: FakeRegistry, mutate: Any, mode: Any, phase: str, reason: str
 ) -> None:
     with FakeProvider(mode) as provider:
         spec = copy.deepcopy(good_spec(provider.url, name=f"e2e-{phase}"))
@@ -88,3 +90,4 @@ def test_bad_specs_fail_at_their_phase(
         assert status["violations"][0]["remediation"]
     service = api.get(f"/api/v1/services/{service_id}").json()
     assert service["registryId"] is None
+    assert not any(e["metadata"]["marketplaceId"] == service_id for e in registry.entries.values())

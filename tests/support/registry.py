@@ -11,7 +11,7 @@ from typing import Any
 
 
 class FakeRegistry:
-    """POST /api/v1/services registers, DELETE /api/v1/services/{id} removes.
+    """POST /api/v1/services registers, PUT /api/v1/services/{id} updates, DELETE removes.
 
     `fail_first` answers that many requests with `fail_status` before behaving;
     `always_fail` answers every request with `fail_status`.
@@ -40,6 +40,10 @@ class FakeRegistry:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 registry._handle(self, "POST", body)
 
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                registry._handle(self, "PUT", json.loads(self.rfile.read(length) or b"{}"))
+
             def do_DELETE(self) -> None:
                 registry._handle(self, "DELETE", None)
 
@@ -66,6 +70,9 @@ class FakeRegistry:
                 self.entries[entry_id] = body
                 return _reply(handler, 200, {"id": entry_id, "status": "registered"})
             entry_id = handler.path.rsplit("/", 1)[-1]
+            if method == "PUT" and entry_id in self.entries and body is not None:
+                self.entries[entry_id] = {**self.entries[entry_id], **body}
+                return _reply(handler, 200, {"id": entry_id, "status": "updated"})
             if method == "DELETE" and self.entries.pop(entry_id, None) is not None:
                 return _reply(handler, 204, None)
             return _reply(handler, 404, {"error": "not found"})

@@ -14,7 +14,11 @@ from tests.support.services import free_port, require_postgres, temporary_databa
 
 @contextmanager
 def prefect_stack(
-    workdir: Path, *, with_worker: bool, with_api: bool, env: dict[str, str] | None = None
+    workdir: Path,
+    *,
+    with_worker: bool,
+    with_api: bool,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Start a Prefect server (PostgreSQL-backed), apply the deployments, and the parts asked for."""
     require_postgres()
