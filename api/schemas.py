@@ -40,6 +40,8 @@ class ServiceOut(ApiModel):
     published_at: datetime | None
     deprecated_at: datetime | None
     sunset_at: datetime | None
+    archived_at: datetime | None
+    retirement_flow_run_id: str | None
     spec: dict[str, Any]
 
 

@@ -20,15 +20,16 @@ def new_id() -> str:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC on every backend (SQLite hands back naive datetimes otherwise)."""
+    """Timezone-aware UTC on every backend: SQLite hands back naive datetimes, PostgreSQL
+    the session's zone; both become UTC so callers (HTTP dates, comparisons) get one zone."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
