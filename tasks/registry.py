@@ -42,29 +42,12 @@ class RegistryClient:
 
     def register(self, service_id: str, spec: dict[str, Any]) -> str:
         """POST /api/v1/services; returns the registry's id for the service."""
-        body = {
-            "name": spec["name"],
-            "version": spec["version"],
-            "provider": spec["provider"],
-            "capabilities": spec.get("capabilities", []),
-            "metadata": {"marketplaceId": service_id, "category": spec["category"], "tags": spec.get("tags", [])},
-        }
-        response = self._breaker.call(self._request, "POST", "/api/v1/services", body)
+        response = self._breaker.call(self._request, "POST", "/api/v1/services", _entry(service_id, spec))
         return str(response.json()["id"])
 
-    def update(self, registry_id: str, spec: dict[str, Any]) -> None:
-        """PUT the service's current metadata to its registry entry."""
-        body = {
-            "name": spec["name"],
-            "version": spec["version"],
-            "capabilities": spec.get("capabilities", []),
-            "metadata": {
-                "category": spec["category"],
-                "tags": spec.get("tags", []),
-                "description": spec["description"],
-            },
-        }
-        self._breaker.call(self._request, "PUT", f"/api/v1/services/{registry_id}", body)
+    def update(self, registry_id: str, service_id: str, spec: dict[str, Any]) -> None:
+        """PUT the service's current metadata to its registry entry (the whole entry, as registered)."""
+        self._breaker.call(self._request, "PUT", f"/api/v1/services/{registry_id}", _entry(service_id, spec))
 
     def deregister(self, registry_id: str) -> None:
         """DELETE the entry; a 404 means it is already gone, which is what we want."""
@@ -78,6 +61,22 @@ class RegistryClient:
         if response.status_code not in accept:
             response.raise_for_status()
         return response
+
+
+def _entry(service_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The registry's view of a service: identity, capabilities, and metadata linking back to us."""
+    return {
+        "name": spec["name"],
+        "version": spec["version"],
+        "provider": spec["provider"],
+        "capabilities": spec.get("capabilities", []),
+        "metadata": {
+            "marketplaceId": service_id,
+            "category": spec["category"],
+            "tags": spec.get("tags", []),
+            "description": spec["description"],
+        },
+    }
 
 
 def register(service_id: str, spec: dict[str, Any], settings: RegistrySettings) -> str:
@@ -145,5 +144,5 @@ def update_registry_entry(inp: RegistryUpdateInput) -> str:
         registry_id, spec = service.registry_id, dict(service.spec)
     if not settings.url or not registry_id or registry_id.startswith(LOCAL_PREFIX):
         return "marketplace database is the registry: nothing to sync"
-    RegistryClient(settings).update(registry_id, spec)
+    RegistryClient(settings).update(registry_id, inp.service_id, spec)
     return f"registry entry {registry_id} updated"
