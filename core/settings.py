@@ -99,6 +99,40 @@ class LifecycleSettings(BaseModel):
 
 
 # Deliberately public: accepted only in development, refused by the validator below elsewhere.
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = Field(
+        default=None, description="Kafka brokers (host:port,...); unset means events stay in the outbox table only."
+    )
+    topic: str = Field(default="marketplace.events", description="Topic lifecycle events are published to.")
+    max_attempts: int = Field(default=10, ge=1, description="Failed deliveries before an event is dead-lettered.")
+    batch_size: int = Field(default=500, ge=1, description="Outbox events the relay reads per round.")
+    poll_interval_seconds: float = Field(default=0.5, gt=0, description="Relay pause when the outbox is empty.")
+    delivery_timeout_seconds: float = Field(default=30.0, gt=0, description="How long one round waits for acks.")
+
+
+class CacheSettings(BaseModel):
+    redis_url: str | None = Field(
+        default=None, description="Redis for the cache (redis://host:6379/0); unset means an in-process cache."
+    )
+    service_ttl_seconds: int = Field(default=300, ge=1, description="TTL of cached service reads.")
+    search_ttl_seconds: int = Field(default=30, ge=1, description="TTL of cached search results.")
+
+
+class WebhookSettings(BaseModel):
+    governance_urls: list[str] = Field(
+        default_factory=list, description="Governance endpoints told about publications, approvals, deprecations."
+    )
+    secret: SecretStr = Field(default=SecretStr(""), description="HMAC-SHA256 key signing every webhook body.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per-attempt timeout.")
+    max_attempts: int = Field(default=5, ge=1, description="Attempts per delivery (exponential backoff between).")
+
+
+class SearchSettings(BaseModel):
+    backend: str = Field(default="sql", pattern="^(sql|elasticsearch)$", description="sql or elasticsearch.")
+    elasticsearch_url: str | None = Field(default=None, description="Elasticsearch URL (backend elasticsearch).")
+    index: str = Field(default="marketplace-services", description="Elasticsearch index name.")
+
+
 DEV_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -136,6 +170,10 @@ class Settings(BaseSettings):
     endpoint_tests: EndpointTestSettings = EndpointTestSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     auth: AuthSettings = AuthSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    cache: CacheSettings = CacheSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    search: SearchSettings = SearchSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
 

@@ -1,0 +1,1 @@
+"""Telling the rest of the platform: the outbox relay to Kafka and signed webhooks."""
