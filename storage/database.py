@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,7 +55,45 @@ def get_engine() -> Engine:
 
 @lru_cache(maxsize=1)
 def _session_factory() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+    factory = sessionmaker(bind=get_engine(), expire_on_commit=False)
+    event.listen(factory, "after_flush", _collect_changed_services)
+    event.listen(factory, "after_commit", _invalidate_cache)
+    event.listen(factory, "after_rollback", lambda session: session.info.pop(CHANGED, None))
+    return factory
+
+
+CHANGED = "changed_service_ids"
+_CACHE_STAMP_BUMP = text("UPDATE cache_stamps SET value = value + 1 WHERE name = 'services'")
+
+
+def _collect_changed_services(session: Session, _context: Any) -> None:
+    """Remember which services this transaction touched; bump the change stamp once for other processes."""
+    from storage.cache import get_cache
+    from storage.models import SearchDocument, Service, ServiceVersion
+
+    changed: set[str] = session.info.setdefault(CHANGED, set())
+    before = len(changed)
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Service):
+            changed.add(obj.id)
+        elif isinstance(obj, ServiceVersion | SearchDocument):
+            changed.add(obj.service_id)
+    if before == 0 and changed and not get_cache().shared:
+        session.connection().execute(_CACHE_STAMP_BUMP)
+
+
+def _invalidate_cache(session: Session) -> None:
+    changed = session.info.pop(CHANGED, None)
+    if changed:
+        from storage.cache import get_cache
+
+        get_cache().invalidate(changed)
+
+
+def read_change_stamp() -> int:
+    """The database's change counter (one primary-key read)."""
+    with get_engine().connect() as connection:
+        return int(connection.execute(text("SELECT value FROM cache_stamps WHERE name = 'services'")).scalar_one())
 
 
 @contextmanager
@@ -79,3 +117,6 @@ def reset_engine() -> None:
     get_engine.cache_clear()
     _session_factory.cache_clear()
     get_settings.cache_clear()
+    from storage.cache import get_cache
+
+    get_cache.cache_clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -22,8 +24,8 @@ from api.schemas import (
 )
 from api.status_report import build_status
 from core.domain import ServiceStatus
+from storage.cache import get_cache
 from storage.database import session_scope
-from storage.models import Service
 from storage.repositories import services
 from storage.repositories.services import Actor, ServiceFilter
 
@@ -42,12 +44,14 @@ def status_url(settings: SettingsDep, service_id: str) -> str:
     return f"{settings.api.public_url.rstrip('/')}/api/v1/services/{service_id}/status"
 
 
-def set_lifecycle_headers(response: Response, service: Service) -> None:
+def set_lifecycle_headers(
+    response: Response, status: str, deprecated_at: datetime | None, sunset_at: datetime | None
+) -> None:
     """RFC 9745 `Deprecation` and RFC 8594 `Sunset` on a deprecated service's responses."""
-    if service.status == ServiceStatus.DEPRECATED.value and service.deprecated_at:
-        response.headers["Deprecation"] = f"@{int(service.deprecated_at.timestamp())}"
-        if service.sunset_at:
-            response.headers["Sunset"] = format_datetime(service.sunset_at, usegmt=True)
+    if status == ServiceStatus.DEPRECATED.value and deprecated_at:
+        response.headers["Deprecation"] = f"@{int(deprecated_at.timestamp())}"
+        if sunset_at:
+            response.headers["Sunset"] = format_datetime(sunset_at.astimezone(UTC), usegmt=True)
 
 
 @router.post(
@@ -85,18 +89,27 @@ def list_services(
 
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=ERRORS, summary="Read a service")
-def get_service(service_id: str, session: DbSession, response: Response) -> ServiceOut:
-    """One service with its spec and lifecycle fields."""
-    service = services.get(session, service_id)
-    set_lifecycle_headers(response, service)
-    return ServiceOut.model_validate(service)
+def get_service(service_id: str) -> Response:
+    """One service with its spec and lifecycle fields (cached; every change invalidates it)."""
+    cache = get_cache()
+    body = cache.get_service(service_id)
+    if body is None:
+        body = _read(service_id).model_dump(mode="json", by_alias=True)
+        cache.put_service(service_id, body)
+    response = Response(content=json.dumps(body), media_type="application/json")
+    set_lifecycle_headers(response, body["status"], _parse(body["deprecatedAt"]), _parse(body["sunsetAt"]))
+    return response
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 @router.get("/{service_id}/status", response_model=ServiceStatusOut, responses=ERRORS, summary="Publishing status")
 def get_status(service_id: str, session: DbSession, orch: OrchestratorDep, response: Response) -> ServiceStatusOut:
     """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run."""
     service = services.get(session, service_id)
-    set_lifecycle_headers(response, service)
+    set_lifecycle_headers(response, service.status, service.deprecated_at, service.sunset_at)
     return build_status(session, service, orch)
 
 

@@ -142,3 +142,16 @@ def test_prefect_down_fails_the_request_and_stores_nothing(database_url: str, mo
         assert response.json()["error"]["code"] == "upstream_unavailable"
         assert client.get(SERVICES).json()["total"] == 0
         assert client.get("/ready").status_code == 503
+
+
+def test_a_change_is_visible_on_the_next_read_despite_the_cache(client: TestClient) -> None:
+    from storage.database import session_scope
+    from storage.repositories import services
+
+    body = publish(client)
+    url = f"{SERVICES}/{body['serviceId']}"
+    assert client.get(url).json()["description"] == "Acme's general purpose chat model"
+    assert client.get(url).json()["description"] == "Acme's general purpose chat model"  # a cache hit
+    with session_scope() as session:
+        services.get(session, body["serviceId"]).description = "rewritten"
+    assert client.get(url).json()["description"] == "rewritten"

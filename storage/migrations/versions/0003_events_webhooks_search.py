@@ -90,6 +90,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_subscriptions_service_id", "subscriptions", ["service_id"])
 
+    # Change counter for the in-process cache: other processes' writes bump it (see storage/cache.py).
+    stamps = op.create_table(
+        "cache_stamps", sa.Column("name", sa.String(32), primary_key=True), sa.Column("value", sa.BigInteger, nullable=False)
+    )
+    op.bulk_insert(stamps, [{"name": "services", "value": 0}])
+
     op.create_table(
         "search_documents",
         sa.Column("service_id", sa.String(36), sa.ForeignKey("services.id"), primary_key=True),
@@ -122,6 +128,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         op.execute("DROP TABLE IF EXISTS search_fts")
     op.drop_table("search_documents")
+    op.drop_table("cache_stamps")
     op.drop_table("subscriptions")
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_deliveries")
