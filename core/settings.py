@@ -108,6 +108,14 @@ class KafkaSettings(BaseModel):
     batch_size: int = Field(default=500, ge=1, description="Outbox events the relay reads per round.")
     poll_interval_seconds: float = Field(default=0.5, gt=0, description="Relay pause when the outbox is empty.")
     delivery_timeout_seconds: float = Field(default=30.0, gt=0, description="How long one round waits for acks.")
+    retry_base_seconds: float = Field(
+        default=1.0, gt=0, description="Wait after an event's first failed delivery; doubles after each next one."
+    )
+    retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest wait between two delivery attempts.")
+    topic_partitions: int = Field(default=3, ge=1, description="Partitions of the topic when the relay creates it.")
+    topic_replication_factor: int = Field(
+        default=-1, description="Replicas of the topic when the relay creates it (-1: the broker's default)."
+    )
 
 
 class CacheSettings(BaseModel):
@@ -184,6 +192,9 @@ class Settings(BaseSettings):
             and self.auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET
         ):
             raise ValueError("auth.jwt_secret must be set outside development (MARKETPLACE_AUTH__JWT_SECRET)")
+        unsigned = self.webhooks.governance_urls and not self.webhooks.secret.get_secret_value()
+        if self.environment is not Environment.DEVELOPMENT and unsigned:
+            raise ValueError("webhooks.secret must be set to sign webhooks (MARKETPLACE_WEBHOOKS__SECRET)")
         if self.environment is Environment.PRODUCTION:
             if self.endpoint_tests.allow_insecure_endpoints:
                 raise ValueError("endpoint_tests.allow_insecure_endpoints must be false in production")

@@ -199,7 +199,7 @@ class WebhookDelivery(Base):
     event_id: Mapped[str] = mapped_column(String(36))
     event_type: Mapped[str] = mapped_column(String(64))
     service_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    audience: Mapped[str] = mapped_column(String(16))  # governance | consumer
+    audience: Mapped[str] = mapped_column(String(16))  # governance | consumers
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | delivered | failed

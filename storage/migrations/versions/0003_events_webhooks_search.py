@@ -55,7 +55,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(36), nullable=False),
         sa.Column("event_type", sa.String(64), nullable=False),
         sa.Column("service_id", sa.String(36)),
-        sa.Column("audience", sa.String(16), nullable=False),  # governance | consumer
+        sa.Column("audience", sa.String(16), nullable=False),  # governance | consumers
         sa.Column("url", sa.Text, nullable=False),
         sa.Column("payload", sa.JSON, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
