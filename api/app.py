@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.orchestrator import Orchestrator
-from api.routes import approvals, health, schemas, services, versions
+from api.routes import approvals, health, schemas, search, services, versions, webhooks
 from core.settings import get_settings
 
 API_PREFIX = "/api/v1"
@@ -41,10 +41,12 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
+    app.include_router(search.router, prefix=API_PREFIX)  # before /services/{service_id}
     app.include_router(services.router, prefix=API_PREFIX)
     app.include_router(versions.router, prefix=API_PREFIX)
     app.include_router(approvals.router, prefix=API_PREFIX)
     app.include_router(schemas.router, prefix=API_PREFIX)
+    app.include_router(webhooks.router, prefix=API_PREFIX)
     return app
 
 

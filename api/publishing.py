@@ -14,6 +14,7 @@ from storage.database import session_scope
 from storage.models import ServiceVersion, new_id
 from storage.repositories import approvals, audit, outbox, services, versions
 from storage.repositories.services import Actor, event_data
+from storage.search import document_from_service, get_search_index
 from tasks.policy import check_policies
 from tasks.spec_schema import schema_errors
 from tasks.validation import validate_metadata
@@ -129,7 +130,15 @@ def update_metadata(
             event_type="service_updated",
             data=event_data(service, "metadata updated", changed=sorted(changes)),
         )
+    refresh_search_entry(service_id)
     return "updated", None, None
+
+
+def refresh_search_entry(service_id: str) -> None:
+    """After a change made here (not by a flow), re-index the live service's document."""
+    with session_scope() as session:
+        document = document_from_service(services.get(session, service_id))
+    get_search_index().index(document)
 
 
 def _require_metadata_only(changes: dict[str, Any]) -> None:
@@ -198,6 +207,7 @@ def reinstate(service_id: str, actor: Actor, orch: Orchestrator) -> None:
         services.schedule_retirement(session, service_id, None, None)
         if retirement_run:
             orch.cancel(retirement_run)  # inside the transaction: if Prefect refuses, nothing changes
+    refresh_search_entry(service_id)
 
 
 def decide_approval(

@@ -20,11 +20,14 @@ from prefect.transactions import Transaction
 from core.domain import Phase, PhaseOutcome, ServiceStatus, requires_approval
 from core.settings import get_settings
 from flows.compensation import Compensation
+from notifications.webhooks import Audience
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
 from tasks.approval import ApprovalDecision, ApprovalRequest, DecisionInput, record_decision, request_approval
 from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
+from tasks.indexing import ServiceRef, index_version, sync_search_entry
 from tasks.lifecycle import RollbackInput, TransitionInput, load_service_spec, record_rollback, transition_status
+from tasks.notify import NotificationInput, notify
 from tasks.openapi import openapi_validation
 from tasks.persistence import persist_service
 from tasks.policy import policy_compliance
@@ -61,6 +64,7 @@ def publish_service(service_id: str, version_id: str) -> State[Any]:
         get_run_logger().exception("publish pipeline error")
         return _fail(base, compensation, None, f"pipeline error: {type(exc).__name__}: {exc}")
     compensation.commit()
+    _tell_governance(base, "service_published")
     return Completed(message="service active")
 
 
@@ -79,6 +83,8 @@ def _publish_outward(base: PhaseInput, spec: dict[str, Any], compensation: Compe
             _require(failed.outcome)
     if requires_approval(spec):
         _await_approval(base)
+    index_version(base)
+    compensation.register(_undo_search, base=base)
     activate_service(base)
 
 
@@ -86,11 +92,33 @@ def _await_approval(base: PhaseInput) -> None:
     """Suspend until governance decides (the Pause signal ends this process; a resume re-runs the flow)."""
     timeout = get_settings().lifecycle.approval_timeout_seconds
     request_approval(ApprovalRequest(**base.model_dump(), timeout_seconds=timeout))
+    _tell_governance(base, "approval_requested")
     decision = suspend_flow_run(wait_for_input=ApprovalDecision, timeout=timeout, key=f"approval-{base.version_id}")
     record_decision(DecisionInput(**base.model_dump(), decision=decision))
     if decision.decision != "approve":
         comment = f": {decision.comment}" if decision.comment else ""
         raise PublicationRejected(Phase.APPROVAL, f"rejected by {decision.reviewer}{comment}")
+
+
+def _tell_governance(base: PhaseInput, event_type: str) -> None:
+    """Signed webhooks to governance; never decides the publication's fate (failures are recorded)."""
+    try:
+        notify(
+            NotificationInput(
+                service_id=base.service_id,
+                event_type=event_type,
+                audience=Audience.GOVERNANCE,
+                data={"versionId": base.version_id},
+                flow_run_id=base.flow_run_id,
+            )
+        )
+    except Exception:
+        get_run_logger().exception("governance notification %s failed; recorded with its attempts", event_type)
+
+
+def _undo_search(txn: Transaction) -> None:
+    base: PhaseInput = txn.get("base")
+    sync_search_entry(ServiceRef(service_id=base.service_id, flow_run_id=base.flow_run_id))
 
 
 def _undo_registry(txn: Transaction) -> None:
@@ -124,4 +152,6 @@ def _fail(base: PhaseInput, compensation: Compensation, phase: Phase | None, rea
         record_rollback(RollbackInput(**base.model_dump(), steps=compensation.steps, problems=problems))
     failure_phase = phase.value if phase else None
     _move(base, ServiceStatus.FAILED, reason, event_type="validation_failed", failure_phase=failure_phase)
-    return Failed(message=reason)
+    # Its own name: the reconcile trigger listens for `prefect.flow-run.Failed` (runs that died or
+    # expired), and a publication that failed cleanly has nothing left to reconcile.
+    return Failed(name="PublicationFailed", message=reason)

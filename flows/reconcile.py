@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.lifecycle import RollbackInput, record_rollback
 from tasks.reconcile import StalledPublication, fail_stalled, find_stalled_publications
 from tasks.registry import RegistryEntryInput, remove_registry_entry
@@ -37,3 +38,5 @@ def _compensate(publication: StalledPublication) -> None:
     if steps:
         record_rollback(RollbackInput(**ids, steps=steps))
     fail_stalled(publication)
+    # a run killed between indexing and activation leaves a search entry the database disowns
+    sync_search_entry(ServiceRef(service_id=publication.service_id, flow_run_id=publication.flow_run_id))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -68,16 +68,24 @@ _CACHE_STAMP_BUMP = text("UPDATE cache_stamps SET value = value + 1 WHERE name =
 
 def _collect_changed_services(session: Session, _context: Any) -> None:
     """Remember which services this transaction touched; bump the change stamp once for other processes."""
-    from storage.cache import get_cache
     from storage.models import SearchDocument, Service, ServiceVersion
+
+    touched: set[str] = set()
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Service):
+            touched.add(obj.id)
+        elif isinstance(obj, ServiceVersion | SearchDocument):
+            touched.add(obj.service_id)
+    mark_services_changed(session, touched)
+
+
+def mark_services_changed(session: Session, service_ids: Iterable[str]) -> None:
+    """Invalidate as the flush listener does, for Core statements it cannot see (bulk upserts, deletes)."""
+    from storage.cache import get_cache
 
     changed: set[str] = session.info.setdefault(CHANGED, set())
     before = len(changed)
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Service):
-            changed.add(obj.id)
-        elif isinstance(obj, ServiceVersion | SearchDocument):
-            changed.add(obj.service_id)
+    changed.update(service_ids)
     if before == 0 and changed and not get_cache().shared:
         session.connection().execute(_CACHE_STAMP_BUMP)
 

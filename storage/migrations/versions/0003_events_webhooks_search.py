@@ -23,6 +23,8 @@ ALTER TABLE search_documents ADD COLUMN search_vector tsvector GENERATED ALWAYS 
     setweight(to_tsvector('english', coalesce(tags_text, '')), 'C')
 ) STORED;
 CREATE INDEX ix_search_documents_vector ON search_documents USING GIN (search_vector);
+-- The all-tags filter: jsonb containment (the column is json, which has no @> of its own).
+CREATE INDEX ix_search_documents_tags ON search_documents USING GIN ((tags::jsonb) jsonb_path_ops);
 """
 
 # SQLite: an FTS5 index over the same columns, kept in step by triggers.
@@ -115,7 +117,12 @@ def upgrade() -> None:
     )
     for column in ("category", "pricing_model", "compliance_level", "provider_id", "status"):
         op.create_index(f"ix_search_documents_{column}", "search_documents", [column])
-    if op.get_bind().dialect.name == "postgresql":
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    # Newest-first pages (the default listing) read this index in order instead of sorting every
+    # match. SQLite puts NULLs last in DESC order already and accepts no NULLS LAST in an index.
+    newest = "published_at DESC NULLS LAST, service_id" if postgresql else "published_at DESC, service_id"
+    op.create_index("ix_search_documents_newest", "search_documents", [sa.text(newest)])
+    if postgresql:
         op.execute(PG_SEARCH)
     else:
         for statement in SQLITE_SEARCH:

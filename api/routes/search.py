@@ -1,0 +1,80 @@
+"""Discovery: full-text search over listed services, with filters, facets and paging. Public."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from api.body import read_json_object
+from api.deps import SettingsDep
+from api.errors import ErrorResponse
+from core.settings import Settings
+from storage.cache import get_cache
+from storage.search import CamelModel, Facets, Pagination, SearchHit, SearchPage, SearchQuery, get_search_index
+
+router = APIRouter(prefix="/services", tags=["search"])
+
+
+class SearchResults(CamelModel):
+    results: list[SearchHit] = Field(description="This page, best match (or the requested order) first.")
+    total: int = Field(description="Services matching the query and filters, over all pages.")
+    facets: Facets
+    pagination: Pagination
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The request schema with its `$defs` inlined: an OpenAPI requestBody cannot point into them."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline_refs(SearchQuery.model_json_schema(by_alias=True))}},
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (413, 422, 503)}
+
+
+@router.post(
+    "/search",
+    response_model=SearchResults,
+    responses=ERRORS,
+    openapi_extra=SEARCH_BODY,
+    summary="Search services",
+)
+async def search_services(request: Request, settings: SettingsDep) -> SearchResults:
+    """Active services (and deprecated ones on request) matching text and filters, with facet counts."""
+    body = await read_json_object(request, settings.limits.max_body_bytes)
+    # camelCase only, as everywhere in the API; a 422 with a pointer per problem otherwise.
+    query = SearchQuery.model_validate(body, by_alias=True, by_name=False)
+    page = await run_in_threadpool(run_search, query, settings)
+    return SearchResults(results=page.items, total=page.total, facets=page.facets, pagination=query.pagination)
+
+
+def run_search(query: SearchQuery, settings: Settings) -> SearchPage:
+    """Search through the result cache (30 s TTL; any change to a service invalidates every entry)."""
+    cache = get_cache()
+    key = hashlib.sha256(query.model_dump_json().encode()).hexdigest()
+    cached = cache.get_search(key)
+    if cached is not None:
+        return SearchPage.model_validate(cached)
+    page = get_search_index(settings).search(query)
+    cache.put_search(key, page.model_dump(mode="json"))
+    return page

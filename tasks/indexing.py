@@ -1,0 +1,69 @@
+"""Search index writes: the version going live is indexed just before activation; later the
+index follows the database (deprecated stays findable on request, retired and failed vanish)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import task
+from pydantic import BaseModel
+
+from core.domain import LIVE, Outcome, Phase, PhaseOutcome, ServiceStatus
+from core.settings import get_settings
+from storage.cache import get_cache
+from storage.database import session_scope
+from storage.models import Service
+from storage.repositories import services, versions
+from storage.search import document_from_service, get_search_index
+from tasks._common import PhaseInput, backoff, jitter, run_phase
+
+
+class ServiceRef(BaseModel):
+    service_id: str
+    flow_run_id: str | None = None
+
+
+@task(name="index-version", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
+def index_version(inp: PhaseInput) -> PhaseOutcome:
+    """Put the version about to go live into the search index (undone by `sync_search_entry`)."""
+
+    def check() -> PhaseOutcome:
+        with session_scope() as session:
+            service = services.get(session, inp.service_id)
+            version = versions.get(session, inp.version_id)
+            spec = version.spec
+            # A detached row describing the service as it will be once this version is active.
+            live = Service(
+                id=service.id,
+                name=service.name,
+                version=version.version,
+                description=spec["description"],
+                provider_id=service.provider_id,
+                provider_name=service.provider_name,
+                category=spec["category"],
+                tags=list(spec.get("tags", [])),
+                spec=spec,
+                status=ServiceStatus.ACTIVE.value,
+                published_at=service.published_at or datetime.now(UTC),
+            )
+        get_search_index().index(document_from_service(live))
+        get_cache().invalidate([inp.service_id])
+        evidence = {"backend": get_settings().search.backend, "version": version.version}
+        return PhaseOutcome(phase=Phase.ACTIVATION, check="search_index", outcome=Outcome.PASSED, evidence=evidence)
+
+    return run_phase(inp, check, Phase.ACTIVATION)
+
+
+@task(name="sync-search-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
+def sync_search_entry(inp: ServiceRef) -> str:
+    """Make the index say what the database says: the live version's document, or nothing."""
+    with session_scope() as session:
+        service = services.get(session, inp.service_id)
+        document = document_from_service(service) if ServiceStatus(service.status) in LIVE else None
+    index = get_search_index()
+    if document is None:
+        index.remove(inp.service_id)
+    else:
+        index.index(document)
+    get_cache().invalidate([inp.service_id])
+    return "indexed" if document else "removed"

@@ -1,0 +1,156 @@
+"""POST /api/v1/services/search over HTTP (in-process app), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from storage.database import session_scope
+from storage.repositories import services
+from storage.repositories.services import Actor
+from storage.search import document_from_service, get_search_index
+from tests.support.specs import make_spec
+
+SEARCH = "/api/v1/services/search"
+
+
+def listed(name: str, *, status: str = "active", days: int = 0, **spec: Any) -> str:
+    with session_scope() as session:
+        service = services.create_submitted(session, make_spec(name=name, **spec), Actor("acme", "provider"))
+        service.status = status
+        service.published_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=days)
+        session.flush()
+        document = document_from_service(service)
+    get_search_index().index(document)
+    return service.id
+
+
+def test_search_answers_results_total_facets_and_pagination(client: TestClient) -> None:
+    chat = listed("acme-chat", description="Chat with customers", tags=["eu", "fast"], days=1)
+    listed("acme-embed", description="Embeddings for chat search", category="embeddings", tags=["eu"])
+    listed("acme-old", description="Chat of old", status="deprecated")
+    listed("acme-draft", description="Chat draft", status="testing")
+    body = {
+        "query": "chatting",
+        "filters": {"tags": ["eu"]},
+        "includeDeprecated": False,
+        "pagination": {"offset": 0, "limit": 1},
+        "sort": "relevance",
+    }
+    response = client.post(SEARCH, json=body)  # no Authorization header: search is public
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert set(result) == {"results", "total", "facets", "pagination"}
+    assert result["total"] == 2
+    assert result["pagination"] == {"offset": 0, "limit": 1}
+    [hit] = result["results"]
+    assert hit["serviceId"] == chat
+    assert set(hit) == {
+        "serviceId",
+        "name",
+        "version",
+        "description",
+        "category",
+        "tags",
+        "pricingModel",
+        "complianceLevel",
+        "providerId",
+        "status",
+        "publishedAt",
+        "score",
+    }
+    assert (hit["name"], hit["pricingModel"], hit["complianceLevel"], hit["status"]) == (
+        "acme-chat",
+        "per-token",
+        "public",
+        "active",
+    )
+    assert hit["publishedAt"].startswith("2026-01-02")
+    assert isinstance(hit["score"], float)
+    assert result["facets"] == {
+        "category": [{"value": "chat", "count": 1}, {"value": "embeddings", "count": 1}],
+        "pricingModel": [{"value": "per-token", "count": 2}],
+        "complianceLevel": [{"value": "public", "count": 2}],
+        "tags": [{"value": "eu", "count": 2}, {"value": "fast", "count": 1}],
+    }
+
+
+def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) -> None:
+    listed("first", days=0)
+    listed("second", days=1)
+    listed("gone", status="deprecated", days=2)
+    response = client.post(SEARCH, json={})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [hit["name"] for hit in result["results"]] == ["second", "first"]
+    assert result["pagination"] == {"offset": 0, "limit": 20}
+    everything = client.post(SEARCH, json={"includeDeprecated": True, "sort": "name"}).json()
+    assert [hit["name"] for hit in everything["results"]] == ["first", "gone", "second"]
+    by_provider = client.post(SEARCH, json={"filters": {"provider": "acme", "pricingModel": "free"}}).json()
+    assert by_provider["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "pointers"),
+    [
+        ({"pagination": {"limit": 500}}, {"/pagination/limit"}),
+        ({"pagination": {"offset": -1, "limit": "20"}}, {"/pagination/offset", "/pagination/limit"}),
+        ({"pagination": {"offset": 9999}}, {"/pagination/offset"}),
+        ({"sort": "popular"}, {"/sort"}),
+        ({"query": ["chat"], "includeDeprecated": "yes"}, {"/query", "/includeDeprecated"}),
+        ({"filters": {"tags": "eu", "pricing_model": "free"}}, {"/filters/tags", "/filters/pricing_model"}),
+        ({"filters": {"category": "x" * 65}}, {"/filters/category"}),
+        ({"query": "x" * 513}, {"/query"}),
+        ({"unknown": 1}, {"/unknown"}),
+    ],
+)
+def test_bad_bodies_get_422_with_pointers(client: TestClient, body: dict[str, Any], pointers: set[str]) -> None:
+    response = client.post(SEARCH, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_failed"
+    assert {d["pointer"] for d in error["details"]} == pointers
+    assert all(d["message"] for d in error["details"])
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"chat"'])
+def test_a_body_that_is_not_a_json_object_is_422(client: TestClient, raw: bytes) -> None:
+    response = client.post(SEARCH, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_failed"
+
+
+def test_search_is_not_shadowed_by_service_routes_and_is_documented(client: TestClient) -> None:
+    assert client.get("/api/v1/services/search").status_code == 404  # GET /services/{id}: no such service
+    schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/api/v1/services/search"]["post"]
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert set(request["properties"]) == {"query", "filters", "includeDeprecated", "pagination", "sort"}
+    assert request["properties"]["pagination"]["properties"]["limit"]["maximum"] == 100
+    assert "security" not in operation
+
+
+def test_a_change_is_visible_in_the_next_search_despite_the_cache(client) -> None:
+    from storage.database import session_scope
+    from storage.repositories import services
+    from storage.repositories.services import Actor
+    from storage.search import document_from_service, get_search_index
+    from tests.support.specs import make_spec
+
+    with session_scope() as session:
+        service = services.create_submitted(session, make_spec(name="cached-chat"), Actor("acme"))
+        service.status = "active"
+        service_id = service.id
+    with session_scope() as session:
+        document = document_from_service(services.get(session, service_id))
+    get_search_index().index(document)  # its own session: SQLite allows one writer at a time
+    body = {"query": "cached"}
+    assert client.post("/api/v1/services/search", json=body).json()["total"] == 1
+    assert client.post("/api/v1/services/search", json=body).json()["total"] == 1  # served from the cache
+    with session_scope() as session:
+        services.get(session, service_id).status = "retired"
+    get_search_index().remove(service_id)
+    assert client.post("/api/v1/services/search", json=body).json()["total"] == 0
