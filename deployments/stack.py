@@ -88,6 +88,8 @@ class Stack:
         self.migrate()
         self.deploy()
         self.start_worker()
+        if self.env.get("MARKETPLACE_KAFKA__BOOTSTRAP_SERVERS"):
+            self.start_relay()
         self.start_api()
 
     def start_prefect_server(self) -> None:
@@ -109,6 +111,10 @@ class Stack:
 
     def start_worker(self) -> None:
         self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", self.config.work_pool])
+
+    def start_relay(self) -> None:
+        """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
+        self._spawn("relay", [sys.executable, "-m", "notifications.relay"])
 
     def start_api(self) -> None:
         c = self.config

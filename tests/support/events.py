@@ -1,0 +1,89 @@
+"""Outbox events written the way the platform writes them: through the repositories, in lifecycle order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from core.domain import ServiceStatus
+from storage.database import session_scope
+from storage.repositories import outbox, services, versions
+from storage.repositories.services import SYSTEM, Actor, event_data
+from tests.support.specs import make_spec
+
+PROVIDER = Actor("acme", "provider")
+GOVERNANCE = Actor("gov-1", "governance")
+
+
+def _move_version(version: str, target: ServiceStatus, event_type: str | None = None) -> Callable[[Session, str], None]:
+    def step(session: Session, service_id: str) -> None:
+        row = next(v for v in versions.for_service(session, service_id) if v.version == version)
+        reason = f"to {target.value}"
+        versions.transition(session, row.id, target, actor=SYSTEM, reason=reason, event_type=event_type)
+
+    return step
+
+
+def _move_service(target: ServiceStatus, event_type: str) -> Callable[[Session, str], None]:
+    def step(session: Session, service_id: str) -> None:
+        reason = f"to {target.value}"
+        services.transition(session, service_id, target, actor=GOVERNANCE, reason=reason, event_type=event_type)
+
+    return step
+
+
+def _decide(session: Session, service_id: str) -> None:
+    service = services.get(session, service_id)
+    data = event_data(service, "meets the bar", decision="approve", reviewer=GOVERNANCE.id)
+    outbox.add(session, aggregate_id=service_id, event_type="approval_decided", data=data)
+
+
+def _next_version(session: Session, service_id: str) -> None:
+    service = services.get(session, service_id)
+    versions.create_next(session, service, make_spec(name=service.name, version="1.1.0"), PROVIDER)
+
+
+def _rollback(session: Session, service_id: str) -> None:
+    data = {"serviceId": service_id, "steps": ["registry", "search"], "problems": []}
+    outbox.add(session, aggregate_id=service_id, event_type="rollback_completed", data=data)
+
+
+# Every event type of the schema, in an order the lifecycle allows (moves without an event in between).
+LIFECYCLE: list[Callable[[Session, str], None]] = [
+    _move_version("1.0.0", ServiceStatus.VALIDATING),
+    _move_version("1.0.0", ServiceStatus.TESTING),
+    _move_version("1.0.0", ServiceStatus.PENDING_APPROVAL, "approval_requested"),
+    _decide,
+    _move_version("1.0.0", ServiceStatus.ACTIVE, "service_published"),
+    _next_version,
+    _move_version("1.1.0", ServiceStatus.VALIDATING),
+    _move_version("1.1.0", ServiceStatus.FAILED, "validation_failed"),
+    _rollback,
+    _move_service(ServiceStatus.DEPRECATED, "service_deprecated"),
+    _move_service(ServiceStatus.ACTIVE, "service_updated"),
+    _move_service(ServiceStatus.DEPRECATED, "service_deprecated"),
+    _move_service(ServiceStatus.RETIRED, "service_retired"),
+]
+
+
+def write_lifecycles(count: int, prefix: str = "svc") -> list[str]:
+    """`count` services taken through their whole lifecycle step by step, side by side, so their
+    events interleave in the outbox; one transaction per step, as the platform does. Returns the ids."""
+    with session_scope() as session:
+        ids = [services.create_submitted(session, make_spec(name=f"{prefix}-{i}"), PROVIDER).id for i in range(count)]
+    for step in LIFECYCLE:
+        for service_id in ids:
+            with session_scope() as session:
+                step(session, service_id)
+    return ids
+
+
+def write_updates(service_ids: list[str], rounds: int) -> None:
+    """`rounds` metadata-update events per service, round robin (one transaction per event)."""
+    for n in range(rounds):
+        for service_id in service_ids:
+            with session_scope() as session:
+                service = services.get(session, service_id)
+                data = event_data(service, f"metadata updated ({n})", changed=["description"])
+                outbox.add(session, aggregate_id=service_id, event_type="service_updated", data=data)
