@@ -16,6 +16,7 @@ from flows.reconcile import reconcile_publications
 from storage.database import reset_engine, session_scope
 from storage.repositories import approvals, audit, services, versions
 from storage.repositories.services import SYSTEM, Actor
+from storage.search import SearchQuery, get_search_index
 from tests.support.registry import FakeRegistry
 from tests.support.specs import make_spec
 
@@ -77,6 +78,9 @@ def test_deprecation_schedules_retirement_and_retirement_rechecks(
         for status in (ServiceStatus.VALIDATING, ServiceStatus.TESTING, ServiceStatus.ACTIVE):
             versions.transition(session, version_id, status, actor=SYSTEM, reason="pipeline")
     run_id = deprecate_service(service.id, "acme", "provider", "old model", 3600)
+    listed = get_search_index().search(SearchQuery(text="acme", include_deprecated=True))
+    assert [(h.service_id, h.status) for h in listed.items] == [(service.id, "deprecated")]
+    assert get_search_index().search(SearchQuery(text="acme")).total == 0, "hidden unless asked for"
 
     with session_scope() as session, SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
         stored = services.get(session, service.id)

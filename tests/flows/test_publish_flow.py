@@ -10,6 +10,7 @@ from flows.publish import publish_service
 from storage.database import reset_engine, session_scope
 from storage.repositories import audit, outbox, phases, services, versions
 from storage.repositories.services import Actor
+from storage.search import SearchQuery, get_search_index
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
 
@@ -65,6 +66,8 @@ def test_good_spec_becomes_active(flow_env: pytest.MonkeyPatch) -> None:
     } <= ran
     statuses = [to for action, to, _ in result["audit"] if action == "status_changed"]
     assert statuses == ["validating", "testing", "active"]
+    found = get_search_index().search(SearchQuery(text="fake chat"))
+    assert [hit.service_id for hit in found.items] == [service_id], "activation indexed the service"
     assert result["events"] == ["service_submitted", "service_published"]
 
 
@@ -101,6 +104,7 @@ def test_endpoint_failure_removes_the_registry_entry(flow_env: pytest.MonkeyPatc
     assert registry.entries == {}
     assert result["registry_id"] is None
     assert ("rollback", None, "registry entry removed") in result["audit"]
+    assert get_search_index().search(SearchQuery(text="fake chat")).total == 0
     assert result["events"][-2:] == ["rollback_completed", "validation_failed"]
 
 
