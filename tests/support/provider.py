@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.specs import make_spec
+
 Mode = Literal["healthy", "health_500", "open_auth", "slow", "bad_schema", "redirect"]
 """healthy: as documented above; health_500: GET /health answers 500; open_auth: POST / answers 200
 without credentials; slow: GET /health waits `delay_ms` (250 ms unless given); bad_schema:
@@ -260,27 +262,15 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 
 def good_spec(provider_url: str, *, name: str = "fake-chat", version: str = "1.0.0") -> dict[str, Any]:
     """A complete, valid service spec (public, standard support: no approval needed) for the provider."""
-    return {
-        "name": name,
-        "version": version,
-        "description": "Fake chat model served by tests.support.provider.FakeProvider",
-        "provider": {"id": "fake", "name": "Fake AI", "contactEmail": "ops@fake.example"},
-        "category": "chat",
-        "tags": ["chat", "test"],
-        "capabilities": [{"name": "chat-completion"}],
-        "endpoint": {"url": provider_url, "healthPath": "/health", "authentication": {"type": "bearer"}},
-        "pricing": {
-            "model": "per-token",
-            "currency": "USD",
-            "rates": [
-                {"unit": "input_tokens", "price": 0.5, "per": 1000},
-                {"unit": "output_tokens", "price": 1.5, "per": 1000},
-            ],
-        },
-        "sla": {"availability": 99.9, "maxLatencyMs": 2000, "supportLevel": "standard"},
-        "compliance": {"level": "public", "dataResidency": ["US"], "certifications": ["SOC2"]},
-        "openApiSpec": provider_openapi(provider_url),
-    }
+    return make_spec(
+        name=name,
+        version=version,
+        description="Fake chat model served by tests.support.provider.FakeProvider",
+        provider={"id": "fake", "name": "Fake AI", "contactEmail": "ops@fake.example"},
+        tags=["chat", "test"],
+        endpoint={"url": provider_url, "healthPath": "/health", "authentication": {"type": "bearer"}},
+        openApiSpec=provider_openapi(provider_url),
+    )
 
 
 def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:

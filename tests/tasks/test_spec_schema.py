@@ -8,27 +8,9 @@ from typing import Any
 import pytest
 
 from tasks.spec_schema import json_pointer, load_schema, schema_errors
+from tests.support.specs import BASE_SPEC
 
-EXAMPLE: dict[str, Any] = {
-    "name": "acme-chat",
-    "version": "1.0.0",
-    "description": "Acme's general purpose chat model",
-    "provider": {"id": "acme", "name": "Acme AI"},
-    "category": "chat",
-    "tags": ["chat", "english"],
-    "capabilities": [{"name": "chat-completion"}],
-    "endpoint": {"url": "https://api.acme.example/v1", "healthPath": "/health", "authentication": {"type": "bearer"}},
-    "pricing": {
-        "model": "per-token",
-        "currency": "USD",
-        "rates": [
-            {"unit": "input_tokens", "price": 0.5, "per": 1000},
-            {"unit": "output_tokens", "price": 1.5, "per": 1000},
-        ],
-    },
-    "sla": {"availability": 99.9, "maxLatencyMs": 2000, "supportLevel": "standard"},
-    "compliance": {"level": "public", "dataResidency": ["US"], "certifications": ["SOC2"]},
-}
+EXAMPLE: dict[str, Any] = BASE_SPEC
 
 
 @pytest.fixture
