@@ -20,11 +20,11 @@ from tasks._common import SpecInput, backoff, jitter, run_phase
 from tasks.endpoint_checks import (
     TRANSIENT_CODES,
     check_auth,
-    check_conformance,
     check_health,
     check_latency,
     check_security,
 )
+from tasks.endpoint_conformance import check_conformance
 
 __all__ = [
     "ENDPOINT_TEST_TASKS",

@@ -19,11 +19,11 @@ from core.settings import PROJECT_ROOT, EndpointTestSettings, Settings
 from tasks._common import SpecInput
 from tasks.endpoint_checks import (
     check_auth,
-    check_conformance,
     check_health,
     check_latency,
     check_security,
 )
+from tasks.endpoint_conformance import check_conformance
 from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed, retry_if_transient
 from tests.support.provider import FakeProvider, good_spec, provider_openapi
 
