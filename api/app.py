@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.orchestrator import Orchestrator
-from api.routes import approvals, events, health, schemas, search, services, versions, webhooks
+from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
 from core.settings import get_settings
 
 API_PREFIX = "/api/v1"
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(schemas.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
     return app
 
 

@@ -200,3 +200,15 @@ class ApprovalPage(ApiModel):
     items: list[ApprovalOut]
     offset: int
     limit: int
+
+
+class AuditEntry(HistoryEntry):
+    id: int
+    service_id: str | None
+
+
+class AuditPage(ApiModel):
+    items: list[AuditEntry]
+    total: int
+    offset: int
+    limit: int

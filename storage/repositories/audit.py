@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuditLog
@@ -45,3 +47,30 @@ def for_service(session: Session, service_id: str) -> Sequence[AuditLog]:
     """A service's trail, oldest first."""
     query = select(AuditLog).where(AuditLog.service_id == service_id).order_by(AuditLog.id)
     return session.scalars(query).all()
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    service_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def search(session: Session, filters: AuditFilter, offset: int, limit: int) -> tuple[Sequence[AuditLog], int]:
+    """A page of the trail, newest first, and how many records match."""
+    query = select(AuditLog)
+    if filters.service_id:
+        query = query.where(AuditLog.service_id == filters.service_id)
+    if filters.actor:
+        query = query.where(AuditLog.actor == filters.actor)
+    if filters.action:
+        query = query.where(AuditLog.action == filters.action)
+    if filters.since:
+        query = query.where(AuditLog.occurred_at >= filters.since)
+    if filters.until:
+        query = query.where(AuditLog.occurred_at < filters.until)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(AuditLog.id.desc()).offset(offset).limit(limit)).all()
+    return page, total
