@@ -1,11 +1,10 @@
 """Read cache for service reads and search results: Redis when configured, in-process otherwise.
 
 Invalidation is immediate and automatic: a session listener (storage/database.py) collects the
-services a transaction changed and, once it commits, drops their entries and moves the search
-generation on. With Redis that reaches every process. The in-process cache cannot hear other
-processes (the worker's flow runs), so its entries are also tagged with a database change
-counter (`cache_stamps`) that every such transaction bumps: one primary-key read per lookup
-tells whether anything changed since the entry was stored.
+services a transaction changed and, once it commits, moves their generations (and the search
+generation) on in Redis, which every process sees. The in-process cache cannot hear other
+processes (the worker's flow runs), so it keys entries by a database change counter
+(`cache_stamps`) that every such transaction bumps: one primary-key read per lookup.
 
 Redis failures never fail a request: the cache degrades to misses and logs.
 """
@@ -102,50 +101,61 @@ class LocalBackend:
 
 
 class ReadCache:
-    """Cached service documents and search pages, keyed so one invalidation covers every search."""
+    """Cached service documents and search pages.
+
+    Every entry's key carries a token read *before* the data was loaded: the database change
+    stamp (in-process), or a generation counter that invalidation moves on (Redis). A reader
+    that loaded old data while a change committed stores it under the old token, which no
+    later reader asks for, so a stale entry can never outlive the change.
+    """
 
     def __init__(self, backend: Backend, settings: CacheSettings, stamp: Callable[[], int] | None) -> None:
         self._backend = backend
         self._settings = settings
-        self._stamp = stamp  # None when the backend is shared (Redis): explicit invalidation suffices
+        self._stamp = stamp  # None when the backend is shared (Redis): generations suffice
 
     @property
     def shared(self) -> bool:
         return self._stamp is None
 
-    def get_service(self, service_id: str) -> dict[str, Any] | None:
-        return self._load(f"mkt:service:{service_id}")
+    def service_token(self, service_id: str) -> str:
+        """Read before loading the service; pass to get/put."""
+        return self._token(f"mkt:generation:service:{service_id}")
 
-    def put_service(self, service_id: str, value: dict[str, Any]) -> None:
-        self._store(f"mkt:service:{service_id}", value, self._settings.service_ttl_seconds)
+    def search_token(self) -> str:
+        return self._token(SEARCH_GENERATION)
 
-    def get_search(self, query_hash: str) -> dict[str, Any] | None:
-        return self._load(self._search_key(query_hash))
+    def get_service(self, service_id: str, token: str) -> dict[str, Any] | None:
+        return self._load(f"mkt:service:{service_id}:{token}")
 
-    def put_search(self, query_hash: str, value: dict[str, Any]) -> None:
-        self._store(self._search_key(query_hash), value, self._settings.search_ttl_seconds)
+    def put_service(self, service_id: str, token: str, value: dict[str, Any]) -> None:
+        self._backend.set(f"mkt:service:{service_id}:{token}", json.dumps(value), self._settings.service_ttl_seconds)
+
+    def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
+        return self._load(f"mkt:search:{token}:{query_hash}")
+
+    def put_search(self, query_hash: str, token: str, value: dict[str, Any]) -> None:
+        self._backend.set(f"mkt:search:{token}:{query_hash}", json.dumps(value), self._settings.search_ttl_seconds)
 
     def invalidate(self, service_ids: Iterable[str]) -> None:
-        """Drop the services' entries and every cached search (a change can move any result)."""
-        self._backend.delete([f"mkt:service:{sid}" for sid in service_ids])
+        """Move the services' generations and the search generation on (a change can move any result)."""
+        if self._stamp is not None:
+            return  # the committing transaction already bumped the database stamp
+        for service_id in service_ids:
+            self._backend.incr(f"mkt:generation:service:{service_id}")
         self._backend.incr(SEARCH_GENERATION)
 
-    def _search_key(self, query_hash: str) -> str:
-        return f"mkt:search:{self._backend.get(SEARCH_GENERATION) or 0}:{query_hash}"
+    def _token(self, generation_key: str) -> str:
+        if self._stamp is not None:
+            return f"s{self._stamp()}"
+        return f"g{self._backend.get(generation_key) or 0}"
 
     def _load(self, key: str) -> dict[str, Any] | None:
         raw = self._backend.get(key)
         if raw is None:
             return None
-        entry = json.loads(raw)
-        if self._stamp is not None and entry["stamp"] != self._stamp():
-            return None  # another process changed something since this entry was stored
-        value: dict[str, Any] = entry["value"]
+        value: dict[str, Any] = json.loads(raw)
         return value
-
-    def _store(self, key: str, value: dict[str, Any], ttl: int) -> None:
-        stamp = self._stamp() if self._stamp is not None else None
-        self._backend.set(key, json.dumps({"stamp": stamp, "value": value}, default=str), ttl)
 
 
 @lru_cache(maxsize=1)

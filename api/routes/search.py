@@ -72,9 +72,10 @@ def run_search(query: SearchQuery, settings: Settings) -> SearchPage:
     """Search through the result cache (30 s TTL; any change to a service invalidates every entry)."""
     cache = get_cache()
     key = hashlib.sha256(query.model_dump_json().encode()).hexdigest()
-    cached = cache.get_search(key)
+    token = cache.search_token()  # before searching: see storage/cache.py
+    cached = cache.get_search(key, token)
     if cached is not None:
         return SearchPage.model_validate(cached)
     page = get_search_index(settings).search(query)
-    cache.put_search(key, page.model_dump(mode="json"))
+    cache.put_search(key, token, page.model_dump(mode="json"))
     return page

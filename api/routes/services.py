@@ -92,10 +92,11 @@ def list_services(
 def get_service(service_id: str) -> Response:
     """One service with its spec and lifecycle fields (cached; every change invalidates it)."""
     cache = get_cache()
-    body = cache.get_service(service_id)
+    token = cache.service_token(service_id)  # before loading: see storage/cache.py
+    body = cache.get_service(service_id, token)
     if body is None:
         body = _read(service_id).model_dump(mode="json", by_alias=True)
-        cache.put_service(service_id, body)
+        cache.put_service(service_id, token, body)
     response = Response(content=json.dumps(body), media_type="application/json")
     set_lifecycle_headers(response, body["status"], _parse(body["deprecatedAt"]), _parse(body["sunsetAt"]))
     return response

@@ -46,17 +46,34 @@ def test_local_backend_expires_and_bounds() -> None:
     assert backend.incr("n") == 2
 
 
+def cached_service(service_id: str) -> dict[str, object] | None:
+    cache = get_cache()
+    return cache.get_service(service_id, cache.service_token(service_id))
+
+
 def test_a_commit_invalidates_the_service_and_all_searches(cache_mode: str) -> None:
     service_id = create_service()
     cache = get_cache()
-    cache.put_service(service_id, {"description": "old"})
-    cache.put_search("q1", {"total": 1})
-    assert cache.get_service(service_id) == {"description": "old"}
-    assert cache.get_search("q1") == {"total": 1}
+    cache.put_service(service_id, cache.service_token(service_id), {"description": "old"})
+    cache.put_search("q1", cache.search_token(), {"total": 1})
+    assert cached_service(service_id) == {"description": "old"}
+    assert cache.get_search("q1", cache.search_token()) == {"total": 1}
     with session_scope() as session:
         services.get(session, service_id).description = "new"
-    assert cache.get_service(service_id) is None
-    assert cache.get_search("q1") is None
+    assert cached_service(service_id) is None
+    assert cache.get_search("q1", cache.search_token()) is None
+
+
+def test_data_loaded_before_a_change_committed_is_never_served_after_it(cache_mode: str) -> None:
+    """The reader took its token, loaded the old row, then a change committed, then it stored."""
+    service_id = create_service()
+    cache = get_cache()
+    token = cache.service_token(service_id)
+    stale = {"description": "loaded before the change"}
+    with session_scope() as session:
+        services.get(session, service_id).description = "changed meanwhile"
+    cache.put_service(service_id, token, stale)
+    assert cached_service(service_id) is None
 
 
 def change_then_fail(service_id: str) -> None:
@@ -68,16 +85,16 @@ def change_then_fail(service_id: str) -> None:
 
 def test_a_rolled_back_change_keeps_the_entry(cache_mode: str) -> None:
     service_id = create_service()
-    get_cache().put_service(service_id, {"description": "kept"})
+    get_cache().put_service(service_id, get_cache().service_token(service_id), {"description": "kept"})
     with pytest.raises(RuntimeError):
         change_then_fail(service_id)
-    assert get_cache().get_service(service_id) == {"description": "kept"}
+    assert cached_service(service_id) == {"description": "kept"}
 
 
 def test_a_change_made_by_another_process_is_seen_on_the_next_read(cache_mode: str, database_url: str) -> None:
     service_id = create_service()
     cache = get_cache()
-    cache.put_service(service_id, {"description": "before"})
+    cache.put_service(service_id, cache.service_token(service_id), {"description": "before"})
     script = (
         "from storage.database import session_scope\n"
         "from storage.repositories import services\n"
@@ -85,11 +102,11 @@ def test_a_change_made_by_another_process_is_seen_on_the_next_read(cache_mode: s
     )
     env = {**os.environ, "MARKETPLACE_DATABASE__URL": database_url}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
-    assert cache.get_service(service_id) is None
+    assert cached_service(service_id) is None
 
 
 def test_redis_down_degrades_to_no_cache() -> None:
     dead = ReadCache(RedisBackend("redis://127.0.0.1:1/0"), CacheSettings(), stamp=None)
-    dead.put_service("s", {"x": 1})
-    assert dead.get_service("s") is None
+    dead.put_service("s", dead.service_token("s"), {"x": 1})
+    assert dead.get_service("s", dead.service_token("s")) is None
     dead.invalidate(["s"])
