@@ -34,7 +34,7 @@ class RetirementInput(BaseModel):
 
 @task(name="mark-deprecated", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def mark_deprecated(inp: DeprecationInput) -> str:
-    """`active → deprecated` with its timestamp; the `service_deprecated` event tells consumers."""
+    """`active → deprecated` with its timestamp and sunset, in one transaction; `service_deprecated` tells consumers."""
     with session_scope() as session:
         service = services.transition(
             session,
@@ -47,7 +47,10 @@ def mark_deprecated(inp: DeprecationInput) -> str:
             details={"graceSeconds": inp.grace_seconds},
         )
         assert service.deprecated_at is not None
-        return (service.deprecated_at + timedelta(seconds=inp.grace_seconds)).isoformat()
+        sunset_at = service.deprecated_at + timedelta(seconds=inp.grace_seconds)
+        # in the same transaction: no reader ever sees `deprecated` without its sunset
+        services.schedule_retirement(session, inp.service_id, sunset_at, None)
+        return sunset_at.isoformat()
 
 
 @task(name="schedule-retirement", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
