@@ -47,8 +47,10 @@ def test_deprecation_then_retirement_after_the_grace_period(
     assert deprecated.headers["Deprecation"].startswith("@")
     sunset = parsedate_to_datetime(deprecated.headers["Sunset"])
     assert abs(sunset.timestamp() - int(deprecated.headers["Deprecation"][1:]) - GRACE) <= 1
+    assert body["sunsetAt"] is not None, "the sunset is set in the deprecation's own transaction"
+    run_id = eventually(lambda: service(api, service_id).json()["retirementFlowRunId"], 60, "retirement scheduled")
     with SyncPrefectClient(e2e_stack.config.prefect_api_url) as prefect:
-        retirement = prefect.read_flow_run(UUID(body["retirementFlowRunId"]))
+        retirement = prefect.read_flow_run(UUID(run_id))
     assert retirement.state is not None
     assert retirement.state.type.value == "SCHEDULED"
 
@@ -60,7 +62,7 @@ def test_deprecation_then_retirement_after_the_grace_period(
     history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
     moves = [(h["fromStatus"], h["toStatus"]) for h in history if h["action"] == "status_changed"]
     assert moves[-2:] == [("active", "deprecated"), ("deprecated", "retired")]
-    assert history[-1]["flowRunId"] == body["retirementFlowRunId"]
+    assert history[-1]["flowRunId"] == run_id
 
 
 def test_reinstating_before_the_sunset_cancels_the_retirement(
