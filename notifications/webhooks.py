@@ -5,6 +5,12 @@ A receiver checks `X-Marketplace-Signature: sha256=<hex>`, the HMAC-SHA256 (shar
 body is the raw request body; `verify_signature` does both checks. Deliveries are at least once:
 `X-Marketplace-Delivery` stays the same across the attempts of one delivery, so receivers can
 drop repeats.
+
+Consumer callback URLs are chosen by outsiders, so their deliveries go through core.egress: a
+callback host that is, or resolves to, a loopback, private, link-local or otherwise non-public
+address is refused at connection time (in production always; elsewhere see
+EgressPolicy.for_callbacks), and the delivery fails at once instead of being retried. Governance
+URLs are the operator's own configuration and may well be internal: they are not restricted.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from core.settings import WebhookSettings
+from core import egress
+from core.settings import WebhookSettings, get_settings
 from storage.database import session_scope
 from storage.models import WebhookDelivery
 from storage.repositories import webhooks
@@ -119,12 +126,26 @@ class AttemptResult:
         return self.status == webhooks.DELIVERED
 
 
-def deliver(delivery: WebhookDelivery, settings: WebhookSettings) -> AttemptResult:
-    """POST the delivery once (2xx delivers it), record the attempt, and fail it once max_attempts is reached."""
+def callback_policy(delivery: WebhookDelivery) -> egress.EgressPolicy | None:
+    """The egress rules of a delivery: consumers' callbacks are vetted, governance URLs are not (None)."""
+    if delivery.audience != Audience.CONSUMERS.value:
+        return None
+    return egress.EgressPolicy.for_callbacks(get_settings())
+
+
+def deliver(
+    delivery: WebhookDelivery, settings: WebhookSettings, policy: egress.EgressPolicy | None = None
+) -> AttemptResult:
+    """POST the delivery once (2xx delivers it), record the attempt, and fail it once max_attempts is reached.
+
+    `policy` defaults to callback_policy(delivery). A destination it refuses fails the delivery
+    at once: the next attempt would be refused alike, and retrying probes the network for nothing.
+    """
     body = encode_body(delivery.payload)
     headers = signed_headers(settings.secret.get_secret_value(), delivery.id, delivery.event_type, body)
+    policy = policy if policy is not None else callback_policy(delivery)
     started = time.perf_counter()
-    status_code, error = _post(delivery.url, body, headers, settings.timeout_seconds)
+    status_code, error, refused = _post(delivery.url, body, headers, settings.timeout_seconds, policy)
     duration_ms = (time.perf_counter() - started) * 1000
     with session_scope() as session:
         row, attempt = webhooks.record_attempt(
@@ -132,26 +153,37 @@ def deliver(delivery: WebhookDelivery, settings: WebhookSettings) -> AttemptResu
         )
         if error is None:
             webhooks.mark_delivered(session, row)
-        elif row.attempts >= settings.max_attempts:
+        elif refused or row.attempts >= settings.max_attempts:
             webhooks.mark_failed(session, [row.id])
         return AttemptResult(row.id, attempt.attempt, status_code, error, duration_ms, row.status)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str | None]:
-    """(status code, error); the error is None only for a 2xx answer."""
+def _client(timeout: float, policy: egress.EgressPolicy | None) -> httpx.Client:
+    # Redirects are not followed: the signed body would go to a URL nobody configured.
+    if policy is None:
+        return httpx.Client(timeout=timeout, follow_redirects=False)
+    return egress.client(policy, timeout=timeout)
+
+
+def _post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float, policy: egress.EgressPolicy | None = None
+) -> tuple[int | None, str | None, bool]:
+    """(status code, error, refused by the egress policy); the error is None only for a 2xx answer."""
+    problem = egress.url_problem(url, policy) if policy is not None else None
+    if problem is not None:  # a literal private address or localhost: not even a lookup
+        return None, f"callback refused: {problem}", True
     try:
-        # Redirects are not followed: the signed body would go to a URL nobody configured.
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
-            client.stream("POST", url, content=body, headers=headers) as response,
-        ):
+        with _client(timeout, policy) as client, client.stream("POST", url, content=body, headers=headers) as response:
             if response.is_success:
-                return response.status_code, None
+                return response.status_code, None, False
             if response.is_redirect:
-                return response.status_code, f"redirect to {response.headers.get('location')!r} not followed"
-            return response.status_code, f"HTTP {response.status_code}: {_head(response)}"
+                return response.status_code, f"redirect to {response.headers.get('location')!r} not followed", False
+            return response.status_code, f"HTTP {response.status_code}: {_head(response)}", False
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        refused = egress.refusal(exc)
+        if refused is not None:
+            return None, f"callback refused: host {refused}", True
+        return None, f"{type(exc).__name__}: {exc}", False
 
 
 def _head(response: httpx.Response) -> str:

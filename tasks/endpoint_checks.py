@@ -5,11 +5,16 @@ Each check is a pure function `(spec, settings) -> PhaseOutcome` with no databas
 so it can be unit-tested against a local fake provider. A failed check returns a FAILED outcome;
 it never raises. The endpoint is untrusted, so every call is made without credentials, without
 following redirects, with verified TLS, with a total time limit and with a cap on the body read.
+
+Server-side request forgery: the calls go through core.egress, which resolves the endpoint's host
+once per connection, refuses loopback, private, link-local and other non-public addresses, and
+connects to the address it checked (so DNS rebinding cannot swap it). Loopback and private
+addresses are allowed only with endpoint_tests.allow_insecure_endpoints outside production. A
+redirect is never followed: the check reports the 3xx and its Location.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import ssl
 import time
@@ -20,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from core import egress
 from core.domain import Issue, Outcome, Phase, PhaseOutcome, Severity
 from core.settings import Settings
 
@@ -29,6 +35,8 @@ TRANSIENT_CODES = frozenset(
     {"endpoint-unreachable", "endpoint-timeout", "endpoint-server-error", "latency-sla-exceeded"}
 )
 """Issue codes worth a retry: the same call may well succeed a few seconds later."""
+REFUSED_CODE = "local-endpoint-refused"
+"""The endpoint's host is, or resolves to, an address the endpoint tests must not call (never retried)."""
 
 _URL = "/endpoint/url"
 _HEALTH_PATH = "/endpoint/healthPath"
@@ -53,13 +61,12 @@ class _Probe:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.endpoint_tests.timeout_seconds
+        # egress.client: vetted connections (see the module docstring), no redirects, and
         # trust_env=False: no proxy variables and, above all, no ~/.netrc credentials sent to a
         # provider-chosen host. The CA bundle still honours SSL_CERT_FILE/SSL_CERT_DIR.
-        self._client = httpx.Client(
+        self._client = egress.client(
+            egress.EgressPolicy.for_endpoints(settings),
             timeout=self.timeout,
-            follow_redirects=False,
-            verify=httpx.create_ssl_context(trust_env=True),
-            trust_env=False,
             headers={"User-Agent": "llm-marketplace-endpoint-tests/1", "Accept-Encoding": "identity"},
         )
 
@@ -121,6 +128,9 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 
 
 def _transport_issue(exc: httpx.HTTPError, url: str, pointer: str = _URL) -> Issue:
+    refused = egress.refusal(exc)
+    if refused is not None:
+        return _egress_issue(f"endpoint host {refused}")
     tls_error = _ssl_cause(exc)
     if isinstance(tls_error, ssl.SSLCertVerificationError):
         return Issue(
@@ -175,6 +185,16 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _egress_issue(message: str) -> Issue:
+    # Not in TRANSIENT_CODES: the endpoint tests must not retry their way into an internal network.
+    return Issue(
+        code=REFUSED_CODE,
+        message=f"{message}; the endpoint tests call only publicly routable addresses",
+        pointer=_URL,
+        remediation="Publish an endpoint whose host name resolves only to public IP addresses.",
+    )
+
+
 def _target_issue(spec: dict[str, Any], settings: Settings) -> Issue | None:
     """Refuse URLs the checks must not call, even if an earlier phase let them through."""
     raw = _endpoint(spec).get("url")
@@ -189,27 +209,17 @@ def _target_issue(spec: dict[str, Any], settings: Settings) -> Issue | None:
         return Issue(code="endpoint-url-invalid", message="endpoint URL must not embed credentials", pointer=_URL)
     if _join(str(url), str(_endpoint(spec).get("healthPath") or "/health")) is None:
         return Issue(code="endpoint-url-invalid", message="healthPath is not a valid URL path", pointer=_HEALTH_PATH)
-    if settings.endpoint_tests.allow_insecure_endpoints:
+    # The flag is ignored in production even if a Settings object was built around its validator.
+    if egress.EgressPolicy.for_endpoints(settings).allow_private:
         return None
     if url.scheme == "http":
         return Issue(code="insecure-endpoint-refused", message="plain http endpoints are refused", pointer=_URL)
-    if _is_local(url.host):
-        return Issue(code="local-endpoint-refused", message=f"{url.host} is a local address", pointer=_URL)
+    # Literal addresses and localhost names, refused before any call; names that resolve to such
+    # an address are refused by the egress client when it connects.
+    problem = egress.host_problem(url.host)
+    if problem is not None:
+        return _egress_issue(f"endpoint host {url.host!r} {problem}")
     return None
-
-
-def _is_local(host: str) -> bool:
-    # Loopback and link-local (cloud metadata at 169.254.169.254) are classic SSRF targets.
-    # A name that later resolves to such an address is not caught here.
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_link_local or address.is_unspecified
 
 
 # --- outcomes ----------------------------------------------------------------------------------
@@ -253,10 +263,20 @@ def check_health(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
     if status >= 500:
         issues.append(Issue(code="endpoint-server-error", message=f"health check answered {status}", pointer=_URL))
     elif not 200 <= status < 300:
-        hint = " (redirects are not followed)" if 300 <= status < 400 else ""
+        hint = _redirect_hint(reply)
         message = f"health check answered {status}, expected 2xx{hint}"
         issues.append(Issue(code="health-status", message=message, pointer=_HEALTH_PATH))
-    return _outcome("health", issues, url=url, status_code=status, elapsed_ms=round(reply.elapsed_ms, 1))
+    evidence: dict[str, Any] = {"url": url, "status_code": status, "elapsed_ms": round(reply.elapsed_ms, 1)}
+    if 300 <= status < 400:
+        evidence["location"] = reply.headers.get("Location")
+    return _outcome("health", issues, **evidence)
+
+
+def _redirect_hint(reply: _Reply) -> str:
+    if not 300 <= reply.status_code < 400:
+        return ""
+    location = reply.headers.get("Location")
+    return f" (redirect to {location[:200]!r} not followed)" if location else " (redirects are not followed)"
 
 
 def check_auth(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:

@@ -1,7 +1,9 @@
 """The conformance check: the provider's answers must match the OpenAPI document it submitted.
 
 Split from tasks/endpoint_checks.py, whose HTTP plumbing (capped, credential-free, no-redirect
-probes) and outcome helpers it shares.
+probes whose connections core.egress vets against SSRF) and outcome helpers it shares. Every
+operation URL is the endpoint URL with another path, so it cannot point at another host; a
+refused host stops the check at the first operation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from core.settings import Settings
 from tasks.endpoint_checks import (
     MAX_BODY_BYTES,
     MAX_CONFORMANCE_OPERATIONS,
+    REFUSED_CODE,
     _as_list,
     _endpoint,
     _join,
@@ -64,7 +67,9 @@ def check_conformance(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
             found, result = _conform(probe, doc, registry, op)
             issues += found
             results.append(result)
-    untested = [op.path for op in operations[MAX_CONFORMANCE_OPERATIONS:]]
+            if any(issue.code == REFUSED_CODE for issue in found):
+                break  # the same host for every operation: the others would be refused alike
+    untested = [op.path for op in operations[len(results) :]]
     return _outcome("conformance", issues, operations=results, skipped_operations=skipped, untested=untested)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import socket
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -13,6 +11,7 @@ import pycountry
 import semver
 from prefect import task
 
+from core import egress
 from core.domain import Issue, Phase, PhaseOutcome, Severity
 from core.settings import Settings, get_settings
 from tasks._common import SpecInput, backoff, jitter, run_phase
@@ -22,10 +21,6 @@ TOKEN_UNITS = frozenset({"input_tokens", "output_tokens"})
 # The one rate unit each flat pricing model cannot do without.
 REQUIRED_UNIT = {"per-request": "request", "subscription": "month"}
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Shorthand IPv4 forms ("127.1", "0x7f000001", "2130706433") are rejected by
-# `ipaddress` but accepted by inet_aton and thus by HTTP clients: check them too.
-_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
 _HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?", re.IGNORECASE)
 
 
@@ -89,7 +84,7 @@ def _url_problems(url: object, settings: Settings) -> list[str]:
     problems = _structure_problems(url, parts)
     if problems:
         return problems
-    insecure_ok = settings.endpoint_tests.allow_insecure_endpoints and not settings.is_production
+    insecure_ok = egress.EgressPolicy.for_endpoints(settings).allow_private  # never in production
     return _transport_problems(parts, settings.is_production, insecure_ok)
 
 
@@ -100,7 +95,7 @@ def _structure_problems(url: str, parts: SplitResult) -> list[str]:
         problems.append(f"endpoint URL must use the scheme http or https; {found}")
     if not parts.hostname:
         problems.append("endpoint URL has no host")
-    elif _literal_ip(parts.hostname) is None and not _is_dns_name(parts.hostname):
+    elif egress.parse_ip_literal(parts.hostname) is None and not _is_dns_name(parts.hostname):
         problems.append(f"endpoint host {parts.hostname!r} is not a valid host name or IP address")
     if parts.username is not None or parts.password is not None:
         problems.append("endpoint URL must not contain credentials; declare endpoint.authentication instead")
@@ -117,42 +112,19 @@ def _transport_problems(parts: SplitResult, production: bool, insecure_ok: bool)
             if production
             else "http:// endpoints need endpoint_tests.allow_insecure_endpoints; use https"
         )
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not insecure_ok and _is_internal_host(host):
-        problems.append(f"endpoint host {host!r} is loopback, private or otherwise not publicly routable")
+    # By spelling only (literal addresses in any encoding, localhost names): resolving here would
+    # be slow and prove nothing, since DNS can answer differently later. The endpoint tests check
+    # every address they connect to (core.egress).
+    host = parts.hostname or ""
+    problem = None if insecure_ok else egress.host_problem(host)
+    if problem is not None:
+        problems.append(f"endpoint host {host!r} {problem}; only publicly routable hosts are accepted")
     return problems
 
 
 def _is_dns_name(host: str) -> bool:
     labels = host.rstrip(".").split(".")
     return len(host) <= 253 and all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels)
-
-
-def _literal_ip(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    if _NUMERIC_HOST.fullmatch(host):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return None
-    return None
-
-
-def _is_internal_host(host: str) -> bool:
-    # Names only: resolving here would be slow and still open to DNS rebinding;
-    # the endpoint tests must check the address they actually connect to.
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    ip = _literal_ip(host)
-    if ip is None:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    # not is_global covers loopback, RFC 1918, link-local, CGNAT, unspecified and reserved ranges.
-    return not ip.is_global or ip.is_multicast
 
 
 def _pricing_issues(pricing: dict[str, Any]) -> list[Issue]:

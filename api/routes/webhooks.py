@@ -9,10 +9,13 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import Field, field_validator
 
+from api import access
 from api.auth import Principal, Role, require_roles
 from api.deps import DbSession
 from api.errors import ErrorResponse
 from api.schemas import ApiModel
+from core import egress
+from core.settings import get_settings
 from storage.models import WebhookAttempt, WebhookDelivery
 from storage.repositories import services, webhooks
 from storage.repositories.webhooks import DeliveryFilter
@@ -65,6 +68,10 @@ class SubscriptionIn(ApiModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("callbackUrl must be an absolute http or https URL")
+        # Literal private/loopback addresses and localhost now; names are vetted at each delivery.
+        problem = egress.url_problem(value, egress.EgressPolicy.for_callbacks(get_settings()))
+        if problem is not None:
+            raise ValueError(f"callbackUrl {problem}; callbacks must reach a publicly routable host")
         return value
 
 
@@ -126,7 +133,8 @@ def _delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
 )
 def subscribe(service_id: str, body: SubscriptionIn, principal: Consumer, session: DbSession) -> SubscriptionOut:
     """Register a callback for the service's deprecation and retirement; the same URL again returns the same one."""
-    services.get(session, service_id)
+    service = services.get(session, service_id)
+    access.require_readable(principal, service_id, service.provider_id, service.status)
     subscription = webhooks.add_subscription(session, service_id, principal.subject, body.callback_url)
     return SubscriptionOut.model_validate(subscription)
 

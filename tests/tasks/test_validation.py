@@ -20,7 +20,7 @@ INSECURE = Settings(
 PROD = Settings(
     environment=Environment.PRODUCTION,
     database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace"),
-    auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret")),
+    auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret-of-32-characters-or-more")),
 )
 
 
@@ -89,6 +89,15 @@ LOOPBACK_AND_PRIVATE = [
     "https://[fe80::1]/v1",
     "https://0.0.0.0/v1",
     "https://100.64.0.1/v1",
+    "https://0x7f.1/v1",
+    "https://0177.0.0.1/v1",
+    "https://127.0.0.1./v1",
+    "https://[fe80::1%25eth0]/v1",
+    "https://[2002:7f00:1::]/v1",
+    "https://[64:ff9b::a00:1]/v1",
+    "https://[::ffff:a9fe:a9fe]/v1",
+    "https://[fc00::1]/v1",
+    "https://224.0.0.1/v1",
 ]
 
 
