@@ -8,8 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import metrics
 from api.errors import install_error_handlers
+from api.idempotency import IdempotencyMiddleware
+from api.middleware import install_observability
 from api.orchestrator import Orchestrator
+from api.rate_limit import PublishRateLimiter
 from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
 from core.settings import get_settings
 
@@ -30,7 +34,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """The marketplace publishing API."""
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Prefect client logs every call at INFO
     app = FastAPI(
         title="LLM Marketplace — Publishing API",
@@ -39,6 +42,10 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_observability(app, settings)  # JSON logs, request ids, HTTP metrics
+    app.state.rate_limiter = PublishRateLimiter(settings)
+    app.add_middleware(IdempotencyMiddleware)
+    app.include_router(metrics.router)  # GET /metrics, unauthenticated: internal network only
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     app.include_router(search.router, prefix=API_PREFIX)  # before /services/{service_id}

@@ -1,7 +1,12 @@
 """Bearer-token authentication and role checks.
 
 Tokens are JWTs carrying `sub` (who), `role` (provider, governance, admin, consumer) and `exp`.
-`python -m api.auth --sub alice --role governance` prints a development token.
+Development signs them with a shared HS256 secret; production verifies RS256 signatures with the
+identity provider's public key (a PEM file) or key set (a JWKS file, keys picked by `kid`).
+The algorithm is pinned by configuration, never taken from the token: `alg: none` and
+HS256-signed-with-the-public-key tokens are refused.
+
+`python -m api.auth --sub acme --role provider` prints a development token.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
 import jwt
-from fastapi import Request
+from fastapi import Depends, Request
 
 from core.errors import ForbiddenError, UnauthorizedError
 from core.settings import AuthSettings, get_settings
@@ -26,48 +33,165 @@ class Role(StrEnum):
     CONSUMER = "consumer"
 
 
+STAFF = frozenset({Role.GOVERNANCE, Role.ADMIN})
+
+
 @dataclass(frozen=True)
 class Principal:
     subject: str
     role: Role
 
+    @property
+    def is_staff(self) -> bool:
+        """Governance and admin see every service."""
+        return self.role in STAFF
 
-def issue_token(subject: str, role: Role, settings: AuthSettings, ttl_seconds: int | None = None) -> str:
-    """A signed token for `subject` acting as `role`."""
+    def owns(self, provider_id: str) -> bool:
+        """A provider's token subject is its provider id."""
+        return self.role is Role.PROVIDER and self.subject == provider_id
+
+
+def issue_token(
+    subject: str,
+    role: Role,
+    settings: AuthSettings,
+    ttl_seconds: int | None = None,
+    private_key: str | None = None,
+    key_id: str | None = None,
+) -> str:
+    """A signed token for `subject` acting as `role` (RS256 needs the private key)."""
     now = int(time.time())
-    claims = {"sub": subject, "role": role.value, "iat": now, "exp": now + (ttl_seconds or settings.token_ttl_seconds)}
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "role": role.value,
+        "iat": now,
+        "exp": now + (ttl_seconds or settings.token_ttl_seconds),
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_algorithm == "RS256":
+        if not private_key:
+            raise ValueError("RS256 tokens are signed with the identity provider's private key (--private-key)")
+        headers = {"kid": key_id} if key_id else None
+        return jwt.encode(claims, private_key, algorithm="RS256", headers=headers)
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+class TokenVerifier:
+    """Checks signature, expiry, issuer and audience with keys loaded once per configuration."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._settings = settings
+        self._algorithm = settings.jwt_algorithm
+        self._key: Any = None
+        self._keyset: jwt.PyJWKSet | None = None
+        if self._algorithm == "HS256":
+            self._key = settings.jwt_secret.get_secret_value()
+        elif settings.jwks_file:
+            self._keyset = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
+        elif settings.jwt_public_key_file:
+            self._key = Path(settings.jwt_public_key_file).read_text()
+
+    def decode(self, token: str) -> Principal:
+        key = self._signing_key(token)
+        options: jwt.types.Options = {"require": ["sub", "role", "exp"]}
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self._algorithm],
+                options=options,
+                issuer=self._settings.jwt_issuer,
+                audience=self._settings.jwt_audience,
+                leeway=self._settings.leeway_seconds,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise UnauthorizedError("the bearer token has expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
+        try:
+            role = Role(claims["role"])
+        except (ValueError, TypeError) as exc:
+            allowed = ", ".join(r.value for r in Role)
+            raise ForbiddenError(f"the token's role {claims['role']!r} is not one of: {allowed}") from exc
+        return Principal(subject=str(claims["sub"]), role=role)
+
+    def _signing_key(self, token: str) -> Any:
+        if self._keyset is None:
+            return self._key
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
+        keys = self._keyset.keys
+        if kid is None and len(keys) == 1:
+            return keys[0]
+        for key in keys:
+            if key.key_id == kid:
+                return key
+        raise UnauthorizedError(f"the bearer token's key id {kid!r} is not in the configured key set")
+
+
+_verifiers: dict[tuple[Any, ...], TokenVerifier] = {}
+
+
+def verifier(settings: AuthSettings) -> TokenVerifier:
+    """The verifier for these settings, built once; key files are re-read when they change on disk."""
+    files = tuple(
+        (str(path), path.stat().st_mtime_ns if path.exists() else None)
+        for path in (settings.jwks_file, settings.jwt_public_key_file)
+        if path is not None
+    )
+    key = (
+        settings.jwt_algorithm,
+        settings.jwt_secret.get_secret_value(),
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.leeway_seconds,
+        files,
+    )
+    found = _verifiers.get(key)
+    if found is None:
+        if len(_verifiers) >= 8:  # keys rotated many times: start over rather than grow
+            _verifiers.clear()
+        found = _verifiers[key] = TokenVerifier(settings)
+    return found
 
 
 def decode_token(token: str, settings: AuthSettings) -> Principal:
-    """Verify signature and expiry (the algorithm is pinned: `alg: none` and swaps are refused)."""
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[settings.jwt_algorithm],
-            options={"require": ["sub", "role", "exp"]},
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise UnauthorizedError("the bearer token has expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
-    try:
-        role = Role(claims["role"])
-    except ValueError as exc:
-        raise ForbiddenError(f"unknown role {claims['role']!r}") from exc
-    return Principal(subject=str(claims["sub"]), role=role)
+    """Verify signature and expiry and read subject and role."""
+    return verifier(settings).decode(token)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """The caller, or None when anonymous; a token that is present must be valid."""
+    token = _bearer(request)
+    if token is None:
+        return None
+    principal = decode_token(token, get_settings().auth)
+    request.state.principal = principal
+    return principal
 
 
 def require_roles(*roles: Role) -> Callable[[Request], Principal]:
     """A dependency admitting only bearers of one of `roles`."""
 
     def dependency(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        principal = optional_principal(request)
+        if principal is None:
             raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
-        principal = decode_token(token.strip(), get_settings().auth)
         if principal.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise ForbiddenError(f"role {principal.role.value!r} may not do this; needs one of: {allowed}")
@@ -76,14 +200,24 @@ def require_roles(*roles: Role) -> Callable[[Request], Principal]:
     return dependency
 
 
+MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
+AnyRole = Annotated[Principal, Depends(require_roles(*Role))]
+ProviderOrAdmin = Annotated[Principal, Depends(require_roles(Role.PROVIDER, Role.ADMIN))]
+Staff = Annotated[Principal, Depends(require_roles(Role.GOVERNANCE, Role.ADMIN))]
+Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+
+
 def main() -> None:
     """Print a development token."""
-    parser = argparse.ArgumentParser(description="Issue a bearer token signed with the configured secret.")
-    parser.add_argument("--sub", required=True, help="subject: user or provider id")
+    parser = argparse.ArgumentParser(description="Issue a bearer token for the configured algorithm.")
+    parser.add_argument("--sub", required=True, help="subject: a provider id, or a user id")
     parser.add_argument("--role", required=True, choices=[r.value for r in Role])
     parser.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    parser.add_argument("--private-key", type=Path, default=None, help="RS256: PEM private key file")
+    parser.add_argument("--kid", default=None, help="RS256: key id put in the token header")
     args = parser.parse_args()
-    print(issue_token(args.sub, Role(args.role), get_settings().auth, args.ttl))
+    private_key = args.private_key.read_text() if args.private_key else None
+    print(issue_token(args.sub, Role(args.role), get_settings().auth, args.ttl, private_key, args.kid))
 
 
 if __name__ == "__main__":

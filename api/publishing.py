@@ -32,7 +32,7 @@ def require_valid_schema(spec: dict[str, Any]) -> None:
         raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
 
 
-def submit_service(spec: dict[str, Any], orch: Orchestrator) -> tuple[str, str, str]:
+def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tuple[str, str, str]:
     """Store a new service and start its publish run; returns (service id, version id, flow run id).
 
     The run is created before the commit, so a Prefect outage leaves no half-created service;
@@ -41,7 +41,7 @@ def submit_service(spec: dict[str, Any], orch: Orchestrator) -> tuple[str, str, 
     require_valid_schema(spec)
     service_id, version_id = new_id(), new_id()
     with session_scope() as session:
-        services.create_submitted(session, spec, Actor(spec["provider"]["id"], "provider"), service_id, version_id)
+        services.create_submitted(session, spec, actor, service_id, version_id)
         flow_run_id = orch.start_publish(service_id, version_id)
         versions.set_flow_run(session, version_id, flow_run_id)
     return service_id, version_id, flow_run_id
@@ -58,6 +58,10 @@ def submit_version(
             raise ConflictError(f"service {service_id} is {service.status}; new versions need an active service")
         if spec["name"] != service.name:
             raise SpecValidationError("a new version keeps the service's name", [_detail("/name", service.name)])
+        if spec["provider"]["id"] != service.provider_id:
+            raise SpecValidationError(
+                "a new version keeps the service's provider", [_detail("/provider/id", service.provider_id)]
+            )
         pending = versions.in_flight(session, service_id)
         if pending is not None:
             raise ConflictError(f"version {pending.version} is still being published ({pending.status})")
@@ -119,10 +123,10 @@ def update_metadata(
             session,
             service_id=service_id,
             action="metadata_updated",
-            actor=actor.id,
-            actor_role=actor.role,
+            **actor.audit_origin(),
             reason="metadata updated",
-            details={"before": before, "after": changes},
+            before=before,
+            after=changes,
         )
         outbox.add(
             session,
@@ -180,8 +184,7 @@ def deprecate(service_id: str, actor: Actor, settings: Settings, orch: Orchestra
             session,
             service_id=service_id,
             action="deprecation_requested",
-            actor=actor.id,
-            actor_role=actor.role,
+            **actor.audit_origin(),
             reason=f"grace period {grace} s",
             flow_run_id=flow_run_id,
         )
@@ -210,6 +213,38 @@ def reinstate(service_id: str, actor: Actor, orch: Orchestrator) -> None:
     refresh_search_entry(service_id)
 
 
+def suspend(service_id: str, reason: str, actor: Actor, settings: Settings, orch: Orchestrator) -> None:
+    """Admin takes a live service out of the marketplace at once: search, registry, event, audit."""
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if ServiceStatus(service.status) not in LIVE:
+            raise ConflictError(f"service {service_id} is {service.status}; only a live service can be suspended")
+        services.transition(
+            session, service_id, ServiceStatus.SUSPENDED, actor=actor, reason=reason, event_type="service_suspended"
+        )
+    _after_admin_change(service_id, settings, orch)
+
+
+def lift_suspension(service_id: str, actor: Actor, settings: Settings, orch: Orchestrator) -> None:
+    """Back to active, or to deprecated when it was deprecated (its sunset and retirement run unchanged)."""
+    with session_scope() as session:
+        service = services.get(session, service_id, for_update=True)
+        if service.status != ServiceStatus.SUSPENDED.value:
+            raise ConflictError(f"service {service_id} is {service.status}; it is not suspended")
+        target = ServiceStatus.DEPRECATED if service.deprecated_at else ServiceStatus.ACTIVE
+        services.transition(
+            session, service_id, target, actor=actor, reason="suspension lifted", event_type="service_updated"
+        )
+    _after_admin_change(service_id, settings, orch)
+
+
+def _after_admin_change(service_id: str, settings: Settings, orch: Orchestrator) -> None:
+    """The search index and the external registry follow the new status."""
+    refresh_search_entry(service_id)
+    if settings.registry.url:
+        orch.start_registry_sync(service_id)
+
+
 def decide_approval(
     service_id: str, decision: str, comment: str, reviewer: Actor, orch: Orchestrator
 ) -> tuple[str, str]:
@@ -226,8 +261,7 @@ def decide_approval(
             session,
             service_id=service_id,
             action="approval_submitted",
-            actor=reviewer.id,
-            actor_role=reviewer.role,
+            **reviewer.audit_origin(),
             reason=comment or decision,
             flow_run_id=approval.flow_run_id,
             details={"decision": decision, "version": version.version},

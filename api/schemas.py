@@ -152,6 +152,8 @@ class HistoryEntry(ApiModel):
     reason: str | None
     flow_run_id: str | None
     details: dict[str, Any]
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
 
 class History(ApiModel):
@@ -203,8 +205,12 @@ class ApprovalPage(ApiModel):
 
 
 class AuditEntry(HistoryEntry):
+    """A history entry with where the request came from (admins only: addresses are personal data)."""
+
     id: int
     service_id: str | None
+    actor_ip: str | None = None
+    user_agent: str | None = None
 
 
 class AuditPage(ApiModel):
@@ -212,3 +218,7 @@ class AuditPage(ApiModel):
     total: int
     offset: int
     limit: int
+
+
+class SuspensionIn(ApiModel):
+    reason: str = Field(min_length=3, max_length=2000, description="Why the service is taken out (audited).")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.auth import Role, issue_token
 from bench.publish_latency import RESULTS, own_stack, percentile
 from core.settings import AuthSettings
+from tests.support import auth
 from tests.support.provider import FakeProvider, good_spec
 
 
@@ -56,7 +57,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180)
     args = parser.parse_args()
     token = issue_token("bench-governance", Role.GOVERNANCE, AuthSettings())
-    with own_stack() as api_url, FakeProvider() as provider, httpx.Client(base_url=api_url, timeout=30) as api:
+    with (
+        own_stack() as api_url,
+        FakeProvider() as provider,
+        httpx.Client(base_url=api_url, timeout=30, headers=auth.provider()) as api,
+    ):
         samples = [one_round_trip(api, provider.url, token, args.timeout) for _ in range(args.runs)]
     row = (
         f"| resume call → active | {len(samples)} | {statistics.median(samples):.2f} | {percentile(samples, 0.95):.2f} "

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from storage.migrate import upgrade  # noqa: E402
+from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
 from tests.support.services import temporary_database  # noqa: E402
 from tests.support.stack import prefect_stack  # noqa: E402
@@ -66,7 +67,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_round(api_url: str, provider_url: str, count: int, timeout: float) -> list[Sample]:
-    with httpx.Client(base_url=api_url, timeout=30) as api, ThreadPoolExecutor(max_workers=count) as pool:
+    with (
+        httpx.Client(base_url=api_url, timeout=30, headers=auth.provider()) as api,
+        ThreadPoolExecutor(max_workers=count) as pool,
+    ):
         return list(pool.map(lambda _: publish_one(api, provider_url, timeout), range(count)))
 
 
@@ -85,7 +89,11 @@ def own_stack() -> Iterator[str]:
     """The real stack on free ports: Prefect server on PostgreSQL, a process worker, the API."""
     with temporary_database(prefix="mkt_bench") as app_db, tempfile.TemporaryDirectory() as tmp:
         upgrade(app_db)
-        env = {"MARKETPLACE_DATABASE__URL": app_db, "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true"}
+        env = {
+            "MARKETPLACE_DATABASE__URL": app_db,
+            "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
+            "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",  # a benchmark is one client publishing a lot
+        }
         with prefect_stack(Path(tmp), with_worker=True, with_api=True, env=env) as stack:
             yield stack.config.api_url
 

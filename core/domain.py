@@ -18,6 +18,7 @@ class ServiceStatus(StrEnum):
     RETIRED = "retired"
     FAILED = "failed"
     SUPERSEDED = "superseded"  # a version only: replaced by a newer active version
+    SUSPENDED = "suspended"  # taken out of the marketplace by an admin; the suspension can be lifted
 
 
 # Lifecycle edges. `failed` is reachable from every step before `active`.
@@ -27,8 +28,15 @@ ALLOWED_TRANSITIONS: dict[ServiceStatus, set[ServiceStatus]] = {
     ServiceStatus.VALIDATING: {ServiceStatus.TESTING},
     ServiceStatus.TESTING: {ServiceStatus.PENDING_APPROVAL, ServiceStatus.ACTIVE},
     ServiceStatus.PENDING_APPROVAL: {ServiceStatus.ACTIVE},
-    ServiceStatus.ACTIVE: {ServiceStatus.DEPRECATED, ServiceStatus.SUPERSEDED},
-    ServiceStatus.DEPRECATED: {ServiceStatus.RETIRED, ServiceStatus.ACTIVE, ServiceStatus.SUPERSEDED},
+    ServiceStatus.ACTIVE: {ServiceStatus.DEPRECATED, ServiceStatus.SUPERSEDED, ServiceStatus.SUSPENDED},
+    ServiceStatus.DEPRECATED: {
+        ServiceStatus.RETIRED,
+        ServiceStatus.ACTIVE,
+        ServiceStatus.SUPERSEDED,
+        ServiceStatus.SUSPENDED,
+    },
+    # Lifting a suspension returns to where it was; a deprecated service still retires at its sunset.
+    ServiceStatus.SUSPENDED: {ServiceStatus.ACTIVE, ServiceStatus.DEPRECATED, ServiceStatus.RETIRED},
     ServiceStatus.RETIRED: set(),
     ServiceStatus.FAILED: set(),
     ServiceStatus.SUPERSEDED: set(),

@@ -9,15 +9,24 @@ class DomainError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = {**self.default_headers(), **(headers or {})}
+
+    def default_headers(self) -> dict[str, str]:
+        return {}
 
 
 class UnauthorizedError(DomainError):
     status_code = 401
     code = "unauthorized"
+
+    def default_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="marketplace"'}  # RFC 6750
 
 
 class ForbiddenError(DomainError):
@@ -51,6 +60,11 @@ class SpecValidationError(DomainError):
 class PayloadTooLargeError(DomainError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RateLimitedError(DomainError):
+    status_code = 429
+    code = "rate_limited"
 
 
 class UpstreamUnavailableError(DomainError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,9 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+DEV_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 
 
 class DatabaseSettings(BaseModel):
@@ -141,15 +145,45 @@ class SearchSettings(BaseModel):
     index: str = Field(default="marketplace-services", description="Elasticsearch index name.")
 
 
-DEV_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
-
-
 class AuthSettings(BaseModel):
+    jwt_algorithm: str = Field(
+        default="HS256",
+        pattern="^(HS256|RS256)$",
+        description="Signature algorithm of bearer tokens: HS256 (shared secret, development) or RS256 (production).",
+    )
     jwt_secret: SecretStr = Field(
         default=SecretStr(DEV_JWT_SECRET), description="HS256 signing secret; must be set outside development."
     )
-    jwt_algorithm: str = Field(default="HS256", description="Signature algorithm of bearer tokens.")
-    token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="Lifetime of issued tokens.")
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="RS256: PEM file of the identity provider's public key."
+    )
+    jwks_file: Path | None = Field(
+        default=None, description="RS256: JWKS file of the identity provider's keys (picked by the token's `kid`)."
+    )
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` claim, when set.")
+    jwt_audience: str | None = Field(default=None, description="Required `aud` claim, when set.")
+    leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`.")
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="Lifetime of issued development tokens.")
+
+
+class RateLimitSettings(BaseModel):
+    enabled: bool = Field(default=True, description="Limit publishing requests per client.")
+    publish_limit: int = Field(default=100, ge=1, description="Publishing requests a client may make per window.")
+    window_seconds: int = Field(default=15 * 60, ge=1, description="Length of the rate-limit window.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis holding the counters, shared by all API processes (defaults to cache.redis_url); "
+        "unset means per-process counters.",
+    )
+
+
+class IdempotencySettings(BaseModel):
+    ttl_seconds: int = Field(
+        default=24 * 3600, ge=60, description="How long an Idempotency-Key and its stored response are kept."
+    )
+    in_flight_seconds: int = Field(
+        default=120, ge=5, description="After this, a key whose request never finished may be used again."
+    )
 
 
 class LimitSettings(BaseModel):
@@ -161,6 +195,9 @@ class ApiSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     port: int = Field(default=8000, description="Port the API listens on.")
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in links the API returns.")
+    shutdown_grace_seconds: float = Field(
+        default=30.0, gt=0, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    )
 
 
 class Settings(BaseSettings):
@@ -170,6 +207,9 @@ class Settings(BaseSettings):
 
     environment: Environment = Field(default=Environment.DEVELOPMENT, description="development, test or production.")
     log_level: str = Field(default="INFO", description="Python log level.")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, description="json (one object a line) or text; unset: text in development, json elsewhere."
+    )
     database: DatabaseSettings = DatabaseSettings()
     prefect: PrefectSettings = PrefectSettings()
     retries: RetrySettings = RetrySettings()
@@ -178,6 +218,8 @@ class Settings(BaseSettings):
     endpoint_tests: EndpointTestSettings = EndpointTestSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     auth: AuthSettings = AuthSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     kafka: KafkaSettings = KafkaSettings()
     cache: CacheSettings = CacheSettings()
     webhooks: WebhookSettings = WebhookSettings()
@@ -187,11 +229,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if (
-            self.environment is not Environment.DEVELOPMENT
-            and self.auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-        ):
-            raise ValueError("auth.jwt_secret must be set outside development (MARKETPLACE_AUTH__JWT_SECRET)")
+        self._check_auth()
         unsigned = self.webhooks.governance_urls and not self.webhooks.secret.get_secret_value()
         if self.environment is not Environment.DEVELOPMENT and unsigned:
             raise ValueError("webhooks.secret must be set to sign webhooks (MARKETPLACE_WEBHOOKS__SECRET)")
@@ -201,6 +239,16 @@ class Settings(BaseSettings):
             if self.database.url.startswith("sqlite"):
                 raise ValueError("production needs a PostgreSQL database.url, not SQLite")
         return self
+
+    def _check_auth(self) -> None:
+        auth = self.auth
+        if auth.jwt_algorithm == "RS256":
+            if not (auth.jwt_public_key_file or auth.jwks_file):
+                raise ValueError("RS256 needs auth.jwt_public_key_file or auth.jwks_file")
+        elif self.environment is not Environment.DEVELOPMENT and auth.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            raise ValueError("auth.jwt_secret must be set outside development (MARKETPLACE_AUTH__JWT_SECRET)")
+        elif self.is_production and len(auth.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("auth.jwt_secret must be at least 32 characters in production")
 
     @property
     def is_production(self) -> bool:

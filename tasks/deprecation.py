@@ -75,7 +75,8 @@ def retire(inp: RetirementInput) -> str:
     """Re-check, then `deprecated → retired`, archive the record, keep the audit trail."""
     with session_scope() as session:
         service = services.get(session, inp.service_id, for_update=True)
-        if service.status != ServiceStatus.DEPRECATED.value or service.retirement_flow_run_id != inp.flow_run_id:
+        retiring = (ServiceStatus.DEPRECATED.value, ServiceStatus.SUSPENDED.value)  # suspended keeps its sunset
+        if service.status not in retiring or service.retirement_flow_run_id != inp.flow_run_id:
             return f"skipped: service is {service.status} and its retirement run is {service.retirement_flow_run_id}"
         if service.sunset_at and service.sunset_at > datetime.now(UTC) + timedelta(seconds=5):
             return f"skipped: sunset is {service.sunset_at.isoformat()}"

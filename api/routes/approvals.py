@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from api import publishing
+from api import access, publishing
 from api.auth import Principal, Role, require_roles
 from api.deps import DbSession, OrchestratorDep
 from api.routes.services import ERRORS
 from api.schemas import ApprovalPage, DecisionAccepted, DecisionIn
 from api.status_report import approval_view
 from storage.repositories import approvals
-from storage.repositories.services import Actor
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 Governance = Annotated[Principal, Depends(require_roles(Role.GOVERNANCE, Role.ADMIN))]
@@ -41,9 +40,11 @@ def list_approvals(
     responses=AUTH_ERRORS,
     summary="Approve or reject a waiting publication",
 )
-def decide(service_id: str, body: DecisionIn, principal: Governance, orch: OrchestratorDep) -> DecisionAccepted:
+def decide(
+    service_id: str, body: DecisionIn, request: Request, principal: Governance, orch: OrchestratorDep
+) -> DecisionAccepted:
     """Resume the suspended publish run with the decision; 409 when the service waits for none."""
-    reviewer = Actor(principal.subject, principal.role.value)
+    reviewer = access.actor_for(principal, request)
     version, flow_run_id = publishing.decide_approval(service_id, body.decision, body.comment, reviewer, orch)
     return DecisionAccepted(
         service_id=service_id,

@@ -10,16 +10,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import publishing
+from api import access, publishing
+from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
 from api.deps import DbSession, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
+from api.rate_limit import PublishQuota
 from api.schemas import (
     DeprecationAccepted,
     PublishAccepted,
     ServiceOut,
     ServicePage,
     ServiceStatusOut,
+    SuspensionIn,
     VersionAccepted,
 )
 from api.status_report import build_status
@@ -27,11 +30,13 @@ from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
 from storage.repositories import services
-from storage.repositories.services import Actor, ServiceFilter
+from storage.repositories.services import ServiceFilter
 
 router = APIRouter(prefix="/services", tags=["services"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+}
 SPEC_BODY = {
     "requestBody": {
         "required": True,
@@ -63,11 +68,21 @@ def set_lifecycle_headers(
     summary="Submit a service for publication",
 )
 async def publish(
-    request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    orch: OrchestratorDep,
+    principal: ProviderOrAdmin,
+    _quota: PublishQuota,
 ) -> PublishAccepted:
-    """Validate the spec, store it as `submitted` and start the publish flow run; never waits for the pipeline."""
+    """Validate the spec, store it as `submitted` and start the publish flow run; never waits for the pipeline.
+
+    A provider publishes under its own provider id (the token's subject); admin for any provider.
+    """
     spec = await read_json_object(request, settings.limits.max_body_bytes)
-    service_id, _, flow_run_id = await run_in_threadpool(publishing.submit_service, spec, orch)
+    access.require_publish_as(principal, spec)
+    actor = access.actor_for(principal, request)
+    service_id, _, flow_run_id = await run_in_threadpool(publishing.submit_service, spec, orch, actor)
     url = status_url(settings, service_id)
     response.headers["Location"] = url
     return PublishAccepted(service_id=service_id, flow_run_id=flow_run_id, status="submitted", status_url=url)
@@ -76,27 +91,36 @@ async def publish(
 @router.get("", response_model=ServicePage, responses=ERRORS, summary="List services")
 def list_services(
     session: DbSession,
+    principal: MaybePrincipal,
     status: Annotated[ServiceStatus | None, Query(description="Lifecycle status.")] = None,
     category: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=128, description="Provider id.")] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ServicePage:
-    """A page of services, newest first, filtered by status, category and provider."""
-    filters = ServiceFilter(status=status.value if status else None, category=category, provider_id=provider)
+    """A page of services, newest first, filtered by status, category and provider.
+
+    Providers list their own services, governance and admin all of them, anyone else the live catalogue.
+    """
+    requested = ServiceFilter(status=status.value if status else None, category=category, provider_id=provider)
+    filters = access.listing_filter(principal, requested)
     items, total = services.list_services(session, filters, offset, limit)
     return ServicePage(items=[ServiceOut.model_validate(s) for s in items], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=ERRORS, summary="Read a service")
-def get_service(service_id: str) -> Response:
-    """One service with its spec and lifecycle fields (cached; every change invalidates it)."""
+def get_service(service_id: str, principal: MaybePrincipal) -> Response:
+    """One service with its spec and lifecycle fields (cached; every change invalidates it).
+
+    Live services are public; others only for their provider, governance and admin.
+    """
     cache = get_cache()
     token = cache.service_token(service_id)  # before loading: see storage/cache.py
     body = cache.get_service(service_id, token)
     if body is None:
         body = _read(service_id).model_dump(mode="json", by_alias=True)
         cache.put_service(service_id, token, body)
+    access.require_readable(principal, service_id, body["providerId"], body["status"])
     response = Response(content=json.dumps(body), media_type="application/json")
     set_lifecycle_headers(response, body["status"], _parse(body["deprecatedAt"]), _parse(body["sunsetAt"]))
     return response
@@ -107,9 +131,12 @@ def _parse(value: str | None) -> datetime | None:
 
 
 @router.get("/{service_id}/status", response_model=ServiceStatusOut, responses=ERRORS, summary="Publishing status")
-def get_status(service_id: str, session: DbSession, orch: OrchestratorDep, response: Response) -> ServiceStatusOut:
+def get_status(
+    service_id: str, session: DbSession, orch: OrchestratorDep, response: Response, principal: MaybePrincipal
+) -> ServiceStatusOut:
     """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run."""
     service = services.get(session, service_id)
+    access.require_internals(principal, service_id, service.provider_id, service.status)
     set_lifecycle_headers(response, service.status, service.deprecated_at, service.sunset_at)
     return build_status(session, service, orch)
 
@@ -121,11 +148,18 @@ def get_status(service_id: str, session: DbSession, orch: OrchestratorDep, respo
     summary="Update metadata (a version change starts the version flow)",
 )
 async def update_service(
-    service_id: str, request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+    service_id: str,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    orch: OrchestratorDep,
+    principal: ProviderOrAdmin,
+    _quota: PublishQuota,
 ) -> Any:
     """Change metadata in place (validated, policy-checked, audited, registry synced); a new `version` is published."""
+    await run_in_threadpool(_require_change, principal, service_id)
     changes = await read_json_object(request, settings.limits.max_body_bytes)
-    actor = Actor("api", "provider")
+    actor = access.actor_for(principal, request)
     outcome, version, flow_run_id = await run_in_threadpool(
         publishing.update_metadata, service_id, changes, actor, settings, orch
     )
@@ -142,6 +176,12 @@ def _read(service_id: str) -> ServiceOut:
         return ServiceOut.model_validate(services.get(session, service_id))
 
 
+def _require_change(principal: ProviderOrAdmin, service_id: str) -> None:
+    with session_scope() as session:
+        service = services.get(session, service_id)
+        access.require_change(principal, service_id, service.provider_id, service.status)
+
+
 @router.delete(
     "/{service_id}",
     status_code=202,
@@ -149,9 +189,17 @@ def _read(service_id: str) -> ServiceOut:
     responses=ERRORS,
     summary="Deprecate (retirement follows after the grace period)",
 )
-def deprecate_service(service_id: str, settings: SettingsDep, orch: OrchestratorDep) -> DeprecationAccepted:
+def deprecate_service(
+    service_id: str,
+    request: Request,
+    settings: SettingsDep,
+    orch: OrchestratorDep,
+    principal: ProviderOrAdmin,
+    _quota: PublishQuota,
+) -> DeprecationAccepted:
     """Start the deprecation flow: `deprecated`, consumers notified, retirement scheduled at now + grace period."""
-    flow_run_id, grace = publishing.deprecate(service_id, Actor("api", "provider"), settings, orch)
+    _require_change(principal, service_id)
+    flow_run_id, grace = publishing.deprecate(service_id, access.actor_for(principal, request), settings, orch)
     return DeprecationAccepted(
         service_id=service_id, flow_run_id=flow_run_id, status="deprecating", grace_seconds=grace
     )
@@ -163,9 +211,45 @@ def deprecate_service(service_id: str, settings: SettingsDep, orch: Orchestrator
     responses=ERRORS,
     summary="Withdraw a deprecation before the sunset",
 )
-def reinstate_service(service_id: str, orch: OrchestratorDep) -> ServiceOut:
+def reinstate_service(
+    service_id: str, request: Request, orch: OrchestratorDep, principal: ProviderOrAdmin
+) -> ServiceOut:
     """Back to `active`; the scheduled retirement run is cancelled."""
-    publishing.reinstate(service_id, Actor("api", "provider"), orch)
+    _require_change(principal, service_id)
+    publishing.reinstate(service_id, access.actor_for(principal, request), orch)
+    return _read(service_id)
+
+
+@router.post(
+    "/{service_id}/suspension",
+    response_model=ServiceOut,
+    responses=ERRORS,
+    summary="Suspend a live service (admin)",
+)
+def suspend_service(
+    service_id: str,
+    body: SuspensionIn,
+    request: Request,
+    settings: SettingsDep,
+    orch: OrchestratorDep,
+    principal: Admin,
+) -> ServiceOut:
+    """Take the service out of the marketplace now: out of search, `suspended` in the registry, audited."""
+    publishing.suspend(service_id, body.reason, access.actor_for(principal, request), settings, orch)
+    return _read(service_id)
+
+
+@router.delete(
+    "/{service_id}/suspension",
+    response_model=ServiceOut,
+    responses=ERRORS,
+    summary="Lift a suspension (admin)",
+)
+def lift_suspension(
+    service_id: str, request: Request, settings: SettingsDep, orch: OrchestratorDep, principal: Admin
+) -> ServiceOut:
+    """Back to what it was before (active, or deprecated with its sunset unchanged)."""
+    publishing.lift_suspension(service_id, access.actor_for(principal, request), settings, orch)
     return _read(service_id)
 
 
@@ -191,12 +275,19 @@ def _version_accepted(
     summary="Publish a new version",
 )
 async def publish_version(
-    service_id: str, request: Request, response: Response, settings: SettingsDep, orch: OrchestratorDep
+    service_id: str,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    orch: OrchestratorDep,
+    principal: ProviderOrAdmin,
+    _quota: PublishQuota,
 ) -> VersionAccepted:
     """A greater semver through the same pipeline; the current version keeps serving until the new one is active."""
+    await run_in_threadpool(_require_change, principal, service_id)
     spec = await read_json_object(request, settings.limits.max_body_bytes)
-    provider = spec.get("provider")
-    actor = Actor(str(provider.get("id", "api")) if isinstance(provider, dict) else "api", "provider")
+    access.require_publish_as(principal, spec)
+    actor = access.actor_for(principal, request)
     version, flow_run_id = await run_in_threadpool(publishing.submit_version, service_id, spec, actor, settings, orch)
     accepted = _version_accepted(settings, service_id, version.id, version.version, flow_run_id)
     response.headers["Location"] = accepted.status_url

@@ -25,8 +25,16 @@ def append(
     reason: str | None = None,
     flow_run_id: str | None = None,
     details: dict[str, Any] | None = None,
+    actor_ip: str | None = None,
+    user_agent: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> AuditLog:
-    """Add one audit record; the database refuses to change it later."""
+    """Add one audit record; the database refuses to change it later.
+
+    `actor_ip` and `user_agent` are the caller's when a request made the change (None for flows);
+    `before` and `after` hold what changed (status, fields), so the record stands on its own.
+    """
     entry = AuditLog(
         service_id=service_id,
         action=action,
@@ -37,6 +45,10 @@ def append(
         reason=reason,
         flow_run_id=flow_run_id,
         details=details or {},
+        actor_ip=actor_ip,
+        user_agent=user_agent[:512] if user_agent else None,
+        before=before,
+        after=after,
     )
     session.add(entry)
     session.flush()

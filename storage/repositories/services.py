@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,19 @@ class Actor:
 
     id: str
     role: str | None = None
+    ip: str | None = None  # the caller's address and user agent, when a request made the change
+    user_agent: str | None = None
+
+    def audit_origin(self) -> AuditOrigin:
+        """The audit columns saying who and from where."""
+        return {"actor": self.id, "actor_role": self.role, "actor_ip": self.ip, "user_agent": self.user_agent}
+
+
+class AuditOrigin(TypedDict):
+    actor: str
+    actor_role: str | None
+    actor_ip: str | None
+    user_agent: str | None
 
 
 SYSTEM = Actor("publish-flow", "system")
@@ -33,6 +46,7 @@ class ServiceFilter:
     status: str | None = None
     category: str | None = None
     provider_id: str | None = None
+    statuses: tuple[str, ...] | None = None  # any of these (an empty tuple matches nothing)
 
 
 def create_submitted(
@@ -67,11 +81,11 @@ def create_submitted(
         session,
         service_id=service.id,
         action="submitted",
-        actor=actor.id,
-        actor_role=actor.role,
+        **actor.audit_origin(),
         to_status=service.status,
         reason="submitted for publication",
         details={"version": service.version},
+        after={"status": service.status, "version": service.version},
     )
     outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
     return service
@@ -107,6 +121,8 @@ def list_services(session: Session, filters: ServiceFilter, offset: int, limit: 
     query = select(Service)
     if filters.status:
         query = query.where(Service.status == filters.status)
+    if filters.statuses is not None:
+        query = query.where(Service.status.in_(filters.statuses))
     if filters.category:
         query = query.where(Service.category == filters.category)
     if filters.provider_id:
@@ -138,7 +154,7 @@ def transition(
     if not can_transition(current, target):
         raise InvalidTransitionError(f"service {service_id} is {current.value}; it cannot become {target.value}")
     service.status = target.value
-    if target is ServiceStatus.DEPRECATED:
+    if target is ServiceStatus.DEPRECATED and current is ServiceStatus.ACTIVE:
         service.deprecated_at = datetime.now(UTC)
     elif current is ServiceStatus.DEPRECATED and target is ServiceStatus.ACTIVE:
         service.deprecated_at = None
@@ -150,13 +166,14 @@ def transition(
         session,
         service_id=service_id,
         action="status_changed",
-        actor=actor.id,
-        actor_role=actor.role,
+        **actor.audit_origin(),
         from_status=current.value,
         to_status=target.value,
         reason=reason,
         flow_run_id=flow_run_id,
         details={"version": service.version, **(details or {})},
+        before={"status": current.value},
+        after={"status": target.value},
     )
     if event_type:
         outbox.add(session, aggregate_id=service_id, event_type=event_type, data=event_data(service, reason))

@@ -34,8 +34,7 @@ def create_next(
         session,
         service_id=service.id,
         action="version_submitted",
-        actor=actor.id,
-        actor_role=actor.role,
+        **actor.audit_origin(),
         reason=f"version {version.version} submitted",
         details={"version": version.version, "versionId": version.id},
     )
@@ -158,13 +157,14 @@ def transition(
         session,
         service_id=service.id,
         action="status_changed" if mirror else "version_status_changed",
-        actor=actor.id,
-        actor_role=actor.role,
+        **actor.audit_origin(),
         from_status=from_status,
         to_status=target.value,
         reason=reason,
         flow_run_id=flow_run_id or version.flow_run_id,
         details={"version": version.version, **(details or {})},
+        before={"status": from_status, "version": version.version},
+        after={"status": target.value, "version": version.version},
     )
     if event_type:
         outbox.add(
@@ -188,8 +188,8 @@ def _mirror(service: Service, version: ServiceVersion) -> None:
 
 def _promote(session: Session, service: Service, version: ServiceVersion) -> None:
     """The new version goes live; the old one is kept as `superseded`."""
-    if service.status == ServiceStatus.DEPRECATED.value:
-        raise InvalidTransitionError("a deprecated service cannot take a new version")
+    if service.status in (ServiceStatus.DEPRECATED.value, ServiceStatus.SUSPENDED.value):
+        raise InvalidTransitionError(f"a {service.status} service cannot take a new version")
     previous = session.scalars(
         select(ServiceVersion).where(ServiceVersion.service_id == service.id, ServiceVersion.version == service.version)
     ).one()

@@ -25,7 +25,8 @@ def submitted(client: TestClient) -> str:
     return str(response.json()["serviceId"])
 
 
-def test_approval_queue_needs_governance(client: TestClient) -> None:
+def test_approval_queue_needs_governance(anonymous: TestClient) -> None:
+    client = anonymous  # every call below sends its own token, or none
     assert client.get("/api/v1/approvals").status_code == 401
     forbidden = client.get("/api/v1/approvals", headers=bearer(Role.PROVIDER))
     assert forbidden.status_code == 403
@@ -49,7 +50,7 @@ def test_bad_credentials_are_refused(client: TestClient, headers: dict[str, str]
 
 
 def test_expired_and_forged_tokens_are_refused(client: TestClient) -> None:
-    expired = bearer(Role.GOVERNANCE, ttl_seconds=-10)
+    expired = bearer(Role.GOVERNANCE, ttl_seconds=-120)  # past the 30 s clock-skew leeway
     assert "expired" in client.get("/api/v1/approvals", headers=expired).json()["error"]["message"]
     forged = issue_token("mallory", Role.ADMIN, AuthSettings(jwt_secret="another-secret-that-is-long-enough-for-hs256"))  # type: ignore[arg-type]
     assert client.get("/api/v1/approvals", headers={"Authorization": f"Bearer {forged}"}).status_code == 401

@@ -12,6 +12,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from api.app import create_app
 from deployments.stack import Stack
 from storage.database import reset_engine
+from tests.support import auth
 from tests.support.services import free_port
 from tests.support.specs import make_spec
 
@@ -136,7 +137,7 @@ def test_prefect_down_fails_the_request_and_stores_nothing(database_url: str, mo
     monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{free_port()}/api")
     monkeypatch.setenv("MARKETPLACE_PREFECT__REQUEST_TIMEOUT_SECONDS", "1")
     reset_engine()
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(), headers=auth.provider()) as client:
         response = client.post(SERVICES, json=make_spec())
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "upstream_unavailable"

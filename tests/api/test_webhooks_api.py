@@ -20,13 +20,22 @@ DELIVERIES = "/api/v1/webhooks/deliveries"
 SECRET = "webhook-api-secret"
 
 
+@pytest.fixture
+def client(anonymous: TestClient) -> TestClient:
+    """These tests send their own tokens (or none)."""
+    return anonymous
+
+
 def bearer(role: Role, subject: str = "someone") -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(subject, role, AuthSettings())}"}
 
 
 def new_service(name: str = "acme-chat") -> str:
+    """A live service (consumers subscribe to what the catalogue shows)."""
     with session_scope() as session:
-        return services.create_submitted(session, make_spec(name=name), Actor("acme", "provider")).id
+        service = services.create_submitted(session, make_spec(name=name), Actor("acme", "provider"))
+        service.status = "active"
+        return service.id
 
 
 def subscriptions(service_id: str) -> str:

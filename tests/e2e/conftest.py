@@ -18,6 +18,7 @@ from api.auth import Role, issue_token
 from core.settings import AuthSettings
 from deployments.stack import Stack
 from storage.migrate import upgrade
+from tests.support import auth
 from tests.support.registry import FakeRegistry
 from tests.support.services import require_postgres, temporary_database
 from tests.support.stack import prefect_stack
@@ -47,6 +48,7 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
             "MARKETPLACE_LIFECYCLE__APPROVAL_TIMEOUT_SECONDS": str(APPROVAL_TIMEOUT),
             "MARKETPLACE_LIFECYCLE__DEPRECATION_GRACE_SECONDS": str(GRACE),
             "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
+            "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
         }
         workdir = tmp_path_factory.mktemp("e2e")
         with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
@@ -55,7 +57,7 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
 
 @pytest.fixture
 def api(e2e_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=e2e_stack.config.api_url, timeout=15) as client:
+    with httpx.Client(base_url=e2e_stack.config.api_url, timeout=15, headers=auth.provider()) as client:
         yield client
 
 

@@ -63,6 +63,7 @@ LIFECYCLE: list[Callable[[Session, str], None]] = [
     _move_service(ServiceStatus.DEPRECATED, "service_deprecated"),
     _move_service(ServiceStatus.ACTIVE, "service_updated"),
     _move_service(ServiceStatus.DEPRECATED, "service_deprecated"),
+    _move_service(ServiceStatus.SUSPENDED, "service_suspended"),
     _move_service(ServiceStatus.RETIRED, "service_retired"),
 ]
 
