@@ -19,11 +19,25 @@ from typing import IO
 
 import httpx
 
-from core.settings import PROJECT_ROOT, get_settings
+from core.logging import configure_logging, resolve_format, write_prefect_logging_config
+from core.settings import PROJECT_ROOT, Environment, get_settings
 from storage.migrate import upgrade
 
 log = logging.getLogger("marketplace.stack")
 BIN = Path(sys.executable).parent
+STOP_MARGIN_SECONDS = 5.0  # past the API's own grace period before SIGKILL
+
+
+def _api_grace() -> float:
+    return get_settings().api.shutdown_grace_seconds
+
+
+def uvicorn_argv(app: str, host: str, port: int, grace_seconds: float, *, factory: bool = False) -> list[str]:
+    """How the API is served: on SIGTERM/SIGINT uvicorn stops accepting connections and gives
+    in-flight requests `grace_seconds` to finish. Access lines come from our middleware."""
+    argv = [str(BIN / "uvicorn"), app, "--host", host, "--port", str(port)]
+    argv += ["--timeout-graceful-shutdown", f"{grace_seconds:g}", "--no-access-log"]
+    return [*argv, "--factory"] if factory else argv
 
 
 @dataclass
@@ -39,6 +53,8 @@ class StackConfig:
     worker_query_seconds: float = 1.0
     log_dir: Path | None = None  # None: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
+    api_shutdown_grace_seconds: float = field(default_factory=_api_grace)
+    stop_timeout_seconds: float = 30.0  # SIGTERM to SIGKILL for the other parts
 
     @property
     def prefect_api_url(self) -> str:
@@ -80,7 +96,19 @@ class Stack:
         if c.prefect_database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
         env.update(c.extra_env)
+        self._json_logs_for_prefect(env)
         return env
+
+    def _json_logs_for_prefect(self, env: dict[str, str]) -> None:
+        """With JSON logs, Prefect's processes (server, worker, flow runs) write JSON too: their
+        console handler gets our formatter; the handler shipping run logs to the UI is unchanged."""
+        development = env.get("MARKETPLACE_ENVIRONMENT", "development") == "development"
+        if resolve_format(env.get("MARKETPLACE_LOG_FORMAT"), development) != "json":
+            return
+        if "PREFECT_LOGGING_SETTINGS_PATH" not in env:
+            path = self.config.prefect_home / "logging.yml"
+            write_prefect_logging_config(path, env.get("MARKETPLACE_LOG_LEVEL", "INFO"))
+            env["PREFECT_LOGGING_SETTINGS_PATH"] = str(path)
 
     def start(self) -> None:
         """Bring everything up; raises if a part does not become healthy in time."""
@@ -118,34 +146,30 @@ class Stack:
 
     def start_api(self) -> None:
         c = self.config
-        argv = [
-            str(BIN / "uvicorn"),
-            "api.app:app",
-            "--host",
-            c.host,
-            "--port",
-            str(c.api_port),
-            "--timeout-graceful-shutdown",
-            "30",
-            "--no-access-log",
-        ]
-        self._spawn("api", argv)
+        self._spawn("api", uvicorn_argv("api.app:app", c.host, c.api_port, c.api_shutdown_grace_seconds))
         self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
 
     def stop(self) -> None:
         """Stop the parts newest first, each before the next: the API finishes its requests,
-        the worker lets go of the server, the server goes last. SIGKILL after a grace period."""
+        the worker lets go of the server, the server goes last. SIGTERM, then SIGKILL after a
+        grace period (the API's is its shutdown grace plus a margin)."""
         for name, proc in reversed(self.processes):
             if proc.poll() is None:
                 log.info("stopping %s (pid %s)", name, proc.pid)
                 proc.terminate()
+            timeout = self._stop_timeout(name)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %s) ignored SIGTERM for 30 s; killing it", name, proc.pid)
+                log.warning("%s (pid %s) ignored SIGTERM for %g s; killing it", name, proc.pid, timeout)
                 proc.kill()
                 proc.wait()
         self.processes.clear()
+
+    def _stop_timeout(self, name: str) -> float:
+        if name == "api":
+            return self.config.api_shutdown_grace_seconds + STOP_MARGIN_SECONDS
+        return self.config.stop_timeout_seconds
 
     def pid_of(self, name: str) -> int:
         return next(p.pid for n, p in self.processes if n == name)
@@ -192,9 +216,10 @@ class Stack:
 
 def main() -> None:
     """Run the stack in the foreground until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    api = get_settings().api
+    settings = get_settings()
+    development = settings.environment is Environment.DEVELOPMENT
+    configure_logging(settings.log_level, resolve_format(settings.log_format, development))
+    api = settings.api
     stack = Stack(StackConfig(api_port=api.port, host=api.host))
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
