@@ -14,9 +14,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+CONNECT_TIMEOUT_SECONDS = 10
 
-def build_engine(url: str, pool_size: int = 10, max_overflow: int = 20, echo: bool = False) -> Engine:
-    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a pool on PostgreSQL."""
+
+def build_engine(
+    url: str,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    echo: bool = False,
+    connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
+) -> Engine:
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a pool on PostgreSQL.
+
+    On PostgreSQL every checkout is pre-pinged, so connections the server dropped (a restart,
+    a failover, an administrator's pg_terminate_backend) are replaced instead of failing the
+    next statement; a statement that loses its connection mid-flight raises OperationalError
+    and the task running it is retried. A new connection gives up after `connect_timeout`
+    seconds (unless the URL says otherwise) rather than hanging on an unreachable server.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -25,7 +40,15 @@ def build_engine(url: str, pool_size: int = 10, max_overflow: int = 20, echo: bo
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": connect_timeout}
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

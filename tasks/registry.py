@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pybreaker
 from prefect import task
+from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from core.domain import Outcome, Phase, PhaseOutcome
@@ -18,7 +22,11 @@ from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, SpecInput, backoff, jitter, run_phase
 
 LOCAL_PREFIX = "marketplace:"
+log = logging.getLogger("marketplace.registry")
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
+# Registry ids an attempt of `registry_sync` obtained but could not store (its database write
+# failed): the next attempt in this process stores the same id instead of registering twice.
+_unsaved: dict[str, str] = {}
 
 
 def _breaker(settings: RegistrySettings) -> pybreaker.CircuitBreaker:
@@ -49,9 +57,30 @@ class RegistryClient:
         """PUT the service's current metadata to its registry entry (the whole entry, as registered)."""
         self._breaker.call(self._request, "PUT", f"/api/v1/services/{registry_id}", _entry(service_id, spec))
 
-    def deregister(self, registry_id: str) -> None:
-        """DELETE the entry; a 404 means it is already gone, which is what we want."""
-        self._breaker.call(self._request, "DELETE", f"/api/v1/services/{registry_id}", None, (404,))
+    def deregister(self, registry_id: str, *, wait_if_open: bool = False) -> None:
+        """DELETE the entry; a 404 means it is already gone, which is what we want.
+
+        `wait_if_open` (compensation): an open circuit is waited out, at most `reset_timeout_seconds`,
+        and the call is then the half-open trial. Without it, an outage longer than the retry
+        delays would make the rollback give up and leave the entry in the registry.
+        """
+        args = ("DELETE", f"/api/v1/services/{registry_id}", None, (404,))
+        try:
+            self._breaker.call(self._request, *args)
+        except pybreaker.CircuitBreakerError:
+            if not wait_if_open:
+                raise
+            time.sleep(self._until_half_open())
+            self._breaker.call(self._request, *args)
+
+    def _until_half_open(self) -> float:
+        """Seconds until the open circuit lets a trial call through."""
+        timeout = self._settings.reset_timeout_seconds
+        opened_at = getattr(self._breaker._state_storage, "opened_at", None)
+        if not isinstance(opened_at, datetime):
+            return timeout
+        elapsed = (datetime.now(UTC) - opened_at).total_seconds()
+        return min(timeout, max(0.0, timeout - elapsed) + 0.05)
 
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None, accept: tuple[int, ...] = ()
@@ -86,9 +115,9 @@ def register(service_id: str, spec: dict[str, Any], settings: RegistrySettings) 
     return f"{LOCAL_PREFIX}{service_id}"
 
 
-def deregister(registry_id: str, settings: RegistrySettings) -> None:
+def deregister(registry_id: str, settings: RegistrySettings, *, wait_if_open: bool = False) -> None:
     if settings.url and not registry_id.startswith(LOCAL_PREFIX):
-        RegistryClient(settings).deregister(registry_id)
+        RegistryClient(settings).deregister(registry_id, wait_if_open=wait_if_open)
 
 
 class RegistryEntryInput(PhaseInput):
@@ -97,13 +126,25 @@ class RegistryEntryInput(PhaseInput):
 
 @task(name="registry-sync", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter(), timeout_seconds=60)
 def registry_sync(inp: SpecInput) -> PhaseOutcome:
-    """Register the service and keep its registry id (the flow registers the undo step)."""
+    """Register the service and keep its registry id (the flow registers the undo step).
+
+    Retried attempts register at most once: an id already stored for the version (an attempt
+    whose phase record failed) or obtained by an attempt whose database write failed is reused.
+    """
 
     def check() -> PhaseOutcome:
         settings = get_settings().registry
-        registry_id = register(inp.service_id, inp.spec, settings)
         with session_scope() as session:
-            versions.set_registry_id(session, inp.version_id, registry_id)
+            stored = versions.get(session, inp.version_id).registry_id
+        registry_id = stored or _unsaved.get(inp.version_id) or register(inp.service_id, inp.spec, settings)
+        if registry_id != stored:
+            try:
+                with session_scope() as session:
+                    versions.set_registry_id(session, inp.version_id, registry_id)
+            except BaseException:
+                _keep_or_undo(registry_id, inp.version_id, settings)
+                raise
+        _unsaved.pop(inp.version_id, None)
         return PhaseOutcome(
             phase=Phase.REGISTRY_SYNC,
             outcome=Outcome.PASSED,
@@ -113,10 +154,24 @@ def registry_sync(inp: SpecInput) -> PhaseOutcome:
     return run_phase(inp, check, Phase.REGISTRY_SYNC)
 
 
+def _keep_or_undo(registry_id: str, version_id: str, settings: RegistrySettings) -> None:
+    """The registry has an entry the database does not know about: the next attempt stores it;
+    after the last attempt nothing will, so take it out again (best effort) rather than leak it."""
+    context = TaskRunContext.get()
+    if context is None or context.task_run.run_count <= context.task.retries:
+        _unsaved[version_id] = registry_id
+        return
+    _unsaved.pop(version_id, None)
+    try:
+        deregister(registry_id, settings, wait_if_open=True)
+    except Exception:
+        log.exception("registry entry %s of version %s could not be stored nor removed", registry_id, version_id)
+
+
 @task(name="remove-registry-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def remove_registry_entry(inp: RegistryEntryInput) -> None:
-    """Compensation: take the entry out of the registry and record that we did."""
-    deregister(inp.registry_id, get_settings().registry)
+    """Compensation: take the entry out of the registry and record that we did (an open circuit is waited out)."""
+    deregister(inp.registry_id, get_settings().registry, wait_if_open=True)
     with session_scope() as session:
         versions.set_registry_id(session, inp.version_id, None)
         audit.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -14,15 +15,29 @@ class FakeRegistry:
     """POST /api/v1/services registers, PUT /api/v1/services/{id} updates, DELETE removes.
 
     `fail_first` answers that many requests with `fail_status` before behaving;
-    `always_fail` answers every request with `fail_status`.
+    `always_fail` answers every request with `fail_status` (`outage()` / `heal()` switch it while
+    running); `fail_methods` limits both to those methods (e.g. {"DELETE"}); `hold_seconds`
+    delays every answer (the request is recorded in `calls` first). `failed` lists the calls
+    answered with `fail_status`.
     """
 
-    def __init__(self, *, fail_first: int = 0, always_fail: bool = False, fail_status: int = 503) -> None:
+    def __init__(
+        self,
+        *,
+        fail_first: int = 0,
+        always_fail: bool = False,
+        fail_status: int = 503,
+        fail_methods: set[str] | None = None,
+        hold_seconds: float = 0.0,
+    ) -> None:
         self.fail_first = fail_first
         self.always_fail = always_fail
         self.fail_status = fail_status
+        self.fail_methods = fail_methods
+        self.hold_seconds = hold_seconds
         self.entries: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.failed: list[str] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -59,11 +74,36 @@ class FakeRegistry:
         self._server.shutdown()
         self._server.server_close()
 
+    def outage(self, methods: set[str] | None = None) -> None:
+        """Answer `fail_status` to every request (of `methods`, when given) until `heal()`."""
+        with self._lock:
+            self.fail_methods = methods
+            self.always_fail = True
+
+    def heal(self) -> None:
+        """Behave again: no more failures, no more delay."""
+        with self._lock:
+            self.always_fail = False
+            self.fail_first = 0
+            self.fail_methods = None
+            self.hold_seconds = 0.0
+
+    def count(self, method: str, *, failed: bool = False) -> int:
+        """Requests of `method` received (or only those answered with `fail_status`)."""
+        with self._lock:
+            return sum(1 for call in (self.failed if failed else self.calls) if call.startswith(f"{method} "))
+
     def _handle(self, handler: BaseHTTPRequestHandler, method: str, body: dict[str, Any] | None) -> None:
         with self._lock:
             self.calls.append(f"{method} {handler.path}")
-            if self.always_fail or self.fail_first > 0:
+            hold = self.hold_seconds
+        if hold > 0:
+            time.sleep(hold)
+        with self._lock:
+            failing = self.always_fail or self.fail_first > 0
+            if failing and (self.fail_methods is None or method in self.fail_methods):
                 self.fail_first -= 1
+                self.failed.append(f"{method} {handler.path}")
                 return _reply(handler, self.fail_status, {"error": "unavailable"})
             if method == "POST" and handler.path == "/api/v1/services" and body is not None:
                 entry_id = f"reg-{uuid.uuid4().hex[:8]}"
