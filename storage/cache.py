@@ -6,7 +6,9 @@ generation) on in Redis, which every process sees. The in-process cache cannot h
 processes (the worker's flow runs), so it keys entries by a database change counter
 (`cache_stamps`) that every such transaction bumps: one primary-key read per lookup.
 
-Redis failures never fail a request: the cache degrades to misses and logs.
+Redis failures never fail a request: the cache degrades to misses and logs. After a failure
+Redis is left alone for a couple of seconds (every call a miss, no timeout paid); invalidations
+that could not reach it meanwhile are replayed before this process reads from it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.settings import CacheSettings, get_settings
 
@@ -36,10 +40,28 @@ class Backend(Protocol):
 
 
 class RedisBackend:
-    """Shared by every process; short socket timeouts so a sick Redis costs milliseconds, not seconds."""
+    """Shared by every process; short socket timeouts so a sick Redis costs milliseconds, not seconds.
 
-    def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    A failed call opens a short circuit: for `retry_after` seconds every call is a miss without
+    touching Redis, so a hung server (timeouts, not refusals) costs one timeout per window rather
+    than per request. Generation bumps (invalidations) skipped or failed meanwhile are remembered
+    and replayed first when Redis answers again, so entries cached before the outage are never
+    served after a change this process made during it.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.25, retry_after: float = 2.0) -> None:
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._retry_after = retry_after
+        self._down_until = 0.0  # monotonic time before which Redis is not tried
+        self._missed: set[str] = set()  # generation keys whose bump has not reached Redis
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open after a failure."""
+        return time.monotonic() >= self._down_until
 
     def get(self, key: str) -> str | None:
         value = self._safe(lambda: self._redis.get(key))
@@ -54,14 +76,39 @@ class RedisBackend:
 
     def incr(self, key: str) -> int:
         value = self._safe(lambda: self._redis.incr(key))
-        return int(value) if isinstance(value, int) else 0
+        if not isinstance(value, int):
+            with self._lock:
+                self._missed.add(key)
+            return 0
+        return value
 
     def _safe(self, call: Callable[[], Any]) -> Any:
+        if not self.available:
+            return None
         try:
+            self._replay_missed()
             return call()
         except redis.RedisError as exc:
-            log.warning("redis unavailable, serving without cache: %s", exc)
+            with self._lock:
+                was_up = self.available
+                self._down_until = time.monotonic() + self._retry_after
+            if was_up:
+                log.warning("redis unavailable, serving without cache for %.1f s: %s", self._retry_after, exc)
             return None
+
+    def _replay_missed(self) -> None:
+        """Bump the generations whose invalidation did not get through, before anything is read."""
+        with self._lock:
+            keys = sorted(self._missed)
+        if not keys:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.incr(key)
+        pipe.execute()
+        with self._lock:
+            self._missed.difference_update(keys)
+        log.info("redis is back: replayed %d missed invalidation(s)", len(keys))
 
 
 class LocalBackend:
