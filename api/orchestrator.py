@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.responses import SetStateStatus
+from prefect.context import SettingsContext, get_settings_context
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled
 
 from core.errors import ConflictError, UpstreamUnavailableError
@@ -26,13 +30,28 @@ class RunState:
 
 
 class Orchestrator:
-    """A long-lived Prefect client shared by the API's worker threads (httpx clients are thread-safe)."""
+    """A long-lived Prefect client shared by the API's worker threads (httpx clients are thread-safe).
+
+    Every call is one attempt bounded by `request_timeout_seconds`: the Prefect client would
+    otherwise retry a lost connection five times with exponential backoff (about a minute),
+    holding the provider's request and an API thread. A request that cannot reach Prefect
+    fails at once with 503, and the caller retries.
+    """
 
     def __init__(self, settings: PrefectSettings) -> None:
         self._settings = settings
         self._client = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": settings.request_timeout_seconds})
         self._deployment_ids: dict[str, UUID] = {}
         self._lock = threading.Lock()
+        context = get_settings_context()
+        self._profile = context.profile
+        self._one_attempt = context.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """No client-side retries for the calls made inside (a fresh context per call: threads share self)."""
+        with SettingsContext(profile=self._profile, settings=self._one_attempt):
+            yield
 
     def open(self) -> None:
         self._client.__enter__()
@@ -67,7 +86,8 @@ class Orchestrator:
     def resume_with(self, flow_run_id: str, run_input: dict[str, Any]) -> None:
         """Resume a suspended run with its input, as the Prefect UI's Resume form does."""
         try:
-            result = self._client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
+            with self._bounded():
+                result = self._client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
         except Exception as exc:
             raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
         if result.status != SetStateStatus.ACCEPT:
@@ -77,17 +97,19 @@ class Orchestrator:
     def cancel(self, flow_run_id: str) -> None:
         """Cancel a scheduled run (a retirement that should no longer happen)."""
         try:
-            self._client.set_flow_run_state(
-                UUID(flow_run_id), Cancelled(message="cancelled by the marketplace"), force=True
-            )
+            with self._bounded():
+                self._client.set_flow_run_state(
+                    UUID(flow_run_id), Cancelled(message="cancelled by the marketplace"), force=True
+                )
         except Exception as exc:
             raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
 
     def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
         try:
-            run = self._client.create_flow_run_from_deployment(
-                self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
-            )
+            with self._bounded():
+                run = self._client.create_flow_run_from_deployment(
+                    self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
+                )
         except Exception as exc:
             log.warning("cannot start %s: %s", deployment, exc)
             raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
@@ -102,7 +124,8 @@ class Orchestrator:
     def run_state(self, flow_run_id: str) -> RunState | None:
         """The run's current Prefect state, or None when Prefect cannot be asked right now."""
         try:
-            run = self._client.read_flow_run(UUID(flow_run_id))
+            with self._bounded():
+                run = self._client.read_flow_run(UUID(flow_run_id))
         except Exception as exc:
             log.warning("cannot read flow run %s: %s", flow_run_id, exc)
             return None
@@ -114,4 +137,5 @@ class Orchestrator:
 
     def healthy(self) -> bool:
         """Whether the Prefect API answers its health check."""
-        return self._client.api_healthcheck() is None
+        with self._bounded():
+            return self._client.api_healthcheck() is None
