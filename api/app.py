@@ -6,9 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import metrics
+from api.deps import refuse_nul_characters
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.middleware import install_observability
@@ -40,6 +41,7 @@ def create_app() -> FastAPI:
         version=health.VERSION,
         description="Providers publish LLM services; each publication is a Prefect flow run.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
     install_observability(app, settings)  # JSON logs, request ids, HTTP metrics

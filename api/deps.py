@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.orchestrator import Orchestrator
+from core.errors import SpecValidationError
 from core.settings import Settings, get_settings
 from storage.database import session_scope
 
@@ -27,3 +28,19 @@ def orchestrator(request: Request) -> Orchestrator:
 DbSession = Annotated[Session, Depends(db_session)]
 OrchestratorDep = Annotated[Orchestrator, Depends(orchestrator)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+# Deeper pages than this are refused (422) rather than handed to the database as an out-of-range number.
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
+
+
+def refuse_nul_characters(request: Request) -> None:
+    """422 for a NUL in a path or query parameter: no store keeps one (PostgreSQL refuses it outright)."""
+    problems = [
+        {"pointer": f"/{where}/{name}", "message": "must not contain NUL (\\u0000) characters", "code": "nul_character"}
+        for where, params in (("path", request.path_params.items()), ("query", request.query_params.multi_items()))
+        for name, value in params
+        if "\x00" in str(value)
+    ]
+    if problems:
+        raise SpecValidationError("request parameters are invalid", problems)

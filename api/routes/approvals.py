@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api import access, publishing
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession, OrchestratorDep
+from api.deps import DbSession, Offset, OrchestratorDep
 from api.routes.services import ERRORS
 from api.schemas import ApprovalPage, DecisionAccepted, DecisionIn
 from api.status_report import approval_view
@@ -25,7 +25,7 @@ def list_approvals(
     orch: OrchestratorDep,
     _principal: Governance,
     status: Annotated[str | None, Query(pattern="^(pending|approved|rejected|expired)$")] = "pending",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ApprovalPage:
     """Publications by approval status (pending by default), with their validation and policy results."""

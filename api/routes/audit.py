@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession
+from api.deps import DbSession, Offset
 from api.routes.approvals import AUTH_ERRORS
 from api.schemas import AuditEntry, AuditPage
 from storage.repositories import audit
@@ -27,7 +27,7 @@ def read_audit(
     action: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AuditPage:
     """Every recorded transition and decision, newest first, filtered by service, actor, action and time."""

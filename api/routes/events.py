@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession
+from api.deps import DbSession, Offset
 from api.errors import ErrorResponse
 from api.schemas import ApiModel
 from storage.models import OutboxEvent
@@ -64,7 +64,7 @@ def list_events(
     session: DbSession,
     _principal: Operator,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> EventPage:
     """Events newest first, all or by relay status (dead ones wait for a retry and hold back their service's)."""

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, OrchestratorDep, SettingsDep
+from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
 from api.rate_limit import PublishQuota
 from api.schemas import (
@@ -31,16 +31,21 @@ from storage.cache import get_cache
 from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import ServiceFilter
+from tasks.spec_schema import load_schema
 
 router = APIRouter(prefix="/services", tags=["services"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
+# The spec schema itself (also served at /api/v1/schemas/service-spec), so clients and API fuzzers
+# generating bodies from this document need not fetch anything else.
 SPEC_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "/api/v1/schemas/service-spec"}}},
+        "content": {
+            "application/json": {"schema": {k: v for k, v in load_schema().items() if k not in ("$schema", "$id")}}
+        },
     }
 }
 
@@ -95,7 +100,7 @@ def list_services(
     status: Annotated[ServiceStatus | None, Query(description="Lifecycle status.")] = None,
     category: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=128, description="Provider id.")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ServicePage:
     """A page of services, newest first, filtered by status, category and provider.

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from api import access
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession
+from api.deps import DbSession, Offset
 from api.errors import ErrorResponse
 from api.schemas import ApiModel
 from core import egress
@@ -95,7 +95,7 @@ def list_deliveries(
     service_id: Annotated[str | None, Query(alias="serviceId", max_length=36)] = None,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
     audience: Annotated[str | None, Query(pattern="^(governance|consumers)$")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> DeliveryPage:
     """Deliveries, newest first, each with every attempt made (status code, error, duration)."""

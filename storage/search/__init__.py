@@ -62,7 +62,7 @@ class SearchFilters(CamelModel):
 
 
 class Pagination(CamelModel):
-    offset: StrictInt = Field(default=0, ge=0)
+    offset: StrictInt = Field(default=0, ge=0, le=1_000_000)
     limit: StrictInt = Field(default=20, ge=1, le=MAX_LIMIT)
 
 
