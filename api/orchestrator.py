@@ -89,7 +89,7 @@ class Orchestrator:
             with self._bounded():
                 result = self._client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
         except Exception as exc:
-            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         if result.status != SetStateStatus.ACCEPT:
             reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
             raise ConflictError(f"the publish run cannot be resumed: {reason}")
@@ -102,7 +102,7 @@ class Orchestrator:
                     UUID(flow_run_id), Cancelled(message="cancelled by the marketplace"), force=True
                 )
         except Exception as exc:
-            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
         try:
@@ -112,7 +112,7 @@ class Orchestrator:
                 )
         except Exception as exc:
             log.warning("cannot start %s: %s", deployment, exc)
-            raise UpstreamUnavailableError(f"the orchestrator (Prefect) is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
         return str(run.id)
 
     def _deployment_id(self, name: str) -> UUID:
@@ -139,3 +139,9 @@ class Orchestrator:
         """Whether the Prefect API answers its health check."""
         with self._bounded():
             return self._client.api_healthcheck() is None
+
+
+def _unavailable(exc: Exception) -> UpstreamUnavailableError:
+    """The client gets a plain 503; the detail (internal URLs, hosts) goes to the log only."""
+    log.warning("Prefect call failed: %s: %s", type(exc).__name__, exc)
+    return UpstreamUnavailableError("the orchestrator (Prefect) is unavailable; retry later")
