@@ -8,12 +8,18 @@ recursively, so a -> b -> a ends in RecursionError. Hence every reference is
 checked here first (_RefChecker) and a document with a bad one never reaches the
 validator; the validator also gets handlers that refuse every URI, as a second
 line of defence.
+
+The validator also walks every reference afresh wherever it is used, so a small
+document whose schemas each refer ten times to the next ("billion laughs": ten
+levels are 10^10 walks) would keep a worker busy for hours. _RefChecker counts
+the walks the whole document costs, memoized per target, and refuses a document
+above MAX_REF_EXPANSION before the validator sees it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -33,6 +39,10 @@ HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "pa
 REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 # Longest alias chain (a -> b -> c ...) accepted; also bounds our own recursion.
 MAX_REF_CHAIN = 32
+# Reference walks the validator may make over the whole document (measured: ~45 us each, so the
+# worst accepted document costs a few seconds); and nodes our own count may visit to find out.
+MAX_REF_EXPANSION = 100_000
+MAX_EXPANSION_VISITS = 2_000_000
 # What the library may raise on documents that are structurally valid but semantically
 # broken (a $ref to a parameter without "name", an unknown $anchor, a too-deep document).
 _LIBRARY_FAILURES = (LookupError, TypeError, ValueError, Unresolvable, RecursionError)
@@ -140,7 +150,25 @@ class _RefChecker:
             problem = self._problem(keyword, ref)
             if problem:
                 found.append(Issue(code=problem[0], message=problem[1], pointer=ROOT + pointer))
-        return found
+        return found or self._expansion_issues()
+
+    def _expansion_issues(self) -> list[Issue]:
+        """Refuse a document whose references, followed wherever they occur, take too many walks.
+
+        Only called once every reference is local and resolves (issues() found nothing).
+        """
+        try:
+            walks = _Expansion(self).total()
+        except _TooLong:
+            walks = None
+        if walks is not None and walks <= MAX_REF_EXPANSION:
+            return []
+        message = (
+            f"openApiSpec references fan out too much to validate: following every $ref where it is used "
+            f"takes more than {MAX_REF_EXPANSION} reference walks"
+        )
+        remediation = "refer to shared schemas from fewer places, or inline small ones"
+        return [Issue(code="ref_expansion", message=message, pointer=ROOT, remediation=remediation)]
 
     def _problem(self, keyword: str, ref: str) -> tuple[str, str] | None:
         if not ref.startswith("#"):
@@ -189,6 +217,69 @@ class _RefChecker:
         return node, 0
 
 
+class _Expansion:
+    """Walks of a document with every local reference followed; each target counted once (memoized).
+
+    cost(target) = sum over the references inside it of 1 + cost(their target); a reference back
+    into a target still being counted (recursion, as in a tree schema) costs 1, like the validator,
+    which does not walk into a reference it is already inside. Iterative: documents can be deep.
+    """
+
+    def __init__(self, checker: _RefChecker) -> None:
+        self.checker = checker
+        self.cost: dict[str, int] = {}
+        self.visits = 0
+
+    def total(self) -> int:
+        walks = 0
+        for ref in self._local_refs(self.checker.doc):
+            walks += 1 + self._cost(ref)
+            if walks > MAX_REF_EXPANSION:
+                break
+        return walks
+
+    def _local_refs(self, node: object) -> list[str]:
+        refs = []
+        for _pointer, _keyword, ref in _refs(node, self._visit):
+            if ref.startswith("#/"):
+                refs.append(ref)
+        return refs
+
+    def _visit(self) -> None:
+        self.visits += 1
+        if self.visits > MAX_EXPANSION_VISITS:
+            raise _TooLong
+
+    def _cost(self, ref: str) -> int:
+        if ref in self.cost:
+            return self.cost[ref]
+        in_progress: set[str] = {ref}
+        # Frames: [target ref, its references, next index, cost so far].
+        frames: list[list[Any]] = [[ref, self._local_refs(self.checker.memo[ref][0]), 0, 0]]
+        while frames:
+            frame = frames[-1]
+            target, inner, index, _ = frame
+            if index == len(inner):
+                frames.pop()
+                in_progress.discard(target)
+                self.cost[target] = frame[3]
+                if frames:
+                    frames[-1][3] += 1 + frame[3]
+                continue
+            frame[2] += 1
+            child = inner[index]
+            if child in self.cost:
+                frame[3] += 1 + self.cost[child]
+            elif child in in_progress:
+                frame[3] += 1
+            else:
+                in_progress.add(child)
+                frames.append([child, self._local_refs(self.checker.memo[child][0]), 0, 0])
+            if frame[3] > MAX_REF_EXPANSION:
+                raise _TooLong
+        return self.cost[ref]
+
+
 def _child(node: object, token: str) -> object:
     if isinstance(node, dict) and token in node:
         return node[token]
@@ -197,15 +288,18 @@ def _child(node: object, token: str) -> object:
     raise _Dangling
 
 
-def _refs(doc: object) -> Iterator[tuple[str, str, str]]:
+def _refs(doc: object, visit: Callable[[], None] | None = None) -> Iterator[tuple[str, str, str]]:
     """(pointer, keyword, value) of every reference, including ones inside example data.
 
     jsonschema-path resolves a $ref wherever it walks, `default` values included,
     so no part of the document is safe to skip. Iterative: documents can be deep.
+    `visit` is called for every container walked (a budget).
     """
     stack: list[tuple[str, object]] = [("", doc)]
     while stack:
         pointer, node = stack.pop()
+        if visit is not None:
+            visit()
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, value in items:
             child = pointer + json_pointer([key])

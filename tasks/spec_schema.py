@@ -2,6 +2,12 @@
 
 The API calls this synchronously on every submission, so it stays free of
 Prefect and the database. Business rules live in tasks/validation.py.
+
+The body is hostile, so the check is bounded: arrays longer than their maxItems are
+reported before full validation (jsonschema's uniqueItems is quadratic on objects, so a
+long array would otherwise hold the request for minutes); at most MAX_ISSUES findings
+are listed; and a message never echoes more than a short excerpt of the value it is
+about (jsonschema quotes whole values, which would send a 5 MB string straight back).
 """
 
 from __future__ import annotations
@@ -9,9 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from importlib.resources import files
+from itertools import islice
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
@@ -21,6 +28,10 @@ from core.domain import Issue
 # Read through importlib.resources so it also works from an installed wheel
 # (pyproject ships core/schemas/*.json as package data).
 _SCHEMA_RESOURCE = files("core") / "schemas" / "service-spec.schema.json"
+MAX_ISSUES = 100
+# Errors read from the validator before sorting; beyond MAX_ISSUES they are only counted as "more".
+_MAX_ERRORS_READ = 1000
+_MAX_SHOWN = 80  # characters of a value quoted in a message
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:
@@ -48,9 +59,35 @@ def load_schema() -> dict[str, Any]:
 
 
 def schema_errors(body: object) -> list[Issue]:
-    """Every schema violation of `body`, sorted by location, each pointing at the offending spot."""
-    errors = sorted(_validator().iter_errors(body), key=lambda e: (_sort_key(e.absolute_path), e.message))
-    return [issue for error in errors for issue in _to_issues(error)]
+    """Every schema violation of `body` (up to MAX_ISSUES), sorted by location, each pointing at the offending spot."""
+    oversized = list(islice(_oversized_arrays(_schema(), body, []), MAX_ISSUES))
+    if oversized:
+        return oversized
+    read = islice(_validator().iter_errors(body), _MAX_ERRORS_READ)
+    errors = sorted(read, key=lambda e: (_sort_key(e.absolute_path), e.message))
+    issues = [issue for error in errors for issue in _to_issues(error)]
+    if len(issues) <= MAX_ISSUES:
+        return issues
+    more = Issue(code="too_many_errors", message=f"more than {MAX_ISSUES} errors; the rest are not listed")
+    return [*issues[:MAX_ISSUES], more]
+
+
+def _oversized_arrays(schema: Mapping[str, Any], instance: object, path: list[str | int]) -> Iterator[Issue]:
+    """maxItems violations, found by following only `properties` and `items`; long arrays are not entered."""
+    limit = schema.get("maxItems")
+    if isinstance(instance, list) and isinstance(limit, int) and len(instance) > limit:
+        message = f"an array of {len(instance)} items is too long (at most {limit})"
+        yield Issue(code="maxItems", message=message, pointer=json_pointer(path))
+        return
+    properties = schema.get("properties")
+    if isinstance(instance, dict) and isinstance(properties, Mapping):
+        for name, sub in properties.items():
+            if name in instance and isinstance(sub, Mapping):
+                yield from _oversized_arrays(sub, instance[name], [*path, name])
+    items = schema.get("items")
+    if isinstance(instance, list) and isinstance(items, Mapping):
+        for index, item in enumerate(instance):
+            yield from _oversized_arrays(items, item, [*path, index])
 
 
 def _sort_key(path: Iterable[str | int]) -> list[tuple[bool, str | int]]:
@@ -67,10 +104,33 @@ def _to_issues(error: ValidationError) -> list[Issue]:
         return [Issue(code=keyword, message=error.message, pointer=json_pointer([*base, _missing(error)]))]
     if keyword == "additionalProperties" and error.validator_value is False:
         return [
-            Issue(code=keyword, message=f"{extra!r} is not allowed here", pointer=json_pointer([*base, extra]))
+            Issue(code=keyword, message=f"{_excerpt_name(extra)} is not allowed here", pointer=pointer)
             for extra in _extras(error)
+            for pointer in [json_pointer([*base, extra])]
         ]
-    return [Issue(code=keyword, message=error.message, pointer=json_pointer(base))]
+    return [Issue(code=keyword, message=_message(error), pointer=json_pointer(base))]
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, with the whole value it quotes cut down to an excerpt."""
+    quoted = repr(error.instance)
+    if len(quoted) <= _MAX_SHOWN or quoted not in error.message:
+        return error.message[:1000]
+    return error.message.replace(quoted, _excerpt(error.instance), 1)[:1000]
+
+
+def _excerpt(value: object) -> str:
+    if isinstance(value, str):
+        return f"{value[: _MAX_SHOWN // 2]!r}... ({len(value)} characters)"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} members"
+    return repr(value)[:_MAX_SHOWN] + "..."
+
+
+def _excerpt_name(name: str) -> str:
+    return repr(name) if len(name) <= _MAX_SHOWN else _excerpt(name)
 
 
 def _missing(error: ValidationError) -> str:

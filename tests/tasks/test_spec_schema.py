@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -86,3 +87,36 @@ def test_load_schema_returns_a_copy() -> None:
     assert schema["title"] == "ServiceSpec"
     schema["required"].clear()
     assert load_schema()["required"]
+
+
+# --- hostile sizes -----------------------------------------------------------------------------
+
+
+def test_an_oversized_array_is_reported_without_full_validation(spec: dict[str, Any]) -> None:
+    spec["tags"] = [{"n": i} for i in range(50_000)]  # uniqueItems over objects is quadratic
+    spec["compliance"]["dataResidency"] = ["US"] * 65
+
+    started = time.perf_counter()
+    issues = schema_errors(spec)
+
+    assert time.perf_counter() - started < 1
+    assert [(i.code, i.pointer, i.message) for i in issues] == [
+        ("maxItems", "/tags", "an array of 50000 items is too long (at most 32)"),
+        ("maxItems", "/compliance/dataResidency", "an array of 65 items is too long (at most 64)"),
+    ]
+
+
+@pytest.mark.parametrize(("field", "value"), [("description", "x" * 1_000_000), ("name", "n" * 1_000_000)])
+def test_messages_quote_only_an_excerpt_of_a_huge_value(spec: dict[str, Any], field: str, value: str) -> None:
+    spec[field] = value
+    [issue] = schema_errors(spec)
+    assert issue.pointer == f"/{field}"
+    assert "(1000000 characters)" in issue.message
+    assert len(issue.message) < 300
+
+
+def test_at_most_a_hundred_issues_are_listed(spec: dict[str, Any]) -> None:
+    spec["provider"] |= {f"extra{i}": i for i in range(1000)}
+    issues = schema_errors(spec)
+    assert len(issues) == 101
+    assert issues[-1].code == "too_many_errors"
