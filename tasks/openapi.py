@@ -84,6 +84,18 @@ def validate_openapi(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
     )
 
 
+def reference_issues(spec: dict[str, Any], settings: Settings) -> list[Issue]:
+    """The cheap part of validate_openapi, for the API to run synchronously before storing a spec.
+
+    Version, path count, and the reference scan (remote and file: refs, dangling refs, cycles,
+    fan-out): milliseconds and no library, nothing fetched. [] when there is no document.
+    """
+    doc = spec.get("openApiSpec")
+    if doc is None:
+        return []
+    return _version_issues(doc) or _size_issues(doc, settings) or _RefChecker(doc).issues()
+
+
 @task(
     name="openapi-validation",
     retries=3,

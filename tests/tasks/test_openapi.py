@@ -13,7 +13,7 @@ import pytest
 
 from core.domain import Outcome, Phase
 from core.settings import LimitSettings, Settings
-from tasks.openapi import _library_issues, validate_openapi
+from tasks.openapi import _library_issues, reference_issues, validate_openapi
 from tests.tasks.test_spec_schema import EXAMPLE
 
 SETTINGS = Settings()
@@ -383,3 +383,15 @@ def test_a_chain_of_schemas_is_fine_until_its_walks_add_up(doc: dict[str, Any]) 
     # Each $ref is followed to the chain's end wherever it is used: 125,000 walks, which the
     # validator needed 29 s for (measured); refused in milliseconds instead.
     assert run(chain(500)) == [("ref_expansion", "/openApiSpec")]
+
+
+def test_reference_issues_is_the_quick_synchronous_subset(doc: dict[str, Any]) -> None:
+    assert reference_issues(spec_with(copy.deepcopy(doc)), SETTINGS) == []
+    assert reference_issues(copy.deepcopy(EXAMPLE), SETTINGS) == []
+    doc["components"]["schemas"]["Remote"] = {"$ref": "file:///etc/passwd"}
+    started = time.perf_counter()
+    fanned = reference_issues(spec_with(laughs(copy.deepcopy(doc), levels=30)), SETTINGS)
+    assert time.perf_counter() - started < 1
+    assert [(i.code, i.pointer) for i in fanned] == [("remote_ref", "/openApiSpec/components/schemas/Remote/$ref")]
+    del doc["components"]["schemas"]["Remote"]
+    assert [i.code for i in reference_issues(spec_with(laughs(doc, levels=30)), SETTINGS)] == ["ref_expansion"]
