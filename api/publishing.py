@@ -9,12 +9,13 @@ import semver
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from storage.database import session_scope
 from storage.models import ServiceVersion, new_id
 from storage.repositories import approvals, audit, outbox, services, versions
 from storage.repositories.services import Actor, event_data
 from storage.search import document_from_service, get_search_index
+from tasks.openapi import reference_issues
 from tasks.policy import check_policies
 from tasks.spec_schema import schema_errors
 from tasks.validation import validate_metadata
@@ -25,11 +26,16 @@ IDENTITY_FIELDS = frozenset({"name", "provider"})
 
 
 def require_valid_schema(spec: dict[str, Any]) -> None:
-    """422 listing every JSON Schema error with its pointer."""
+    """422 listing every JSON Schema error with its pointer; then the OpenAPI document's references
+    (remote and file: refs, cycles, fan-out), so a hostile document is refused before it is stored."""
     issues = schema_errors(spec)
     if issues:
         details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
         raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
+    problems = reference_issues(spec, get_settings())
+    if problems:
+        details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
+        raise SpecValidationError("the OpenAPI document cannot be accepted", details)
 
 
 def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tuple[str, str, str]:

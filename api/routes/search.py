@@ -49,7 +49,7 @@ SEARCH_BODY = {
         "content": {"application/json": {"schema": _inline_refs(SearchQuery.model_json_schema(by_alias=True))}},
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (413, 415, 422, 503)}
 
 
 @router.post(

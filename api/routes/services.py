@@ -36,7 +36,7 @@ from tasks.spec_schema import load_schema
 router = APIRouter(prefix="/services", tags=["services"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 }
 # The spec schema itself (also served at /api/v1/schemas/service-spec), so clients and API fuzzers
 # generating bodies from this document need not fetch anything else.
