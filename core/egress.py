@@ -30,7 +30,9 @@ its Location instead. A refusal surfaces as `httpx.ConnectError` caused by `Egre
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -256,6 +258,17 @@ def transport(policy: EgressPolicy, ssl_context: ssl.SSLContext) -> httpx.HTTPTr
     return checked
 
 
+def shared_ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs ~35 ms, more than a whole check against a fast endpoint: one
+    context per CA configuration, shared by every client (an SSLContext is safe across threads)."""
+    return _ssl_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context_for(_cafile: str | None, _capath: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=True)  # reads the same two variables
+
+
 def client(policy: EgressPolicy, **options: Any) -> httpx.Client:
     """An httpx.Client for untrusted URLs: vetted connections, no redirects, no proxies, no ~/.netrc.
 
@@ -263,7 +276,7 @@ def client(policy: EgressPolicy, **options: Any) -> httpx.Client:
     host; the CA bundle still honours SSL_CERT_FILE/SSL_CERT_DIR. `options` go to httpx.Client
     (timeout, headers, and follow_redirects, which every hop then passes through the same check).
     """
-    ssl_context = httpx.create_ssl_context(trust_env=True)
+    ssl_context = shared_ssl_context()
     options.setdefault("follow_redirects", False)
     return httpx.Client(transport=transport(policy, ssl_context), trust_env=False, **options)
 

@@ -166,6 +166,30 @@ class AuthSettings(BaseModel):
     token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="Lifetime of issued development tokens.")
 
 
+class WorkerSettings(BaseModel):
+    mode: Literal["warm", "process"] = Field(
+        default="warm",
+        description="warm: flow runs in threads of one long-lived worker process (fast start); "
+        "process: Prefect's process worker, a new Python process per run (isolation).",
+    )
+    threads: int = Field(default=32, ge=1, le=512, description="Warm worker: flow runs executed at once.")
+    query_seconds: float = Field(
+        default=2.0, gt=0, description="Worker poll interval (the warm worker also wakes on Prefect events)."
+    )
+    heartbeat_seconds: int = Field(
+        default=30, ge=30, description="How often a running flow run sends a heartbeat (Prefect's minimum is 30)."
+    )
+    crash_after_seconds: int = Field(
+        default=90, ge=31, description="A running flow run without a heartbeat for this long is marked Crashed."
+    )
+
+    @model_validator(mode="after")
+    def _crash_after_a_missed_heartbeat(self) -> WorkerSettings:
+        if self.crash_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("worker.crash_after_seconds must be longer than worker.heartbeat_seconds")
+        return self
+
+
 class RateLimitSettings(BaseModel):
     enabled: bool = Field(default=True, description="Limit publishing requests per client.")
     publish_limit: int = Field(default=100, ge=1, description="Publishing requests a client may make per window.")
@@ -219,6 +243,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = LifecycleSettings()
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    worker: WorkerSettings = WorkerSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     kafka: KafkaSettings = KafkaSettings()
     cache: CacheSettings = CacheSettings()

@@ -50,7 +50,9 @@ class StackConfig:
     prefect_home: Path = PROJECT_ROOT / ".prefect"
     prefect_database_url: str | None = None  # None: Prefect's own SQLite under prefect_home
     work_pool: str = "marketplace"
-    worker_query_seconds: float = 1.0
+    # None: from settings (MARKETPLACE_WORKER__*), where extra_env may override them
+    worker_mode: str | None = None
+    worker_query_seconds: float | None = None
     log_dir: Path | None = None  # None: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
     api_shutdown_grace_seconds: float = field(default_factory=_api_grace)
@@ -82,7 +84,6 @@ class Stack:
                 "PREFECT_API_URL": c.prefect_api_url,
                 "PREFECT_UI_API_URL": c.prefect_api_url,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_WORKER_QUERY_SECONDS": str(c.worker_query_seconds),
                 "PREFECT_SERVER_API_HOST": c.host,
                 "PREFECT_SERVER_API_PORT": str(c.prefect_port),
                 "MARKETPLACE_PREFECT__API_URL": c.prefect_api_url,
@@ -96,6 +97,14 @@ class Stack:
         if c.prefect_database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
         env.update(c.extra_env)
+        worker = get_settings().worker
+        self.worker_mode = env.get("MARKETPLACE_WORKER__MODE") or c.worker_mode or worker.mode
+        query_seconds = env.get("MARKETPLACE_WORKER__QUERY_SECONDS") or c.worker_query_seconds or worker.query_seconds
+        env["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
+        # Runs send heartbeats, so a run whose process died is seen (see deployments/automations.py).
+        heartbeat = env.get("MARKETPLACE_WORKER__HEARTBEAT_SECONDS") or str(worker.heartbeat_seconds)
+        env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", heartbeat)
+        self.crash_after_seconds = env.get("MARKETPLACE_WORKER__CRASH_AFTER_SECONDS") or str(worker.crash_after_seconds)
         self._json_logs_for_prefect(env)
         return env
 
@@ -132,13 +141,24 @@ class Stack:
         upgrade(self.env.get("MARKETPLACE_DATABASE__URL"))
 
     def deploy(self) -> None:
-        """Create the process work pool and apply the deployments of prefect.yaml."""
+        """Create the work pool (of the worker mode's type) and apply the deployments of prefect.yaml."""
         pool = self.config.work_pool
-        self._run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"])
+        if self.worker_mode == "warm":
+            self._run([sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--create-pool"])
+        else:
+            self._run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"])
         self._run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
+        self._run([sys.executable, "-m", "deployments.automations", "--within", self.crash_after_seconds])
 
     def start_worker(self) -> None:
-        self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", self.config.work_pool])
+        """The warm worker (flow runs in threads of one process) or Prefect's process worker."""
+        pool = self.config.work_pool
+        if self.worker_mode == "warm":
+            threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(get_settings().worker.threads)
+            argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
+            self._spawn("worker", argv)
+        else:
+            self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool])
 
     def start_relay(self) -> None:
         """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
@@ -172,7 +192,8 @@ class Stack:
         return self.config.stop_timeout_seconds
 
     def pid_of(self, name: str) -> int:
-        return next(p.pid for n, p in self.processes if n == name)
+        """The newest process of that part (a restarted part is listed again)."""
+        return next(p.pid for n, p in reversed(self.processes) if n == name)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = self._log_file(name)

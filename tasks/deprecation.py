@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +74,7 @@ def schedule_retirement(inp: DeprecationInput, sunset_at: str) -> str:
 @task(name="retire", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def retire(inp: RetirementInput) -> str:
     """Re-check, then `deprecated → retired`, archive the record, keep the audit trail."""
+    _wait_for_sunset(inp.service_id)
     with session_scope() as session:
         service = services.get(session, inp.service_id, for_update=True)
         retiring = (ServiceStatus.DEPRECATED.value, ServiceStatus.SUSPENDED.value)  # suspended keeps its sunset
@@ -92,6 +94,21 @@ def retire(inp: RetirementInput) -> str:
         )
         services.archive(session, service, record)
         return "retired"
+
+
+# A worker may start a scheduled run a little early (the process worker prefetches runs due
+# within PREFECT_WORKER_PREFETCH_SECONDS, 10 s by default, to hide its process start).
+EARLY_START_SECONDS = 120
+
+
+def _wait_for_sunset(service_id: str) -> None:
+    """Started before the sunset (but close to it): wait for it rather than skip the retirement."""
+    with session_scope() as session:
+        sunset = services.get(session, service_id).sunset_at
+    if sunset is not None:
+        early = (sunset - datetime.now(UTC)).total_seconds()
+        if 0 < early <= EARLY_START_SECONDS:
+            time.sleep(early)
 
 
 def _archive_record(session: Any, service_id: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from tests.support.stack import prefect_stack
 
 APPROVAL_TIMEOUT = 25
 GRACE = 10
+HEARTBEAT = 30  # Prefect's shortest heartbeat interval
+CRASH_AFTER = 35  # seconds without a heartbeat before a running run is marked Crashed
 SETTLED = {"active", "failed", "pending_approval", "deprecated", "retired"}
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
             "MARKETPLACE_LIFECYCLE__DEPRECATION_GRACE_SECONDS": str(GRACE),
             "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
             "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
+            "MARKETPLACE_WORKER__HEARTBEAT_SECONDS": str(HEARTBEAT),
+            "MARKETPLACE_WORKER__CRASH_AFTER_SECONDS": str(CRASH_AFTER),
         }
         workdir = tmp_path_factory.mktemp("e2e")
         with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:

@@ -128,8 +128,8 @@ def test_metadata_update_is_audited_and_synced_to_the_registry(
     )
     history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
     change = next(h for h in history if h["action"] == "metadata_updated")
-    assert change["details"]["after"] == {"description": "now with tools", "tags": ["tools"]}
-    assert change["details"]["before"] == {
+    assert change["after"] == {"description": "now with tools", "tags": ["tools"]}
+    assert change["before"] == {
         "description": "Fake chat model served by tests.support.provider.FakeProvider",
         "tags": ["chat", "test"],
     }

@@ -70,6 +70,10 @@ def faults_stack(
         "MARKETPLACE_REGISTRY__RESET_TIMEOUT_SECONDS": str(RESET_TIMEOUT),
         "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
         "MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES": "3",
+        # The process worker, a Python process per run: the option that isolates runs (the e2e
+        # stack runs the default warm worker). A fresh process per run also gives every run a
+        # fresh registry circuit breaker, which these tests count on.
+        "MARKETPLACE_WORKER__MODE": "process",
     }
     with prefect_stack(tmp_path_factory.mktemp("faults"), with_worker=True, with_api=True, env=env) as stack:
         yield stack

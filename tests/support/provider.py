@@ -266,7 +266,7 @@ def good_spec(provider_url: str, *, name: str = "fake-chat", version: str = "1.0
         name=name,
         version=version,
         description="Fake chat model served by tests.support.provider.FakeProvider",
-        provider={"id": "fake", "name": "Fake AI", "contactEmail": "ops@fake.example"},
+        provider={"id": "acme", "name": "Acme AI", "contactEmail": "ops@acme.example"},
         tags=["chat", "test"],
         endpoint={"url": provider_url, "healthPath": "/health", "authentication": {"type": "bearer"}},
         openApiSpec=provider_openapi(provider_url),
