@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
@@ -62,6 +63,14 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
 
 
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """The database refused or dropped the connection (restart, failover, connection limit): retryable."""
+    log.warning("database unavailable: %s", exc)
+    return error_response(
+        503, "database_unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "1"}
+    )
+
+
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -72,4 +81,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -109,3 +109,30 @@ def test_a_publish_run_survives_connection_drops_and_records_everything_once(
     moves = [to for action, to, _, _ in stored["audit"] if action == "status_changed"]
     assert moves == ["validating", "testing", "active"]
     assert stored["events"] == ["service_submitted", "service_published"]
+
+
+def test_the_api_answers_503_while_the_database_refuses_connections(
+    prefect_server: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection (server down, connection limit reached) is a retryable 503, not a 500."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from storage.database import reset_engine
+    from tests.support import auth
+    from tests.support.services import free_port
+
+    monkeypatch.setenv("MARKETPLACE_DATABASE__URL", f"postgresql+psycopg://root@127.0.0.1:{free_port()}/nowhere")
+    monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", prefect_server.config.prefect_api_url)
+    reset_engine()
+    try:
+        with TestClient(create_app()) as client:
+            for response in (
+                client.get("/api/v1/services"),
+                client.post("/api/v1/services", json=make_spec(), headers=auth.provider()),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "database_unavailable"
+                assert response.headers["Retry-After"] == "1"
+    finally:
+        reset_engine()
