@@ -16,7 +16,6 @@ import copy
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from functools import lru_cache
 from importlib.resources import files
 from itertools import islice
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from core.domain import Issue
+from tasks._once import built_once
 
 # Read through importlib.resources so it also works from an installed wheel
 # (pyproject ships core/schemas/*.json as package data).
@@ -39,7 +39,7 @@ def json_pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
 
 
-@lru_cache(maxsize=1)
+@built_once
 def _schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(_SCHEMA_RESOURCE.read_text(encoding="utf-8"))
     # A broken schema file is a deployment bug: fail loudly on first use, not per request.
@@ -47,9 +47,11 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-@lru_cache(maxsize=1)
+@built_once
 def _validator() -> Draft202012Validator:
-    # The schema has no remote $refs, so the default registry never retrieves anything.
+    # Built once per process: constructing it (resolver, format checker) costs more than
+    # validating a spec. The schema has no remote $refs, so nothing is ever retrieved, and
+    # validating never mutates the validator, so the worker's threads share it.
     return Draft202012Validator(_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
@@ -117,6 +119,12 @@ def _message(error: ValidationError) -> str:
     if len(quoted) <= _MAX_SHOWN or quoted not in error.message:
         return error.message[:1000]
     return error.message.replace(quoted, _excerpt(error.instance), 1)[:1000]
+
+
+def excerpt(value: object) -> str:
+    """repr(value) when short, else a short description: for messages quoting untrusted values."""
+    shown = repr(value)
+    return shown if len(shown) <= _MAX_SHOWN else _excerpt(value)
 
 
 def _excerpt(value: object) -> str:

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
 from core.settings import PROJECT_ROOT, AuthSettings, EndpointTestSettings, Environment, PolicySettings, Settings
-from tasks.policy import ENTRYPOINT, PolicyEvaluationError, check_policies, evaluate_policies, policy_input
+from tasks.policy import ENTRYPOINT, PolicyEvaluationError, _engine, check_policies, evaluate_policies, policy_input
+from tests.support.openapi_docs import openapi_document
 
 CLEAN_SPEC: dict[str, Any] = {
     "name": "acme-chat",
@@ -353,3 +355,58 @@ def test_opa_mode_http_errors_propagate_for_retries(fake_opa: OpaFixture) -> Non
     replies.append((500, {"code": "internal_error"}))
     with pytest.raises(httpx.HTTPStatusError):
         evaluate_policies(CLEAN_SPEC, opa_settings(url))
+
+
+# --- compiled once; the OpenAPI document stays out of the input unless a policy reads it ----------
+
+
+def test_the_bundle_is_compiled_once_for_all_threads() -> None:
+    # Not _engine's first call in this process; what matters is that every thread gets the same one.
+    policies_dir = make_settings().policy.policies_dir
+    engines: set[int] = set()
+
+    def worker() -> None:
+        for _ in range(10):
+            engines.add(id(_engine(policies_dir)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engines == {id(_engine(policies_dir))}
+
+
+def test_openapi_document_is_left_out_of_the_input_when_no_policy_reads_it() -> None:
+    settings = make_settings()
+    assert not any("openApiSpec" in p.read_text() for p in settings.policy.policies_dir.glob("*.rego"))
+    spec = spec_with() | {"openApiSpec": openapi_document(resources=3)}
+    assert "openApiSpec" not in policy_input(spec, settings)["spec"]
+    assert "openApiSpec" in spec  # the caller's spec is not changed
+    for changes in ({}, {"endpoint": {"url": "http://api.acme.example"}}, {"compliance": {"dataResidency": ["KP"]}}):
+        with_doc = spec_with(**changes) | {"openApiSpec": openapi_document(resources=3)}
+        assert evaluate_policies(with_doc, settings) == evaluate_policies(spec_with(**changes), settings)
+
+
+def test_a_policy_that_names_openapi_spec_gets_the_document(tmp_path: Path) -> None:
+    for rego in (PROJECT_ROOT / "policies").glob("*.rego"):
+        (tmp_path / rego.name).write_text(rego.read_text())
+    (tmp_path / "openapi_title.rego").write_text(
+        """package marketplace.publishing
+
+import data.marketplace.publishing.lib
+import rego.v1
+
+violations contains lib.violation(
+	"openapi-title", "low", "the OpenAPI document has no title", null, "/openApiSpec/info",
+) if {
+	doc := object.get(lib.spec, "openApiSpec", {})
+	doc != {}
+	not doc.info.title
+}
+"""
+    )
+    settings = make_settings(policies_dir=tmp_path)
+    untitled = spec_with() | {"openApiSpec": {"openapi": "3.1.0", "info": {"version": "1"}}}
+    assert policy_input(untitled, settings)["spec"]["openApiSpec"] == untitled["openApiSpec"]
+    assert [i.code for i in evaluate_policies(untitled, settings)] == ["openapi-title"]

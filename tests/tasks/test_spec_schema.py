@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from tasks.spec_schema import json_pointer, load_schema, schema_errors
+from tasks._once import built_once
+from tasks.spec_schema import _validator, excerpt, json_pointer, load_schema, schema_errors
 from tests.support.specs import BASE_SPEC
 
 EXAMPLE: dict[str, Any] = BASE_SPEC
@@ -115,8 +117,68 @@ def test_messages_quote_only_an_excerpt_of_a_huge_value(spec: dict[str, Any], fi
     assert len(issue.message) < 300
 
 
+def test_excerpt_quotes_short_values_whole_and_long_ones_in_part() -> None:
+    assert excerpt("https://example.com/dialect") == "'https://example.com/dialect'"
+    assert excerpt("x" * 500) == f"{'x' * 40!r}... (500 characters)"
+    assert excerpt({str(i): i for i in range(100)}) == "an object of 100 members"
+
+
 def test_at_most_a_hundred_issues_are_listed(spec: dict[str, Any]) -> None:
     spec["provider"] |= {f"extra{i}": i for i in range(1000)}
     issues = schema_errors(spec)
     assert len(issues) == 101
     assert issues[-1].code == "too_many_errors"
+
+
+# --- built once, shared by threads -------------------------------------------------------------
+
+
+def test_the_validator_is_built_once_and_shared_by_threads(spec: dict[str, Any]) -> None:
+    bad = copy.deepcopy(spec)
+    bad["category"] = "poetry"
+    validators: set[int] = set()
+    failures: list[object] = []
+
+    def worker(body: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+        for _ in range(25):
+            validators.add(id(_validator()))
+            found = [(i.code, i.pointer) for i in schema_errors(body)]
+            if found != expected:
+                failures.append(found)
+
+    threads = [threading.Thread(target=worker, args=a) for a in [(spec, []), (bad, [("enum", "/category")])] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert validators == {id(_validator())}
+
+
+def test_built_once_builds_once_when_threads_ask_at_the_same_time() -> None:
+    calls: list[str] = []
+    gate = threading.Barrier(8)
+
+    @built_once
+    def build(key: str) -> object:
+        calls.append(key)
+        time.sleep(0.05)  # long enough for every thread to miss the cache
+        return object()
+
+    results: list[object] = []
+
+    def worker() -> None:
+        gate.wait()
+        results.append(build("a"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["a"]
+    assert len({id(r) for r in results}) == 1
+    assert build("b") is not build("a")
+    assert calls == ["a", "b"]
+    with pytest.raises(TypeError, match="positional"):
+        build(key="a")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
-from tasks.validation import validate_metadata
+from tasks.validation import compact_size, validate_metadata
+from tests.support.openapi_docs import openapi_document
 from tests.tasks.test_spec_schema import EXAMPLE
 
 DEV = Settings(environment=Environment.DEVELOPMENT)
@@ -264,3 +266,12 @@ def test_all_findings_are_collected(spec: dict[str, Any]) -> None:
 def test_odd_shapes_do_not_crash() -> None:
     outcome = validate_metadata({"endpoint": "x", "pricing": [], "compliance": None}, DEV)
     assert {(i.code, i.pointer) for i in outcome.errors} == {("semver", "/version"), ("endpoint_url", "/endpoint/url")}
+
+
+def test_size_is_the_compact_utf8_json_measure(spec: dict[str, Any]) -> None:
+    spec["description"] = 'é "quoted" \\ \n tab\t 😀 \x01'
+    spec["openApiSpec"] = openapi_document(resources=2)
+    expected = len(json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    assert compact_size(spec) == expected
+    spec["huge"] = 10**30  # past orjson's 64 bits: measured the slow way
+    assert compact_size(spec) == expected + len(',"huge":') + 31
