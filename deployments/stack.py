@@ -195,6 +195,21 @@ class Stack:
         """The newest process of that part (a restarted part is listed again)."""
         return next(p.pid for n, p in reversed(self.processes) if n == name)
 
+    def report(self, lines: int = 30) -> str:
+        """Each part's process state and the end of its log: what a test prints when the stack let it down."""
+        parts = []
+        for name, proc in self.processes:
+            code = proc.poll()
+            state = "running" if code is None else f"exited with code {code}"
+            parts.append(f"--- {name} (pid {proc.pid}): {state}")
+            log_file = self.config.log_dir / f"{name}.log" if self.config.log_dir else None
+            if log_file is not None and log_file.exists():
+                with log_file.open("rb") as f:
+                    f.seek(max(0, log_file.stat().st_size - 200 * lines))  # enough bytes for `lines` lines
+                    tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+                parts.extend(tail)
+        return "\n".join(parts)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         out = self._log_file(name)
         # Own session: Ctrl-C reaches only this runner, which then stops the parts in order

@@ -45,6 +45,7 @@ from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import WorkerFlowRunResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import Abort, ObjectNotFound, Pause
@@ -97,6 +98,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             task_status.started(os.getpid())  # the run's "infrastructure" is this process
         crashed = await anyio.to_thread.run_sync(_execute, flow, flow_run, limiter=self._threads)
         return WarmWorkerResult(status_code=1 if crashed else 0, identifier=str(os.getpid()))
+
+    async def _submit_scheduled_flow_runs(self, flow_run_response: list[WorkerFlowRunResponse]) -> list[FlowRun]:
+        """Leave out runs whose previous attempt still holds a slot here; the next poll takes them.
+
+        A run resumed moments after it suspended is `Scheduled` again while the thread of its
+        earlier attempt may still be finishing (the engine reports the pause, flushes logs). The
+        slot is held on behalf of the run id, and anyio refuses a second token for the same
+        borrower with a RuntimeError that BaseWorker does not catch: it would end the poll loop,
+        and with it the worker.
+        """
+        borrowing = self._limiter.statistics().borrowers if self._limiter else ()
+        free = [entry for entry in flow_run_response if entry.flow_run.id not in borrowing]
+        return await super()._submit_scheduled_flow_runs(free)
 
     async def _submit_run(self, flow_run: FlowRun) -> None:
         """Claim the run (Scheduled → Pending) and start it on a thread: nothing more.

@@ -26,6 +26,19 @@ from tests.support.stack import prefect_stack
 BACKENDS = ["sqlite", "postgresql"]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test that used a running stack reports what its processes were doing: a dead
+    worker or a stuck server shows in the failure, not only as a timeout."""
+    report: pytest.TestReport = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        for name, value in funcargs.items():
+            if isinstance(value, Stack):
+                report.sections.append((f"stack {name}: processes and log tails", value.report()))
+    return report
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A real Prefect server (on PostgreSQL) with the deployments applied and no worker."""

@@ -31,13 +31,13 @@ SETTLED = {"active", "failed", "pending_approval", "deprecated", "retired"}
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def registry() -> Iterator[FakeRegistry]:
     with FakeRegistry() as fake:
         yield fake
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) -> Iterator[Stack]:
     require_postgres()
     with temporary_database(prefix="mkt_e2e") as app_db:

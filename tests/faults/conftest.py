@@ -33,7 +33,7 @@ RESET_TIMEOUT = 8
 SETTLED = {"active", "failed"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def faults_registry() -> Iterator[FakeRegistry]:
     with FakeRegistry() as fake:
         yield fake
@@ -50,7 +50,7 @@ def registry(faults_registry: FakeRegistry) -> Iterator[FakeRegistry]:
     faults_registry.heal()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def faults_db() -> Iterator[str]:
     """The marketplace database of the stack (PostgreSQL), migrated."""
     require_postgres()
@@ -59,7 +59,7 @@ def faults_db() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def faults_stack(
     tmp_path_factory: pytest.TempPathFactory, faults_db: str, faults_registry: FakeRegistry
 ) -> Iterator[Stack]:
