@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -185,10 +185,16 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-def require_roles(*roles: Role) -> Callable[[Request], Principal]:
-    """A dependency admitting only bearers of one of `roles`."""
+async def maybe_principal(request: Request) -> Principal | None:
+    """`optional_principal` as a dependency. Async on purpose: verifying a token is a few
+    microseconds of CPU, and a sync dependency would cost a hop to the thread pool and back."""
+    return optional_principal(request)
 
-    def dependency(request: Request) -> Principal:
+
+def require_roles(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency admitting only bearers of one of `roles` (async, as `maybe_principal`)."""
+
+    async def dependency(request: Request) -> Principal:
         principal = optional_principal(request)
         if principal is None:
             raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
@@ -200,7 +206,7 @@ def require_roles(*roles: Role) -> Callable[[Request], Principal]:
     return dependency
 
 
-MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
+MaybePrincipal = Annotated[Principal | None, Depends(maybe_principal)]
 AnyRole = Annotated[Principal, Depends(require_roles(*Role))]
 ProviderOrAdmin = Annotated[Principal, Depends(require_roles(Role.PROVIDER, Role.ADMIN))]
 Staff = Annotated[Principal, Depends(require_roles(Role.GOVERNANCE, Role.ADMIN))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,15 +12,26 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import SettingsContext, get_settings_context
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled
 
+from api.run_states import RunStateCache
 from core.errors import ConflictError, UpstreamUnavailableError
 from core.settings import PrefectSettings
 
 log = logging.getLogger("marketplace.orchestrator")
+
+# How old a run state a status report may show: see api/run_states.py. A second keeps a polled
+# report within about a second of Prefect while Prefect sees one request per second for all the
+# runs being polled; past 30 s without a read, the next read waits for Prefect again.
+RUN_STATE_TTL_SECONDS = 1.0
+RUN_STATE_MAX_STALE_SECONDS = 30.0
+FINAL_RUN_STATE_TTL_SECONDS = 20.0  # a finished run's state moves only if an operator retries the run
+FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
 @dataclass(frozen=True)
@@ -36,9 +48,18 @@ class Orchestrator:
     otherwise retry a lost connection five times with exponential backoff (about a minute),
     holding the provider's request and an API thread. A request that cannot reach Prefect
     fails at once with 503, and the caller retries.
+
+    Run states are cached per flow run for `state_ttl` seconds (api/run_states.py): status
+    reads do not each wait for the Prefect server.
     """
 
-    def __init__(self, settings: PrefectSettings) -> None:
+    def __init__(
+        self,
+        settings: PrefectSettings,
+        *,
+        state_ttl: float = RUN_STATE_TTL_SECONDS,
+        state_max_stale: float = RUN_STATE_MAX_STALE_SECONDS,
+    ) -> None:
         self._settings = settings
         self._client = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": settings.request_timeout_seconds})
         self._deployment_ids: dict[str, UUID] = {}
@@ -46,6 +67,15 @@ class Orchestrator:
         context = get_settings_context()
         self._profile = context.profile
         self._one_attempt = context.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+        self._states: RunStateCache[RunState] = RunStateCache(
+            self._read_state,
+            self._read_states,
+            ttl=state_ttl,
+            max_stale=max(state_ttl, state_max_stale),
+            wait_timeout=settings.request_timeout_seconds + 1,
+            is_final=lambda state: state.type in FINAL_STATE_TYPES,
+            final_ttl=FINAL_RUN_STATE_TTL_SECONDS,
+        )
 
     @contextmanager
     def _bounded(self) -> Iterator[None]:
@@ -57,6 +87,7 @@ class Orchestrator:
         self._client.__enter__()
 
     def close(self) -> None:
+        self._states.close()
         self._client.__exit__(None, None, None)
 
     def run_url(self, flow_run_id: str) -> str:
@@ -90,6 +121,8 @@ class Orchestrator:
                 result = self._client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
         except Exception as exc:
             raise _unavailable(exc) from exc
+        finally:
+            self._states.forget(flow_run_id)
         if result.status != SetStateStatus.ACCEPT:
             reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
             raise ConflictError(f"the publish run cannot be resumed: {reason}")
@@ -103,8 +136,11 @@ class Orchestrator:
                 )
         except Exception as exc:
             raise _unavailable(exc) from exc
+        finally:
+            self._states.forget(flow_run_id)
 
     def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
+        read_at = time.time()
         try:
             with self._bounded():
                 run = self._client.create_flow_run_from_deployment(
@@ -113,6 +149,7 @@ class Orchestrator:
         except Exception as exc:
             log.warning("cannot start %s: %s", deployment, exc)
             raise _unavailable(exc) from exc
+        self._states.put(str(run.id), _state_of(run), read_at)  # the first status read need not ask
         return str(run.id)
 
     def _deployment_id(self, name: str) -> UUID:
@@ -121,24 +158,44 @@ class Orchestrator:
                 self._deployment_ids[name] = self._client.read_deployment_by_name(name).id
             return self._deployment_ids[name]
 
-    def run_state(self, flow_run_id: str) -> RunState | None:
-        """The run's current Prefect state, or None when Prefect cannot be asked right now."""
+    def run_state(self, flow_run_id: str, not_before: float | None = None) -> RunState | None:
+        """The run's Prefect state at most about a second old, or None when Prefect cannot be asked right now.
+
+        `not_before` (epoch seconds): the state must have been read at or after that moment; the
+        status report passes the time its record says the run ended, so the two agree.
+        """
+        return self._states.get(flow_run_id, not_before)
+
+    def _read_state(self, flow_run_id: str) -> RunState | None:
         try:
             with self._bounded():
                 run = self._client.read_flow_run(UUID(flow_run_id))
         except Exception as exc:
             log.warning("cannot read flow run %s: %s", flow_run_id, exc)
             return None
-        if run.state is None:
-            return None
-        return RunState(
-            type=run.state.type.value, name=run.state.name or run.state.type.value, message=run.state.message
-        )
+        return _state_of(run)
+
+    def _read_states(self, flow_run_ids: list[str]) -> dict[str, RunState | None]:
+        """Several runs' states in one request (the background refresh)."""
+        run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in flow_run_ids]))
+        try:
+            with self._bounded():
+                runs = self._client.read_flow_runs(flow_run_filter=run_filter, limit=len(flow_run_ids))
+        except Exception as exc:
+            log.warning("cannot read %d flow run(s): %s", len(flow_run_ids), exc)
+            return {}
+        return {str(run.id): _state_of(run) for run in runs}
 
     def healthy(self) -> bool:
         """Whether the Prefect API answers its health check."""
         with self._bounded():
             return self._client.api_healthcheck() is None
+
+
+def _state_of(run: FlowRun) -> RunState | None:
+    if run.state is None:
+        return None
+    return RunState(type=run.state.type.value, name=run.state.name or run.state.type.value, message=run.state.message)
 
 
 def _unavailable(exc: Exception) -> UpstreamUnavailableError:

@@ -1,8 +1,20 @@
-"""Assembles status reports from our records and the Prefect run state."""
+"""Assembles status reports from our records and the Prefect run state.
+
+A status report is polled, often many times a second per publication, while the pipeline runs.
+Our records' part (`StatusRecord`: service, latest version, its phase results) is cached like
+GET /services/{id}, under the service's change token (storage/cache.py): any committed change to
+the service, its versions or its phase results, from any process, invalidates it. The Prefect
+run state is added on every read from the orchestrator's short-lived cache (api/run_states.py).
+Once our record says the run ended (the version left the pipeline), the state shown is one read
+after that record was written, so the two never disagree the other way round (a `failed` version
+with a run still `RUNNING` from before the failure was recorded).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -10,32 +22,123 @@ from sqlalchemy.orm import Session
 from api.orchestrator import Orchestrator
 from api.schemas import ApprovalOut, FailureOut, Finding, FlowRunOut, PhaseResultOut, ServiceStatusOut
 from core.domain import Phase, ServiceStatus, requires_approval
-from storage.models import Approval, Service, ValidationResult
+from core.errors import NotFoundError
+from storage.cache import get_cache
+from storage.database import session_scope
+from storage.models import Approval, ValidationResult
 from storage.repositories import phases, services, versions
+from storage.repositories.phases import Publication
+
+# A version in these statuses has a run that is still working on it.
+RUNNING_STATUSES = frozenset(
+    {ServiceStatus.SUBMITTED.value, ServiceStatus.VALIDATING.value, ServiceStatus.TESTING.value}
+)
 
 
-def build_status(session: Session, service: Service, orch: Orchestrator) -> ServiceStatusOut:
+@dataclass(frozen=True)
+class StatusRecord:
+    """A status report as our records have it: everything but the Prefect run state."""
+
+    service_id: str
+    provider_id: str
+    status: str
+    deprecated_at: datetime | None
+    sunset_at: datetime | None
+    flow_run_id: str | None
+    run_ended_at: float | None  # epoch seconds: when the record says the run stopped working on the version
+    report: dict[str, Any] | None  # ServiceStatusOut as JSON without `flowRun`; None: the service has no version
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serviceId": self.service_id,
+            "providerId": self.provider_id,
+            "status": self.status,
+            "deprecatedAt": _iso(self.deprecated_at),
+            "sunsetAt": _iso(self.sunset_at),
+            "flowRunId": self.flow_run_id,
+            "runEndedAt": self.run_ended_at,
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusRecord:
+        return cls(
+            service_id=data["serviceId"],
+            provider_id=data["providerId"],
+            status=data["status"],
+            deprecated_at=_parse(data["deprecatedAt"]),
+            sunset_at=_parse(data["sunsetAt"]),
+            flow_run_id=data["flowRunId"],
+            run_ended_at=data["runEndedAt"],
+            report=data["report"],
+        )
+
+
+def load_status(service_id: str) -> StatusRecord:
+    """The record from the cache, or from the database (two queries, then cached). 404 for an unknown service."""
+    cache = get_cache()
+    token = cache.service_token(service_id)  # before loading: see storage/cache.py
+    cached = cache.get_status(service_id, token)
+    if cached is not None:
+        return StatusRecord.from_json(cached)
+    with session_scope() as session:
+        record = status_record(phases.publication(session, service_id))
+    cache.put_status(service_id, token, record.to_json())
+    return record
+
+
+def status_record(publication: Publication) -> StatusRecord:
     """What a provider polls while the pipeline runs: the latest version's publication."""
-    version = versions.latest(session, service.id)
-    results = phases.for_service(session, service.id, version.flow_run_id) if version.flow_run_id else []
-    failed = version.status == ServiceStatus.FAILED.value
-    return ServiceStatusOut(
+    service, version, results = publication.service, publication.version, publication.results
+    report: dict[str, Any] | None = None
+    run_ended_at: float | None = None
+    if version is not None:
+        failed = version.status == ServiceStatus.FAILED.value
+        report = ServiceStatusOut(
+            service_id=service.id,
+            status=service.status,
+            version=version.version,
+            version_status=version.status,
+            current_phase=version.current_phase,
+            requires_approval=requires_approval(version.spec),
+            published_at=service.published_at,
+            deprecated_at=service.deprecated_at,
+            sunset_at=service.sunset_at,
+            failure=FailureOut(phase=version.failure_phase, reason=version.failure_reason) if failed else None,
+            errors=_error_messages(version.failure_reason, results),
+            violations=policy_violations(results),
+            warnings=[f for r in results for f in _findings(r, r.warnings)],
+            phases=phase_rows(results),
+            flow_run=None,
+        ).model_dump(mode="json", by_alias=True, exclude={"flow_run"})
+        if version.status not in RUNNING_STATUSES and version.updated_at is not None:
+            run_ended_at = version.updated_at.timestamp()
+    return StatusRecord(
         service_id=service.id,
+        provider_id=service.provider_id,
         status=service.status,
-        version=version.version,
-        version_status=version.status,
-        current_phase=version.current_phase,
-        requires_approval=requires_approval(version.spec),
-        published_at=service.published_at,
         deprecated_at=service.deprecated_at,
         sunset_at=service.sunset_at,
-        failure=FailureOut(phase=version.failure_phase, reason=version.failure_reason) if failed else None,
-        errors=_error_messages(version.failure_reason, results),
-        violations=policy_violations(results),
-        warnings=[f for r in results for f in _findings(r, r.warnings)],
-        phases=phase_rows(results),
-        flow_run=flow_run_view(version.flow_run_id, orch),
+        flow_run_id=version.flow_run_id if version is not None else None,
+        run_ended_at=run_ended_at,
+        report=report,
     )
+
+
+def render_status(record: StatusRecord, orch: Orchestrator) -> dict[str, Any]:
+    """The full report (ServiceStatusOut as JSON): the record and the run's Prefect state."""
+    if record.report is None:
+        raise NotFoundError(f"service {record.service_id} has no versions")
+    run = flow_run_view(record.flow_run_id, orch, record.run_ended_at)
+    return {**record.report, "flowRun": run.model_dump(mode="json", by_alias=True) if run else None}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def approval_view(session: Session, approval: Approval, orch: Orchestrator) -> ApprovalOut:
@@ -95,10 +198,11 @@ def _error_messages(failure_reason: str | None, results: Sequence[ValidationResu
     return messages
 
 
-def flow_run_view(flow_run_id: str | None, orch: Orchestrator) -> FlowRunOut | None:
+def flow_run_view(flow_run_id: str | None, orch: Orchestrator, not_before: float | None = None) -> FlowRunOut | None:
+    """The run with its Prefect state (read at or after `not_before`, epoch seconds, when given)."""
     if not flow_run_id:
         return None
-    state = orch.run_state(flow_run_id)
+    state = orch.run_state(flow_run_id, not_before)
     return FlowRunOut(
         id=flow_run_id,
         state=state.type if state else None,

@@ -1,4 +1,4 @@
-"""Read cache for service reads and search results: Redis when configured, in-process otherwise.
+"""Read cache for service reads, status reports and search results: Redis when configured, in-process otherwise.
 
 Invalidation is immediate and automatic: a session listener (storage/database.py) collects the
 services a transaction changed and, once it commits, moves their generations (and the search
@@ -148,7 +148,10 @@ class LocalBackend:
 
 
 class ReadCache:
-    """Cached service documents and search pages.
+    """Cached service documents, status reports (our records' part) and search pages.
+
+    A service's document and its status report share the service's token: whatever invalidates
+    one (any committed change to the service, its versions or its phase results) invalidates both.
 
     Every entry's key carries a token read *before* the data was loaded: the database change
     stamp (in-process), or a generation counter that invalidation moves on (Redis). A reader
@@ -177,6 +180,13 @@ class ReadCache:
 
     def put_service(self, service_id: str, token: str, value: dict[str, Any]) -> None:
         self._backend.set(f"mkt:service:{service_id}:{token}", json.dumps(value), self._settings.service_ttl_seconds)
+
+    def get_status(self, service_id: str, token: str) -> dict[str, Any] | None:
+        """The service's status report as our records had it (no Prefect state), under `service_token`."""
+        return self._load(f"mkt:status:{service_id}:{token}")
+
+    def put_status(self, service_id: str, token: str, value: dict[str, Any]) -> None:
+        self._backend.set(f"mkt:status:{service_id}:{token}", json.dumps(value), self._settings.service_ttl_seconds)
 
     def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
         return self._load(f"mkt:search:{token}:{query_hash}")

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import access, publishing
-from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
+from api.auth import Admin, MaybePrincipal, Principal, ProviderOrAdmin
 from api.body import read_json_object
 from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
+from api.orchestrator import Orchestrator
 from api.rate_limit import PublishQuota
 from api.schemas import (
     DeprecationAccepted,
@@ -25,7 +26,7 @@ from api.schemas import (
     SuspensionIn,
     VersionAccepted,
 )
-from api.status_report import build_status
+from api.status_report import load_status, render_status
 from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
@@ -136,14 +137,23 @@ def _parse(value: str | None) -> datetime | None:
 
 
 @router.get("/{service_id}/status", response_model=ServiceStatusOut, responses=ERRORS, summary="Publishing status")
-def get_status(
-    service_id: str, session: DbSession, orch: OrchestratorDep, response: Response, principal: MaybePrincipal
-) -> ServiceStatusOut:
-    """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run."""
-    service = services.get(session, service_id)
-    access.require_internals(principal, service_id, service.provider_id, service.status)
-    set_lifecycle_headers(response, service.status, service.deprecated_at, service.sunset_at)
-    return build_status(session, service, orch)
+async def get_status(service_id: str, principal: MaybePrincipal, orch: OrchestratorDep) -> Response:
+    """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run.
+
+    Our records are cached (every change invalidates them); the Prefect run state is at most about a second old.
+    """
+    # One trip to the thread pool for the blocking part (cache, database, Prefect on a miss).
+    return await run_in_threadpool(_status_response, service_id, principal, orch)
+
+
+def _status_response(service_id: str, principal: Principal | None, orch: Orchestrator) -> Response:
+    record = load_status(service_id)
+    access.require_internals(principal, service_id, record.provider_id, record.status)
+    body = render_status(record, orch)
+    content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse
+    response = Response(content=content, media_type="application/json")
+    set_lifecycle_headers(response, record.status, record.deprecated_at, record.sunset_at)
+    return response
 
 
 @router.put(

@@ -21,7 +21,7 @@ VALIDATION_PHASES = ("metadata_validation", "openapi_validation")
 POLICY_PHASE = "policy_compliance"
 OVERFLOW_LABEL = "other"  # label value of everything past the cap of distinct values
 MAX_LABEL_LENGTH = 64
-Rows = Select[*tuple[Any, ...]]  # a SELECT of any columns
+Rows = Select[tuple[Any, ...]]  # a SELECT of any columns
 
 
 @dataclass
@@ -165,7 +165,7 @@ def _failed_webhook_attempts(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(a).where(or_(a.status_code.is_(None), ~ok))) or 0)
 
 
-def _counts(session: Session, query: Select[str, int]) -> dict[str, int]:
+def _counts(session: Session, query: Select[tuple[str, int]]) -> dict[str, int]:
     return {_label(status): int(n) for status, n in session.execute(query).all()}
 
 

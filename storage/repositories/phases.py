@@ -1,15 +1,18 @@
-"""Per-phase results of publish runs."""
+"""Per-phase results of publish runs, and the records a status report is made of."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from core.domain import PhaseOutcome
-from storage.models import ValidationResult
+from core.errors import NotFoundError
+from storage.database import mark_services_changed
+from storage.models import Service, ServiceVersion, ValidationResult
 
 
 def record(
@@ -31,6 +34,8 @@ def record(
         )
     )
     session.flush()
+    # The flush listener sees services and versions only: a new result changes the status report.
+    mark_services_changed(session, [service_id])
 
 
 def for_service(session: Session, service_id: str, flow_run_id: str | None = None) -> Sequence[ValidationResult]:
@@ -39,3 +44,40 @@ def for_service(session: Session, service_id: str, flow_run_id: str | None = Non
     if flow_run_id is not None:
         query = query.where(ValidationResult.flow_run_id == flow_run_id)
     return session.scalars(query.order_by(ValidationResult.id)).all()
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A service, its latest version (None only for a service without versions) and that version's results."""
+
+    service: Service
+    version: ServiceVersion | None
+    results: Sequence[ValidationResult]
+
+
+def publication(session: Session, service_id: str) -> Publication:
+    """What the status endpoint reports, in two queries: the service with its latest version, then the results.
+
+    The latest version is the most recently submitted one (as `versions.latest`); its results are
+    those of its flow run. The service's spec is not loaded (the version's is).
+    """
+    latest = (
+        select(ServiceVersion.id)
+        .where(ServiceVersion.service_id == Service.id)
+        .order_by(ServiceVersion.created_at.desc(), ServiceVersion.id)
+        .limit(1)
+        .correlate(Service)
+        .scalar_subquery()
+    )
+    query = (
+        select(Service, ServiceVersion)
+        .outerjoin(ServiceVersion, ServiceVersion.id == latest)
+        .where(Service.id == service_id)
+        .options(defer(Service.spec))
+    )
+    row = session.execute(query).one_or_none()
+    if row is None:
+        raise NotFoundError(f"service {service_id} not found")
+    service, version = row.tuple()
+    results = for_service(session, service_id, version.flow_run_id) if version and version.flow_run_id else []
+    return Publication(service, version, results)

@@ -78,7 +78,7 @@ HIT_COLUMNS = [
     )
 ]
 FACET_COLUMNS = ("category", "pricing_model", "compliance_level")
-Rows = Select[*tuple[Any, ...]]  # a SELECT of any columns
+Rows = Select[tuple[Any, ...]]  # a SELECT of any columns
 EXTRA_FIELDS = {"provider_name", "certifications", "capabilities"}
 BATCH = 1000  # rows per INSERT statement (both drivers turn one into a multi-row VALUES)
 
