@@ -71,20 +71,14 @@ def tree_cpu(pid: int) -> float:
 
 def direct_publish(provider_url: str) -> tuple[float, float]:
     """The happy path of flows/publish.py with every task's function called directly."""
-    from core.domain import ServiceStatus
     from storage.models import new_id
     from storage.repositories import services
     from storage.repositories.services import Actor
     from tasks._common import PhaseInput, SpecInput
     from tasks.activation import activate_service
-    from tasks.endpoint_tests import ENDPOINT_TEST_TASKS
-    from tasks.indexing import index_version
-    from tasks.lifecycle import TransitionInput, load_service_spec, transition_status
-    from tasks.openapi import openapi_validation
-    from tasks.persistence import persist_service
-    from tasks.policy import policy_compliance
+    from tasks.endpoint_tests import run_endpoint_tests
     from tasks.registry import registry_sync
-    from tasks.validation import metadata_validation
+    from tasks.submission import check_submission
 
     spec = good_spec(provider_url, name=f"direct-{uuid.uuid4().hex[:10]}")
     wall, cpu = time.perf_counter(), time.process_time()
@@ -92,15 +86,11 @@ def direct_publish(provider_url: str) -> tuple[float, float]:
     with session_scope() as session:
         services.create_submitted(session, spec, Actor("acme", "provider"), service_id, version_id)
     base = PhaseInput(service_id=service_id, version_id=version_id, flow_run_id=None)
-    loaded = load_service_spec.fn(base)
-    transition_status.fn(TransitionInput(**base.model_dump(), target=ServiceStatus.VALIDATING, reason="bench"))
-    inp = SpecInput(**base.model_dump(), spec=loaded)
-    for check in (metadata_validation, openapi_validation, policy_compliance, registry_sync, persist_service):
-        outcome = check.fn(inp)
-        assert outcome.passed, outcome
-    for test in ENDPOINT_TEST_TASKS:  # the flow runs these five in parallel threads
-        test.fn(inp)
-    index_version.fn(base)
+    checks = check_submission.fn(base)
+    assert checks.failure is None, checks.failure
+    inp = SpecInput(**base.model_dump(), spec=checks.spec)
+    assert registry_sync.fn(inp).passed
+    assert not run_endpoint_tests.fn(inp).failures
     activate_service.fn(base)
     with session_scope() as session:
         assert services.get(session, service_id).status == "active"

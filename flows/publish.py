@@ -1,5 +1,11 @@
 """The publish flow: from a submitted version to an active service, or to `failed` with reasons.
 
+Four tasks on the way to `active`, one per stretch of work that can fail and be retried on its
+own: the submission's checks (metadata, OpenAPI, policies), the registry, the endpoint tests
+(with persistence first), the activation (with indexing). Each phase is still recorded for the
+status report; what a task would not have bought (a separate retry of a deterministic check, a
+task run per parallel check) is not paid for in orchestration.
+
 A run that needs approval suspends (no process is held while governance decides) and is
 re-run from the top when resumed: every task before the wait returns its persisted result
 for this flow run instead of running again.
@@ -12,7 +18,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.flow_runs import suspend_flow_run
-from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.transactions import Transaction
@@ -24,18 +29,12 @@ from notifications.webhooks import Audience
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
 from tasks.approval import ApprovalDecision, ApprovalRequest, DecisionInput, record_decision, request_approval
-from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed
-from tasks.indexing import ServiceRef, index_version, sync_search_entry
-from tasks.lifecycle import RollbackInput, TransitionInput, load_service_spec, record_rollback, transition_status
+from tasks.endpoint_tests import run_endpoint_tests
+from tasks.indexing import ServiceRef, sync_search_entry
+from tasks.lifecycle import RollbackInput, TransitionInput, record_rollback, transition_status
 from tasks.notify import NotificationInput, notify
-from tasks.openapi import openapi_validation
-from tasks.persistence import persist_service
-from tasks.policy import policy_compliance
 from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
-from tasks.validation import metadata_validation
-
-# Phases that only read the spec: a failure here has written nothing outward.
-CHECK_PHASES = (metadata_validation, openapi_validation, policy_compliance)
+from tasks.submission import VersionNotStored, check_submission
 
 
 class PublicationRejected(Exception):
@@ -51,13 +50,14 @@ class PublicationRejected(Exception):
 def publish_service(service_id: str, version_id: str) -> State[Any]:
     """Take a submitted version through validation, policy, registry, tests, approval and activation."""
     base = PhaseInput(service_id=service_id, version_id=version_id, flow_run_id=flow_run.get_id())
-    spec = load_service_spec(base)
-    _move(base, ServiceStatus.VALIDATING, "publish pipeline started")
     compensation = Compensation(get_run_logger())
     try:
-        for check in CHECK_PHASES:
-            _require(check(SpecInput(**base.model_dump(), spec=spec)))
-        _publish_outward(base, spec, compensation)
+        checks = check_submission(base)  # a failure here has written nothing outward
+        if checks.failure is not None:
+            _require(checks.failure)
+        _publish_outward(base, checks.spec, compensation)
+    except VersionNotStored as missing:  # refused or lost after its run was created: nothing to fail or undo
+        return Failed(message=str(missing))
     except PublicationRejected as rejected:
         return _fail(base, compensation, rejected.phase, rejected.reason)
     except Exception as exc:  # a task that exhausted its retries: still end in `failed`, never stuck
@@ -73,18 +73,11 @@ def _publish_outward(base: PhaseInput, spec: dict[str, Any], compensation: Compe
     inp = SpecInput(**base.model_dump(), spec=spec)
     registry = registry_sync(inp)
     compensation.register(_undo_registry, base=base, registry_id=registry.evidence["registryId"])
-    persist_service(inp)
-    futures = [test.submit(inp) for test in ENDPOINT_TEST_TASKS]
-    wait(futures)
-    for future in futures:
-        try:
-            future.result()
-        except EndpointCheckFailed as failed:
-            _require(failed.outcome)
+    for outcome in run_endpoint_tests(inp).failures:
+        _require(outcome)
     if requires_approval(spec):
         _await_approval(base)
-    index_version(base)
-    compensation.register(_undo_search, base=base)
+    compensation.register(_undo_search, base=base)  # before indexing: undoing an entry never made is a no-op
     activate_service(base)
 
 
@@ -101,7 +94,10 @@ def _await_approval(base: PhaseInput) -> None:
 
 
 def _tell_governance(base: PhaseInput, event_type: str) -> None:
-    """Signed webhooks to governance; never decides the publication's fate (failures are recorded)."""
+    """Signed webhooks to governance; never decides the publication's fate (failures are recorded).
+    With no governance webhook configured there is nothing to send, and no task run is made."""
+    if not get_settings().webhooks.governance_urls:
+        return
     try:
         notify(
             NotificationInput(

@@ -39,6 +39,26 @@ def jitter() -> float:
     return get_settings().retries.jitter_factor
 
 
+def timed(check: Callable[[], PhaseOutcome]) -> tuple[PhaseOutcome, datetime]:
+    """Run a check; the outcome carries its duration, returned with the moment it started."""
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    outcome = check()
+    outcome.duration_ms = (time.perf_counter() - t0) * 1000
+    return outcome, started_at
+
+
+def record_outcomes(
+    inp: PhaseInput, outcomes: list[tuple[PhaseOutcome, datetime]], next_phase: Phase | None = None
+) -> None:
+    """Store outcomes (and the phase the pipeline moves to) in one transaction, for the status report."""
+    with session_scope() as session:
+        for outcome, started_at in outcomes:
+            phases.record(session, inp.service_id, inp.flow_run_id, outcome, started_at)
+        if next_phase is not None:
+            versions.set_phase(session, inp.version_id, next_phase.value)
+
+
 def run_phase(inp: PhaseInput, check: Callable[[], PhaseOutcome], phase: Phase | None = None) -> PhaseOutcome:
     """Run a phase's check, time it, and record the outcome so the status endpoint can show it.
 

@@ -1,120 +1,78 @@
-"""Phase 7 as Prefect tasks: one task per endpoint check, submitted in parallel by the publish flow.
+"""Phase 7 as one Prefect task: the version is persisted (phase 6), then the provider's endpoint is
+tested by five checks at once (health, auth, conformance, security, latency).
 
-A failed check is recorded (run_phase) and then raised as EndpointCheckFailed so Prefect retries
-it; only transient failures (unreachable, timeout, 5xx, a slow latency probe) are retried,
-because an open auth endpoint or a schema mismatch will not fix itself in a few seconds.
-After the last attempt the flow catches EndpointCheckFailed and reads `.outcome`.
+One task rather than five: each task run costs the Prefect server about a tenth of a CPU-second
+of orchestration, which bounded how many publications two cores could carry at once. The checks
+still run in parallel (threads) and each is retried on its own while its failure is transient
+(unreachable, timeout, 5xx, a slow latency probe) with the pipeline's exponential backoff; an
+open auth endpoint or a schema mismatch will not fix itself in a few seconds and is not retried.
+Every check's final outcome is recorded (with its number of attempts) in one transaction. Prefect
+retries the whole task only for unexpected errors (the database, a bug).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
-from prefect import Task, task
-from prefect.client.schemas.objects import State, TaskRun
+from prefect import task
+from pydantic import BaseModel
 
-from core.domain import Phase, PhaseOutcome
+from core.domain import PhaseOutcome
 from core.settings import Settings, get_settings
-from tasks._common import SpecInput, backoff, jitter, run_phase
-from tasks.endpoint_checks import (
-    TRANSIENT_CODES,
-    check_auth,
-    check_health,
-    check_latency,
-    check_security,
-)
+from tasks._common import SpecInput, backoff, jitter, record_outcomes, timed
+from tasks.endpoint_checks import TRANSIENT_CODES, check_auth, check_health, check_latency, check_security
 from tasks.endpoint_conformance import check_conformance
-
-__all__ = [
-    "ENDPOINT_TEST_TASKS",
-    "EndpointCheckFailed",
-    "auth_check",
-    "check_auth",
-    "check_conformance",
-    "check_health",
-    "check_latency",
-    "check_security",
-    "conformance_check",
-    "health_check",
-    "latency_check",
-    "security_check",
-]
+from tasks.persistence import persist_version
 
 Check = Callable[[dict[str, Any], Settings], PhaseOutcome]
+CHECKS: tuple[Check, ...] = (check_health, check_auth, check_conformance, check_security, check_latency)
+CHECK_RETRIES = 3  # per check, transient failures only
 
 
-class EndpointCheckFailed(Exception):
-    """A check's outcome was FAILED; raised so Prefect retries, carrying the outcome for the flow."""
+class EndpointReport(BaseModel):
+    """Every check's final outcome, in CHECKS order."""
 
-    def __init__(self, outcome: PhaseOutcome) -> None:
-        # The outcome is the only argument so the exception pickles (Prefect may persist it).
-        super().__init__(outcome)
-        self.outcome = outcome
-
-    def __str__(self) -> str:
-        problems = "; ".join(f"{issue.code}: {issue.message}" for issue in self.outcome.errors)
-        return f"endpoint check {self.outcome.check!r} failed: {problems}"
+    outcomes: list[PhaseOutcome]
 
     @property
-    def transient(self) -> bool:
-        """Whether a retry could pass: every blocking issue is of a transient kind."""
-        return bool(self.outcome.errors) and all(issue.code in TRANSIENT_CODES for issue in self.outcome.errors)
+    def failures(self) -> list[PhaseOutcome]:
+        return [o for o in self.outcomes if not o.passed]
 
 
-def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect retry condition: retry transient check failures and any unexpected exception."""
-    error = state.data  # the engine hands over Failed(data=<the exception>)
-    return not isinstance(error, EndpointCheckFailed) or error.transient
+def transient(outcome: PhaseOutcome) -> bool:
+    """Whether a retry could pass: every blocking issue is of a transient kind."""
+    return bool(outcome.errors) and all(issue.code in TRANSIENT_CODES for issue in outcome.errors)
 
 
-def _run(inp: SpecInput, check: Check) -> PhaseOutcome:
-    outcome = run_phase(inp, lambda: check(inp.spec, get_settings()), Phase.ENDPOINT_TESTS)
-    if not outcome.passed:
-        raise EndpointCheckFailed(outcome)
-    return outcome
+def run_check(check: Check, spec: dict[str, Any], settings: Settings) -> tuple[PhaseOutcome, datetime]:
+    """One check, tried again after a backoff while it fails transiently (CHECK_RETRIES times at most)."""
+    delays = backoff(CHECK_RETRIES)
+    for attempt in range(CHECK_RETRIES + 1):
+        outcome, started_at = timed(lambda: check(spec, settings))
+        if outcome.passed or not transient(outcome) or attempt == CHECK_RETRIES:
+            outcome.evidence["attempts"] = attempt + 1
+            return outcome, started_at
+        time.sleep(delays[attempt] * (1 + random.uniform(0, jitter())))  # noqa: S311 (spreading retries, not a secret)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-_OPTIONS: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": backoff(3),
-    "retry_jitter_factor": jitter(),
-    "retry_condition_fn": retry_if_transient,
-    "timeout_seconds": 60,
-    # Prefect's default cache policy (inputs + task source + flow run id): a run resumed after
-    # approval reuses these results instead of probing again; failed attempts are never cached,
-    # so a retry does probe, and another run never sees them.
-}
-
-
-@task(name="endpoint-test-health", **_OPTIONS)
-def health_check(inp: SpecInput) -> PhaseOutcome:
-    """The health URL answers 2xx within the timeout."""
-    return _run(inp, check_health)
-
-
-@task(name="endpoint-test-auth", **_OPTIONS)
-def auth_check(inp: SpecInput) -> PhaseOutcome:
-    """A call without credentials is refused with 401 or 403."""
-    return _run(inp, check_auth)
-
-
-@task(name="endpoint-test-conformance", **_OPTIONS)
-def conformance_check(inp: SpecInput) -> PhaseOutcome:
-    """Parameterless GET operations answer as the submitted OpenAPI document declares."""
-    return _run(inp, check_conformance)
-
-
-@task(name="endpoint-test-security", **_OPTIONS)
-def security_check(inp: SpecInput) -> PhaseOutcome:
-    """TLS 1.2+ with a trusted certificate and the usual security headers."""
-    return _run(inp, check_security)
-
-
-@task(name="endpoint-test-latency", **_OPTIONS)
-def latency_check(inp: SpecInput) -> PhaseOutcome:
-    """The p95 latency of the health URL stays within the promised SLA."""
-    return _run(inp, check_latency)
-
-
-ENDPOINT_TEST_TASKS = (health_check, auth_check, conformance_check, security_check, latency_check)
+@task(
+    name="endpoint-tests",
+    retries=2,
+    retry_delay_seconds=backoff(2),
+    retry_jitter_factor=jitter(),
+    timeout_seconds=300,
+)
+def run_endpoint_tests(inp: SpecInput) -> EndpointReport:
+    """Persist the validated version (`testing`), then test the provider's endpoint with five checks at once."""
+    persist_version(inp)
+    settings = get_settings()
+    with ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="endpoint-check") as pool:
+        results = list(pool.map(lambda check: run_check(check, inp.spec, settings), CHECKS))
+    record_outcomes(inp, results)
+    return EndpointReport(outcomes=[outcome for outcome, _ in results])

@@ -15,7 +15,7 @@ from storage.database import session_scope
 from storage.models import Service
 from storage.repositories import services, versions
 from storage.search import document_from_service, get_search_index
-from tasks._common import PhaseInput, backoff, jitter, run_phase
+from tasks._common import PhaseInput, backoff, jitter, record_outcomes, timed
 
 
 class ServiceRef(BaseModel):
@@ -23,9 +23,9 @@ class ServiceRef(BaseModel):
     flow_run_id: str | None = None
 
 
-@task(name="index-version", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def index_version(inp: PhaseInput) -> PhaseOutcome:
-    """Put the version about to go live into the search index (undone by `sync_search_entry`)."""
+    """Put the version about to go live into the search index (undone by `sync_search_entry`);
+    part of the activation task."""
 
     def check() -> PhaseOutcome:
         with session_scope() as session:
@@ -51,7 +51,9 @@ def index_version(inp: PhaseInput) -> PhaseOutcome:
         evidence = {"backend": get_settings().search.backend, "version": version.version}
         return PhaseOutcome(phase=Phase.ACTIVATION, check="search_index", outcome=Outcome.PASSED, evidence=evidence)
 
-    return run_phase(inp, check, Phase.ACTIVATION)
+    outcome, started_at = timed(check)
+    record_outcomes(inp, [(outcome, started_at)], next_phase=Phase.ACTIVATION)
+    return outcome
 
 
 @task(name="sync-search-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())

@@ -8,7 +8,6 @@ from prefect import task
 from pydantic import Field
 
 from core.domain import ServiceStatus
-from core.errors import NotFoundError
 from storage.database import session_scope
 from storage.repositories import audit, outbox, versions
 from storage.repositories.services import SYSTEM
@@ -23,16 +22,6 @@ class TransitionInput(PhaseInput):
     event_type: str | None = None
     failure_phase: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
-
-
-@task(name="load-service-spec", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
-def load_service_spec(inp: PhaseInput) -> dict[str, Any]:
-    """Read the submitted spec; retried because the API commits just after it starts the run."""
-    with session_scope() as session:
-        try:
-            return dict(versions.get(session, inp.version_id).spec)
-        except NotFoundError as exc:
-            raise LookupError(f"version {inp.version_id} is not (yet) in the database") from exc
 
 
 @task(name="transition-status", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())

@@ -21,11 +21,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import task
-
 from core.domain import Issue, Outcome, Phase, PhaseOutcome
-from core.settings import Settings, get_settings
-from tasks._common import SpecInput, backoff, jitter, run_phase
+from core.settings import Settings
 from tasks.openapi_refs import ROOT, RefChecker
 from tasks.openapi_semantics import HTTP_METHODS, semantic_issues
 from tasks.openapi_structure import structural_issues
@@ -65,18 +62,6 @@ def reference_issues(spec: dict[str, Any], settings: Settings) -> list[Issue]:
     if doc is None:
         return []
     return _version_issues(doc) or _size_issues(doc, settings) or RefChecker(doc).issues()
-
-
-@task(
-    name="openapi-validation",
-    retries=3,
-    retry_delay_seconds=backoff(3),
-    retry_jitter_factor=jitter(),
-    timeout_seconds=120,
-)
-def openapi_validation(inp: SpecInput) -> PhaseOutcome:
-    """Prefect task of phase 3: validate the embedded OpenAPI document and record the outcome."""
-    return run_phase(inp, lambda: validate_openapi(inp.spec, get_settings()), Phase.OPENAPI_VALIDATION)
 
 
 def _version_issues(doc: object) -> list[Issue]:

@@ -15,11 +15,9 @@ from typing import Any
 
 import httpx
 import regopy
-from prefect import task
 
 from core.domain import Issue, Phase, PhaseOutcome, Severity
-from core.settings import Settings, get_settings
-from tasks._common import SpecInput, backoff, jitter, run_phase
+from core.settings import Settings
 from tasks._once import built_once
 
 ENTRYPOINT = "marketplace/publishing/violations"
@@ -167,15 +165,3 @@ def check_policies(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
         engine="opa" if settings.policy.opa_url else "regopy",
         policy_version=policy_version(settings.policy.policies_dir),
     )
-
-
-@task(
-    name="policy-compliance",
-    retries=3,
-    retry_delay_seconds=backoff(3),
-    retry_jitter_factor=jitter(),
-    timeout_seconds=get_settings().policy.timeout_seconds,
-)
-def policy_compliance(inp: SpecInput) -> PhaseOutcome:
-    """Check the spec against the marketplace's Rego policies and record the outcome."""
-    return run_phase(inp, lambda: check_policies(inp.spec, get_settings()), Phase.POLICY_COMPLIANCE)

@@ -19,7 +19,7 @@ from storage.database import session_scope
 from storage.repositories import audit, versions
 from storage.repositories.services import SYSTEM
 from storage.repositories.services import get as get_service
-from tasks._common import PhaseInput, SpecInput, backoff, jitter, run_phase
+from tasks._common import PhaseInput, SpecInput, backoff, jitter, record_outcomes, timed
 
 LOCAL_PREFIX = "marketplace:"
 log = logging.getLogger("marketplace.registry")
@@ -151,7 +151,9 @@ def registry_sync(inp: SpecInput) -> PhaseOutcome:
             evidence={"registryId": registry_id, "registry": settings.url or "marketplace-database"},
         )
 
-    return run_phase(inp, check, Phase.REGISTRY_SYNC)
+    outcome, started_at = timed(check)
+    record_outcomes(inp, [(outcome, started_at)], next_phase=Phase.PERSISTENCE)
+    return outcome
 
 
 def _keep_or_undo(registry_id: str, version_id: str, settings: RegistrySettings) -> None:

@@ -10,12 +10,10 @@ from urllib.parse import SplitResult, urlsplit
 import orjson
 import pycountry
 import semver
-from prefect import task
 
 from core import egress
 from core.domain import Issue, Phase, PhaseOutcome, Severity
-from core.settings import Settings, get_settings
-from tasks._common import SpecInput, backoff, jitter, run_phase
+from core.settings import Settings
 
 REGIONS = frozenset({"EU", "EEA", "US", "APAC", "GLOBAL"})
 TOKEN_UNITS = frozenset({"input_tokens", "output_tokens"})
@@ -35,18 +33,6 @@ def validate_metadata(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:
         *_size_issues(spec, settings),
     ]
     return PhaseOutcome.from_issues(Phase.METADATA_VALIDATION, issues)
-
-
-@task(
-    name="metadata-validation",
-    retries=3,
-    retry_delay_seconds=backoff(3),
-    retry_jitter_factor=jitter(),
-    timeout_seconds=60,
-)
-def metadata_validation(inp: SpecInput) -> PhaseOutcome:
-    """Prefect task of phase 2: validate the spec's metadata and record the outcome."""
-    return run_phase(inp, lambda: validate_metadata(inp.spec, get_settings()), Phase.METADATA_VALIDATION)
 
 
 def _obj(value: object) -> dict[str, Any]:

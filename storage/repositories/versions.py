@@ -57,6 +57,10 @@ def get(session: Session, version_id: str, *, for_update: bool = False) -> Servi
     return version
 
 
+def exists(session: Session, version_id: str) -> bool:
+    return session.scalar(select(ServiceVersion.id).where(ServiceVersion.id == version_id)) is not None
+
+
 def for_service(session: Session, service_id: str) -> Sequence[ServiceVersion]:
     """Every version of a service, oldest first."""
     query = select(ServiceVersion).where(ServiceVersion.service_id == service_id).order_by(ServiceVersion.created_at)

@@ -35,7 +35,7 @@ from core.egress import EgressPolicy, EgressRefused
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, Settings
 from tasks.endpoint_checks import check_auth, check_health, check_latency, check_security
 from tasks.endpoint_conformance import check_conformance
-from tasks.endpoint_tests import EndpointCheckFailed
+from tasks.endpoint_tests import transient
 from tests.support.provider import good_spec
 
 ALL_CHECKS = (check_health, check_auth, check_conformance, check_security, check_latency)
@@ -325,7 +325,7 @@ def test_checks_refuse_an_endpoint_resolving_to_the_metadata_address(
     assert (error.code, error.pointer, error.severity) == ("local-endpoint-refused", "/endpoint/url", Severity.HIGH)
     assert "resolves to 169.254.169.254, a link-local address" in error.message
     assert network.dialled == []
-    assert not EndpointCheckFailed(outcome).transient  # refusals are never retried
+    assert not transient(outcome)  # refusals are never retried
 
 
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda check: check.__name__)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import pickle
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
-from prefect.states import Failed
 
 import tasks.endpoint_tests as endpoint_tests
-from core.domain import Issue, Outcome, Phase, PhaseOutcome, Severity
+from core.domain import Issue, Outcome, Phase, PhaseOutcome, ServiceStatus, Severity
 from core.settings import PROJECT_ROOT, EndpointTestSettings, Settings
 from tasks._common import SpecInput
 from tasks.endpoint_checks import (
@@ -24,7 +21,6 @@ from tasks.endpoint_checks import (
     check_security,
 )
 from tasks.endpoint_conformance import check_conformance
-from tasks.endpoint_tests import ENDPOINT_TEST_TASKS, EndpointCheckFailed, retry_if_transient
 from tests.support.provider import FakeProvider, good_spec, provider_openapi
 
 ALL_CHECKS = (check_health, check_auth, check_conformance, check_security, check_latency)
@@ -318,7 +314,7 @@ def test_credentials_in_the_url_are_refused(healthy, settings):
     assert sum(healthy.requests.values()) == 0
 
 
-# --- the Prefect wrappers, without the engine -----------------------------------------------------
+# --- the endpoint-test task, without the engine ----------------------------------------------------
 
 
 def failed(check: str, code: str) -> PhaseOutcome:
@@ -326,54 +322,71 @@ def failed(check: str, code: str) -> PhaseOutcome:
     return PhaseOutcome.from_issues(Phase.ENDPOINT_TESTS, [issue], check=check)
 
 
-def test_endpoint_check_failed_carries_the_outcome_and_pickles():
-    error = EndpointCheckFailed(failed("health", "endpoint-unreachable"))
-
-    copy = pickle.loads(pickle.dumps(error))
-
-    assert copy.outcome == error.outcome
-    assert "health" in str(copy)
-    assert "endpoint-unreachable" in str(copy)
-
-
 @pytest.mark.parametrize(
     ("code", "retried"),
     [("endpoint-unreachable", True), ("endpoint-server-error", True), ("auth-not-enforced", False)],
 )
-def test_only_transient_failures_are_retried(code, retried):
-    state: Any = Failed(data=EndpointCheckFailed(failed("auth", code)))
+def test_only_transient_failures_are_retried(code, retried, settings, monkeypatch):
+    monkeypatch.setattr(endpoint_tests.time, "sleep", lambda _seconds: None)
+    calls = []
 
-    assert retry_if_transient(None, None, state) is retried  # type: ignore[arg-type]
-    assert retry_if_transient(None, None, Failed(data=RuntimeError("bug"))) is True  # type: ignore[arg-type]
+    def check(_spec, _settings):
+        calls.append(1)
+        return failed("auth", code)
+
+    outcome, _ = endpoint_tests.run_check(check, {}, settings)
+
+    assert endpoint_tests.transient(outcome) is retried
+    assert len(calls) == outcome.evidence["attempts"] == (1 + endpoint_tests.CHECK_RETRIES if retried else 1)
+
+
+def test_a_check_that_recovers_passes_with_its_attempts_counted(settings, monkeypatch):
+    delays = []
+    monkeypatch.setattr(endpoint_tests.time, "sleep", delays.append)
+    answers = iter([failed("health", "endpoint-timeout"), failed("health", "endpoint-server-error")])
+
+    def check(_spec, _settings):
+        return next(answers, PhaseOutcome(phase=Phase.ENDPOINT_TESTS, check="health", outcome=Outcome.PASSED))
+
+    outcome, _ = endpoint_tests.run_check(check, {}, settings)
+
+    assert outcome.passed
+    assert outcome.evidence["attempts"] == 3
+    assert len(delays) == 2
+    assert delays[1] > delays[0], "exponential backoff between attempts"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_task_records_the_outcome_then_raises_when_it_failed(database_url, monkeypatch):
+def test_the_task_persists_then_records_every_check_with_its_outcome(database_url, monkeypatch):
     from storage.database import reset_engine, session_scope
     from storage.repositories import phases, services, versions
-    from storage.repositories.services import Actor
+    from storage.repositories.services import SYSTEM, Actor
 
     monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS", "true")
+    monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES", "2")
     reset_engine()
     with FakeProvider("open_auth") as provider:
         spec = good_spec(provider.url)
         with session_scope() as session:
             service = services.create_submitted(session, spec, Actor("test"))
             ids = {"service_id": service.id, "version_id": versions.latest(session, service.id).id}
+            versions.transition(session, ids["version_id"], ServiceStatus.VALIDATING, actor=SYSTEM, reason="test")
         inp = SpecInput(**ids, flow_run_id="run-1", spec=spec)
-        assert endpoint_tests.health_check.fn(inp).passed
-        with pytest.raises(EndpointCheckFailed) as raised:
-            endpoint_tests.auth_check.fn(inp)
+        report = endpoint_tests.run_endpoint_tests.fn(inp)
+        endpoint_tests.run_endpoint_tests.fn(inp)  # a retried task: persisted once, checks recorded again
 
+    assert [o.check for o in report.outcomes] == ["health", "auth", "conformance", "security", "latency"]
+    assert [o.check for o in report.failures] == ["auth"]
+    assert report.failures[0].evidence["attempts"] == 1, "an open auth endpoint is not retried"
     with session_scope() as session:
-        recorded = phases.for_service(session, ids["service_id"], "run-1")
-        assert [(r.check_name, r.outcome) for r in recorded] == [("health", "passed"), ("auth", "failed")]
-        assert versions.get(session, ids["version_id"]).current_phase == "endpoint_tests"
-    assert raised.value.outcome.check == "auth"
+        recorded = [(r.phase, r.check_name, r.outcome) for r in phases.for_service(session, ids["service_id"], "run-1")]
+        version = versions.get(session, ids["version_id"])
+        assert (version.status, version.current_phase) == ("testing", "endpoint_tests")
+    assert recorded.count(("persistence", None, "passed")) == 1
+    assert recorded.count(("endpoint_tests", "auth", "failed")) == 2
+    assert recorded.count(("endpoint_tests", "health", "passed")) == 2
 
 
-def test_the_flow_gets_five_distinct_tasks():
-    names = [t.name for t in ENDPOINT_TEST_TASKS]
-
-    assert names == [f"endpoint-test-{c}" for c in ("health", "auth", "conformance", "security", "latency")]
-    assert all(t.retries == 3 and t.timeout_seconds == 60 for t in ENDPOINT_TEST_TASKS)
+def test_the_flow_gets_one_task_with_retries_for_unexpected_errors():
+    task = endpoint_tests.run_endpoint_tests
+    assert (task.name, task.retries, task.timeout_seconds) == ("endpoint-tests", 2, 300)
