@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
@@ -62,6 +63,10 @@ class Orchestrator:
     ) -> None:
         self._settings = settings
         self._client = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": settings.request_timeout_seconds})
+        # Creating runs may wait longer for a server busy with a burst of them (a 503 would only
+        # make the provider send it again); an unreachable server still fails at connect.
+        start_timeout = httpx.Timeout(settings.start_timeout_seconds, connect=settings.request_timeout_seconds)
+        self._starter = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": start_timeout})
         self._deployment_ids: dict[str, UUID] = {}
         self._lock = threading.Lock()
         context = get_settings_context()
@@ -85,9 +90,11 @@ class Orchestrator:
 
     def open(self) -> None:
         self._client.__enter__()
+        self._starter.__enter__()
 
     def close(self) -> None:
         self._states.close()
+        self._starter.__exit__(None, None, None)
         self._client.__exit__(None, None, None)
 
     def run_url(self, flow_run_id: str) -> str:
@@ -139,11 +146,19 @@ class Orchestrator:
         finally:
             self._states.forget(flow_run_id)
 
+    def discard(self, flow_run_id: str) -> None:
+        """Best effort: cancel a run whose submission was refused after it was created. If this
+        fails too, the run fails on its own (its first task finds no version)."""
+        try:
+            self.cancel(flow_run_id)
+        except UpstreamUnavailableError:
+            log.warning("could not cancel flow run %s of a refused submission", flow_run_id)
+
     def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
         read_at = time.time()
         try:
             with self._bounded():
-                run = self._client.create_flow_run_from_deployment(
+                run = self._starter.create_flow_run_from_deployment(
                     self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
                 )
         except Exception as exc:
@@ -155,7 +170,7 @@ class Orchestrator:
     def _deployment_id(self, name: str) -> UUID:
         with self._lock:
             if name not in self._deployment_ids:
-                self._deployment_ids[name] = self._client.read_deployment_by_name(name).id
+                self._deployment_ids[name] = self._starter.read_deployment_by_name(name).id
             return self._deployment_ids[name]
 
     def run_state(self, flow_run_id: str, not_before: float | None = None) -> RunState | None:

@@ -41,15 +41,22 @@ def require_valid_schema(spec: dict[str, Any]) -> None:
 def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tuple[str, str, str]:
     """Store a new service and start its publish run; returns (service id, version id, flow run id).
 
-    The run is created before the commit, so a Prefect outage leaves no half-created service;
-    the flow's first task retries until the row is visible.
+    The run is created before anything is stored, so a Prefect outage leaves no half-created
+    service; the flow's first task waits until the row is visible. No transaction is open while
+    Prefect is asked (under a burst that can take seconds, and would hold a pooled connection).
     """
     require_valid_schema(spec)
-    service_id, version_id = new_id(), new_id()
     with session_scope() as session:
-        services.create_submitted(session, spec, actor, service_id, version_id)
-        flow_run_id = orch.start_publish(service_id, version_id)
-        versions.set_flow_run(session, version_id, flow_run_id)
+        services.require_unique(session, spec)  # an obvious duplicate gets its 409 without a run
+    service_id, version_id = new_id(), new_id()
+    flow_run_id = orch.start_publish(service_id, version_id)
+    try:
+        with session_scope() as session:
+            services.create_submitted(session, spec, actor, service_id, version_id)
+            versions.set_flow_run(session, version_id, flow_run_id)
+    except ConflictError:  # the same name+version, submitted at the same moment, was stored first
+        orch.discard(flow_run_id)
+        raise
     return service_id, version_id, flow_run_id
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import shlex
 import statistics
 import sys
 import tempfile
@@ -24,12 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deployments.stack import Stack  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
@@ -45,28 +50,51 @@ class Sample:
     post_ms: float
     settle_s: float
     status: str
+    started_s: float | None = None  # submit to the run's first transition (`validating`): waiting for a worker
 
 
-def publish_one(api: httpx.Client, provider_url: str, timeout: float) -> Sample:
+def run_started(api: httpx.Client, service_id: str, submitted_at: datetime) -> float | None:
+    """Seconds from submission to `validating` (the run's first task), from the service's history."""
+    items = api.get(f"/api/v1/services/{service_id}/history").json().get("items", [])
+    at = next((item["at"] for item in items if item.get("toStatus") == "validating"), None)
+    return (datetime.fromisoformat(at) - submitted_at).total_seconds() if at else None
+
+
+def publish_one(api: httpx.Client, provider_url: str, timeout: float, poll: float) -> Sample:
+    """Submit one spec and wait for its end. Submit-to-active runs from just before the POST to the
+    service's `publishedAt` (written by the activation, same clock): exact whatever the poll interval."""
     spec = good_spec(provider_url, name=f"bench-{uuid.uuid4().hex[:12]}")
+    submitted_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    response = api.post("/api/v1/services", json=spec)
+    try:
+        response = api.post("/api/v1/services", json=spec)
+    except httpx.HTTPError as exc:  # an overloaded API is a result, not a crash of the benchmark
+        ERRORS.append(f"POST {type(exc).__name__}")
+        return Sample((time.perf_counter() - t0) * 1000, timeout, f"not submitted: {type(exc).__name__}")
     post_ms = (time.perf_counter() - t0) * 1000
-    response.raise_for_status()
+    if response.status_code != 202:
+        ERRORS.append(f"POST {response.status_code}: {response.text[:200]}")
+        return Sample(post_ms, timeout, f"not submitted: HTTP {response.status_code}")
     service_id = response.json()["serviceId"]
     deadline = t0 + timeout
-    status = "submitted"
+    body: dict[str, Any] = {"status": "submitted"}
     while time.perf_counter() < deadline:
-        read = api.get(f"/api/v1/services/{service_id}")
+        time.sleep(poll)
+        try:
+            read = api.get(f"/api/v1/services/{service_id}")
+        except httpx.HTTPError as exc:
+            ERRORS.append(f"GET {type(exc).__name__}")
+            continue
         if read.status_code != 200:
             ERRORS.append(f"GET {read.status_code}: {read.text[:200]}")
-            time.sleep(0.05)
             continue
-        status = read.json()["status"]
-        if status in ("active", "failed"):
+        body = read.json()
+        if body["status"] in ("active", "failed"):
             break
-        time.sleep(0.05)  # 20 reads/s per publish: cheap (cached), and 50 ms of resolution
-    return Sample(post_ms, time.perf_counter() - t0, status)
+    settle_s = time.perf_counter() - t0
+    if body["status"] == "active" and body.get("publishedAt"):
+        settle_s = (datetime.fromisoformat(body["publishedAt"]) - submitted_at).total_seconds()
+    return Sample(post_ms, settle_s, body["status"], run_started(api, service_id, submitted_at))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,46 +104,69 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_round(api_url: str, provider_url: str, count: int, timeout: float) -> list[Sample]:
+    # One at a time: poll every 20 ms; a burst: every second per publish (100 polls/s for 100), so
+    # the pollers do not compete for the cores with what they measure.
+    poll = 0.02 if count == 1 else 1.0
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     with (
-        httpx.Client(base_url=api_url, timeout=30, headers=auth.provider()) as api,
+        httpx.Client(base_url=api_url, timeout=60, headers=auth.provider(), limits=limits) as api,
         ThreadPoolExecutor(max_workers=count) as pool,
     ):
-        return list(pool.map(lambda _: publish_one(api, provider_url, timeout), range(count)))
+        return list(pool.map(lambda _: publish_one(api, provider_url, timeout, poll), range(count)))
 
 
 def summarize(label: str, samples: list[Sample]) -> str:
     settle = [s.settle_s for s in samples]
     post = [s.post_ms for s in samples]
+    started = [s.started_s for s in samples if s.started_s is not None] or [float("nan")]
     active = sum(s.status == "active" for s in samples)
     return (
         f"| {label} | {len(samples)} | {active} | {statistics.median(settle):.2f} | {percentile(settle, 0.95):.2f} "
-        f"| {statistics.median(post):.0f} | {percentile(post, 0.95):.0f} |"
+        f"| {statistics.median(post):.0f} | {percentile(post, 0.95):.0f} "
+        f"| {statistics.median(started):.2f} | {percentile(started, 0.95):.2f} |"
     )
 
 
 PROBLEMS = re.compile(r"database is locked|too many clients|Traceback|\bERROR\b|\| ERROR ")
+BENCH_CACHE_REDIS = "redis://127.0.0.1:6379/14"  # not the tests' databases (they flush theirs)
+BENCH_PREFECT_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def fresh_redis(url: str) -> str:
+    """The database emptied: streams and consumer groups left by an earlier stack must not be replayed."""
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 @contextlib.contextmanager
-def own_stack(worker: str = "warm", logs: list[str] | None = None) -> Iterator[str]:
-    """The real stack on free ports: Prefect server on PostgreSQL, the worker, the API.
+def own_stack(worker: str, prefect_redis: str | None, workdir: Path, logs: list[str]) -> Iterator[Stack]:
+    """The real stack on free ports: Prefect server on PostgreSQL (split, its messaging on Redis,
+    unless `prefect_redis` is None), the worker, the API with its cache on Redis.
 
     On exit, the problem lines of every part's log are appended to `logs`.
     """
-    with temporary_database(prefix="mkt_bench") as app_db, tempfile.TemporaryDirectory() as tmp:
+    with temporary_database(prefix="mkt_bench") as app_db:
         upgrade(app_db)
         env = {
             "MARKETPLACE_DATABASE__URL": app_db,
             "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
             "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",  # a benchmark is one client publishing a lot
             "MARKETPLACE_WORKER__MODE": worker,
+            "MARKETPLACE_CACHE__REDIS_URL": fresh_redis(BENCH_CACHE_REDIS),
         }
-        with prefect_stack(Path(tmp), with_worker=True, with_api=True, env=env) as stack:
-            yield stack.config.api_url
-        if logs is not None:
-            for log_file in sorted((Path(tmp) / "logs").glob("*.log")):
-                lines = log_file.read_text(errors="replace").splitlines()
-                logs.extend(f"{log_file.name}: {line}" for line in lines if PROBLEMS.search(line))
+        if prefect_redis:
+            env["MARKETPLACE_PREFECT__REDIS_URL"] = fresh_redis(prefect_redis)
+        with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
+            yield stack
+        for log_file in sorted((workdir / "logs").glob("*.log")):
+            lines = log_file.read_text(errors="replace").splitlines()
+            logs.extend(f"{log_file.name}: {line}" for line in lines if PROBLEMS.search(line))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of a process and its reaped children (utime + stime + cutime + cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -124,39 +175,56 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=20, help="publishes one at a time")
     parser.add_argument("--concurrent", type=int, default=100, help="publishes submitted at once")
     parser.add_argument("--worker", choices=["warm", "process"], default="warm")
+    parser.add_argument(
+        "--prefect-redis",
+        default=BENCH_PREFECT_REDIS,
+        help="own stack: Redis for Prefect's messaging ('none': in-memory)",
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds a publish may take")
+    parser.add_argument("--workdir", help="own stack: keep its logs in this new directory")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    prefect_redis = None if args.prefect_redis == "none" else args.prefect_redis
 
     problems: list[str] = []
-    stack = contextlib.nullcontext(args.api_url) if args.api_url else own_stack(args.worker, problems)
-    with stack as api_url, FakeProvider() as provider:
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-publish-"))
+    stack = contextlib.nullcontext(None) if args.api_url else own_stack(args.worker, prefect_redis, workdir, problems)
+    with stack as running, FakeProvider() as provider:
+        api_url = args.api_url or running.config.api_url
+        pids = {name: p.pid for name, p in running.processes} if running else {}
         run_round(api_url, provider.url, 1, args.timeout)  # warm-up: imports, first deployment lookup
         single = [s for _ in range(args.singles) for s in run_round(api_url, provider.url, 1, args.timeout)]
         time.sleep(5)  # let the server finish the singles' events before the burst
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         burst = run_round(api_url, provider.url, args.concurrent, args.timeout)
+        cpu_burst = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
 
     header = (
-        "| round | publishes | active | submit-to-active p50 (s) | p95 (s) | POST p50 (ms) | POST p95 (ms) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |"
+        "| round | publishes | active | submit-to-active p50 (s) | p95 (s) | POST p50 (ms) | POST p95 (ms) "
+        "| submit-to-run-start p50 (s) | p95 (s) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     rows = [summarize(f"1 at a time ({args.singles} runs)", single), summarize(f"{args.concurrent} at once", burst)]
     table = "\n".join([header, *rows])
+    if cpu_burst:
+        parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu_burst.items())
+        table += f"\n\nCPU seconds during the burst (until its last publish settled): {parts}"
     if not args.api_url:
         kinds = "database is locked, too many clients, tracebacks, ERROR"
         table += f"\n\nProblem lines in the stack's logs ({kinds}): {len(problems)}"
-    table += f"\n\nNon-200 answers to status reads during the rounds: {len(ERRORS)}"
+    table += f"\n\nFailed requests (POST not accepted, status reads not answered 200) during the rounds: {len(ERRORS)}"
     print(table)
     for line in ERRORS[:5]:
         print("  ", line)
     for line in problems[:20]:
         print("  ", line[:200])
-    options = f"--singles {args.singles} --concurrent {args.concurrent}"
-    command = f"python bench/publish_latency.py {options}" + (
-        f" --api-url {args.api_url}" if args.api_url else f" --worker {args.worker}"
-    )
+    if args.no_record:
+        return
+    command = shlex.join(["python", "bench/publish_latency.py", *sys.argv[1:]])
+    setup = f"{args.worker} worker, Prefect messaging {'on Redis (split server)' if prefect_redis else 'in memory'}"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a") as out:
-        out.write(f"\n## Publish latency — {when}\n\nCommand: `{command}` (2 cores, shared)\n\n{table}\n")
+        out.write(f"\n## Publish latency — {when}\n\nCommand: `{command}` (2 cores, shared; {setup})\n\n{table}\n")
 
 
 if __name__ == "__main__":

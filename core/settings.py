@@ -51,6 +51,32 @@ class PrefectSettings(BaseModel):
     )
     sync_deployment: str = Field(default="sync-registry/sync-registry", description="Deployment of the registry sync.")
     request_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout for calls to the Prefect API.")
+    start_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long creating a flow run may wait for a busy Prefect server to answer; connecting still "
+        "gives up after request_timeout_seconds (an unreachable server is reported as fast as before).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the Prefect server's messaging (prefect-redis). Set: the stack runs Prefect's API "
+        "server and its background services (event processing, automations, scheduler) as two processes; "
+        "unset: one process with in-memory messaging.",
+    )
+    server_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Stack runner: processes of Prefect's API server (`prefect server start --workers`); more than "
+        "one needs `redis_url` (and PostgreSQL): one process serializes every call of the API and the workers.",
+    )
+    services_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Stack runner: how much lower the CPU priority of Prefect's background services is (nice). "
+        "Their event backlog waits while the API, the Prefect API server and the worker need the cores.",
+    )
 
 
 class RetrySettings(BaseModel):
@@ -172,7 +198,14 @@ class WorkerSettings(BaseModel):
         description="warm: flow runs in threads of one long-lived worker process (fast start); "
         "process: Prefect's process worker, a new Python process per run (isolation).",
     )
-    threads: int = Field(default=32, ge=1, le=512, description="Warm worker: flow runs executed at once.")
+    threads: int = Field(default=32, ge=1, le=512, description="Warm worker: flow runs executed at once (per process).")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Stack runner: warm worker processes. Each runs flow runs in threads of one interpreter, so one "
+        "process uses at most one core for the flows' Python work; one per core uses them all.",
+    )
     query_seconds: float = Field(
         default=2.0, gt=0, description="Worker poll interval (the warm worker also wakes on Prefect events)."
     )

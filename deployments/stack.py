@@ -53,6 +53,9 @@ class StackConfig:
     # None: from settings (MARKETPLACE_WORKER__*), where extra_env may override them
     worker_mode: str | None = None
     worker_query_seconds: float | None = None
+    # None: from settings (MARKETPLACE_PREFECT__REDIS_URL). Set: Prefect's messaging on Redis, the
+    # API server and the background services in two processes (see _prefect_on_redis).
+    prefect_redis_url: str | None = None
     log_dir: Path | None = None  # None: children write to this terminal
     extra_env: dict[str, str] = field(default_factory=dict)
     api_shutdown_grace_seconds: float = field(default_factory=_api_grace)
@@ -105,6 +108,9 @@ class Stack:
         heartbeat = env.get("MARKETPLACE_WORKER__HEARTBEAT_SECONDS") or str(worker.heartbeat_seconds)
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", heartbeat)
         self.crash_after_seconds = env.get("MARKETPLACE_WORKER__CRASH_AFTER_SECONDS") or str(worker.crash_after_seconds)
+        self.prefect_redis_url = c.prefect_redis_url or env.get("MARKETPLACE_PREFECT__REDIS_URL") or None
+        if self.prefect_redis_url:
+            env.update(_prefect_on_redis(self.prefect_redis_url))
         self._json_logs_for_prefect(env)
         return env
 
@@ -130,11 +136,22 @@ class Stack:
         self.start_api()
 
     def start_prefect_server(self) -> None:
+        """The Prefect server: one process, or with messaging on Redis, the API server (UI included)
+        plus its background services in a second process at a lower CPU priority."""
         c = self.config
         c.prefect_home.mkdir(parents=True, exist_ok=True)
         argv = [str(BIN / "prefect"), "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
+        split = bool(self.prefect_redis_url)
+        if split:  # several processes: migrate once, before any starts (Prefect's guide to scaling)
+            self._run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"])
+            workers = self.env.get("MARKETPLACE_PREFECT__SERVER_WORKERS") or str(get_settings().prefect.server_workers)
+            argv += ["--no-services", "--workers", workers]
         self._spawn("prefect-server", argv)
         self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
+        if split:  # after the API server: it has migrated the database by now
+            niceness = self.env.get("MARKETPLACE_PREFECT__SERVICES_NICE") or str(get_settings().prefect.services_nice)
+            nice = ["nice", "-n", niceness] if int(niceness) else []
+            self._spawn("prefect-services", [*nice, str(BIN / "prefect"), "server", "services", "start"])
 
     def migrate(self) -> None:
         """Bring the marketplace database to the newest schema."""
@@ -154,9 +171,12 @@ class Stack:
         """The warm worker (flow runs in threads of one process) or Prefect's process worker."""
         pool = self.config.work_pool
         if self.worker_mode == "warm":
-            threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(get_settings().worker.threads)
+            settings = get_settings().worker
+            threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(settings.threads)
+            processes = int(self.env.get("MARKETPLACE_WORKER__PROCESSES") or settings.processes)
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
-            self._spawn("worker", argv)
+            for n in range(processes):  # the first is "worker"; more are "worker-2", ...
+                self._spawn("worker" if n == 0 else f"worker-{n + 1}", argv)
         else:
             self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool])
 
@@ -248,6 +268,22 @@ class Stack:
         for name, proc in self.processes:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}")
+
+
+def _prefect_on_redis(url: str) -> dict[str, str]:
+    """Prefect's settings for a server whose messaging, caches, leases and service coordination
+    (Docket) live in Redis (prefect-redis), as Prefect's guide to scaling a self-hosted server
+    has them. Events then reach the background services through Redis streams, so the API server
+    answers workers and the API without processing events itself."""
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": url,
+        "PREFECT_SERVER_DOCKET_URL": url,
+        "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",  # the stack migrates once, before the processes start
+    }
 
 
 def main() -> None:

@@ -91,6 +91,22 @@ def create_submitted(
     return service
 
 
+def require_unique(session: Session, spec: dict[str, Any]) -> None:
+    """DuplicateServiceError when a version of that name+version is stored already."""
+    found = session.scalar(
+        select(ServiceVersion.id).where(ServiceVersion.name == spec["name"], ServiceVersion.version == spec["version"])
+    )
+    if found is not None:
+        raise _duplicate(spec)
+
+
+def _duplicate(spec: dict[str, Any]) -> DuplicateServiceError:
+    return DuplicateServiceError(
+        f"service {spec['name']!r} version {spec['version']!r} already exists",
+        [{"pointer": "/version", "message": "name+version must be unique"}],
+    )
+
+
 def add_unique(session: Session, rows: Sequence[object], spec: dict[str, Any]) -> None:
     """Insert rows in a savepoint; a name+version clash becomes a 409 and the caller's transaction survives."""
     try:
@@ -99,10 +115,7 @@ def add_unique(session: Session, rows: Sequence[object], spec: dict[str, Any]) -
                 session.add(row)
                 session.flush()
     except IntegrityError as exc:
-        raise DuplicateServiceError(
-            f"service {spec['name']!r} version {spec['version']!r} already exists",
-            [{"pointer": "/version", "message": "name+version must be unique"}],
-        ) from exc
+        raise _duplicate(spec) from exc
 
 
 def get(session: Session, service_id: str, *, for_update: bool = False) -> Service:

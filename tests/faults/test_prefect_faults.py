@@ -36,7 +36,8 @@ from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
 
 pytestmark = pytest.mark.e2e
-BOUND = 10  # seconds a request may take with Prefect gone (the client timeout is 5 s)
+START_TIMEOUT = 5  # seconds creating a run may wait for an answer (production: 20)
+BOUND = START_TIMEOUT + 5  # seconds a request may take with Prefect gone
 
 
 @pytest.fixture
@@ -52,6 +53,7 @@ def client(
     app_db: str, faults_stack: Stack, registry: FakeRegistry, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{proxy.port}/api")
+    monkeypatch.setenv("MARKETPLACE_PREFECT__START_TIMEOUT_SECONDS", str(START_TIMEOUT))
     monkeypatch.setenv("MARKETPLACE_REGISTRY__URL", registry.url)
     reset_engine()
     with TestClient(create_app()) as test_client:
