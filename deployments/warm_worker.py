@@ -34,12 +34,14 @@ import logging
 import os
 import ssl
 import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
 import anyio
 import anyio.abc
+import httpx
 import prefect.client.orchestration as prefect_client_module
 from prefect import Flow
 from prefect.client.orchestration import get_client
@@ -98,6 +100,37 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             task_status.started(os.getpid())  # the run's "infrastructure" is this process
         crashed = await anyio.to_thread.run_sync(_execute, flow, flow_run, limiter=self._threads)
         return WarmWorkerResult(status_code=1 if crashed else 0, identifier=str(os.getpid()))
+
+    async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
+        """At most as many scheduled runs as this worker has free slots, and no query when it has none.
+
+        BaseWorker (Prefect 3.8.8) asks for every scheduled run of the pool on every poll and then
+        takes as many as it can: under a burst of a hundred submissions each poll made the server
+        serialize, and this worker parse, a hundred runs it could not take. The server's endpoint
+        takes a `limit`; the client method does not expose it, so the request is made here.
+        """
+        free = int(self._limiter.available_tokens) if self._limiter is not None else None
+        if free is not None and free < 1:
+            return []
+        body: dict[str, Any] = {
+            "scheduled_before": (datetime.now(UTC) + timedelta(seconds=int(self._prefetch_seconds))).isoformat()
+        }
+        if free is not None:
+            body["limit"] = free
+        if self._work_queues:
+            body["work_queue_names"] = sorted(self._work_queues)
+        try:
+            response = await self.client.request(
+                "POST",
+                "/work_pools/{name}/get_scheduled_flow_runs",
+                path_params={"name": self._work_pool_name},
+                json=body,
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:  # the pool is created on the next heartbeat, as BaseWorker has it
+                return []
+            raise
+        return WorkerFlowRunResponse.model_validate_list(response.json())
 
     async def _submit_scheduled_flow_runs(self, flow_run_response: list[WorkerFlowRunResponse]) -> list[FlowRun]:
         """Leave out runs whose previous attempt still holds a slot here; the next poll takes them.

@@ -6,6 +6,7 @@ import asyncio
 from uuid import uuid4
 
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import WorkerFlowRunResponse
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -36,3 +37,25 @@ def test_a_run_resumed_while_its_last_attempt_finishes_waits_for_the_next_poll(p
 
     with temporary_settings({PREFECT_API_URL: prefect_server.config.prefect_api_url}):
         asyncio.run(claim())
+
+
+def test_a_poll_asks_for_no_more_runs_than_free_slots_and_none_when_full(prefect_server: Stack) -> None:
+    """Under a burst the pool holds far more scheduled runs than the worker can take."""
+    with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+        deployment = prefect.read_deployment_by_name("publish-service/publish-service")
+        for n in range(3):  # no worker runs in this stack: they stay scheduled
+            prefect.create_flow_run_from_deployment(
+                deployment.id, parameters={"service_id": f"s{n}", "version_id": "v"}
+            )
+
+    async def poll() -> tuple[int, int]:
+        async with WarmWorker(work_pool_name=prefect_server.config.work_pool, threads=2) as worker:
+            one_free = FlowRun(id=uuid4(), flow_id=uuid4(), name="running")
+            worker.limiter.acquire_on_behalf_of_nowait(one_free.id)
+            with_one_slot = len(await worker._get_scheduled_flow_runs())
+            worker.limiter.acquire_on_behalf_of_nowait(uuid4())
+            when_full = len(await worker._get_scheduled_flow_runs())
+            return with_one_slot, when_full
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.config.prefect_api_url}):
+        assert asyncio.run(poll()) == (1, 0)
