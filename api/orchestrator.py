@@ -26,11 +26,6 @@ from core.settings import PrefectSettings
 
 log = logging.getLogger("marketplace.orchestrator")
 
-# How old a run state a status report may show: see api/run_states.py. A second keeps a polled
-# report within about a second of Prefect while Prefect sees one request per second for all the
-# runs being polled; past 30 s without a read, the next read waits for Prefect again.
-RUN_STATE_TTL_SECONDS = 1.0
-RUN_STATE_MAX_STALE_SECONDS = 30.0
 FINAL_RUN_STATE_TTL_SECONDS = 20.0  # a finished run's state moves only if an operator retries the run
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
@@ -50,16 +45,15 @@ class Orchestrator:
     holding the provider's request and an API thread. A request that cannot reach Prefect
     fails at once with 503, and the caller retries.
 
-    Run states are cached per flow run for `state_ttl` seconds (api/run_states.py): status
-    reads do not each wait for the Prefect server.
+    Run states are kept per flow run and read again in the background every `run_state_seconds`
+    while polled (api/run_states.py): status reads never wait for the Prefect server.
     """
 
     def __init__(
         self,
         settings: PrefectSettings,
         *,
-        state_ttl: float = RUN_STATE_TTL_SECONDS,
-        state_max_stale: float = RUN_STATE_MAX_STALE_SECONDS,
+        state_ttl: float | None = None,
     ) -> None:
         self._settings = settings
         self._client = SyncPrefectClient(settings.api_url, httpx_settings={"timeout": settings.request_timeout_seconds})
@@ -73,11 +67,8 @@ class Orchestrator:
         self._profile = context.profile
         self._one_attempt = context.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
         self._states: RunStateCache[RunState] = RunStateCache(
-            self._read_state,
             self._read_states,
-            ttl=state_ttl,
-            max_stale=max(state_ttl, state_max_stale),
-            wait_timeout=settings.request_timeout_seconds + 1,
+            ttl=state_ttl if state_ttl is not None else settings.run_state_seconds,
             is_final=lambda state: state.type in FINAL_STATE_TYPES,
             final_ttl=FINAL_RUN_STATE_TTL_SECONDS,
         )
@@ -174,21 +165,13 @@ class Orchestrator:
             return self._deployment_ids[name]
 
     def run_state(self, flow_run_id: str, not_before: float | None = None) -> RunState | None:
-        """The run's Prefect state at most about a second old, or None when Prefect cannot be asked right now.
+        """The run's Prefect state as last read, without waiting (None: not read yet); about a second old
+        at most while the run is polled and Prefect answers.
 
-        `not_before` (epoch seconds): the state must have been read at or after that moment; the
-        status report passes the time its record says the run ended, so the two agree.
+        `not_before` (epoch seconds): a state read before then is read again at once (in the
+        background); the status report passes the time its record says the run ended.
         """
         return self._states.get(flow_run_id, not_before)
-
-    def _read_state(self, flow_run_id: str) -> RunState | None:
-        try:
-            with self._bounded():
-                run = self._client.read_flow_run(UUID(flow_run_id))
-        except Exception as exc:
-            log.warning("cannot read flow run %s: %s", flow_run_id, exc)
-            return None
-        return _state_of(run)
 
     def _read_states(self, flow_run_ids: list[str]) -> dict[str, RunState | None]:
         """Several runs' states in one request (the background refresh)."""

@@ -1,20 +1,20 @@
-"""A short-lived cache of Prefect flow-run states, so status reads do not each call the Prefect API.
+"""Prefect flow-run states as a status report shows them: from memory, refreshed in the background.
 
 Status reports are polled (providers, dashboards, the e2e tests) while the Prefect server is at
-its busiest; asking it for the run state on every read put a network call to a CPU-bound server,
-and its latency, into every answer. Our database is the source of truth for the phases; Prefect
-only contributes the run's state, and that may be a moment old:
+its busiest. Asking it for the run state inside the request put a network call to a CPU-bound
+server, and its latency, into every answer; waiting for it held a thread of the API's pool, and
+a slow server soon held them all. Our database is the source of truth for the phases; Prefect
+only contributes the run's state, and that may be a moment old. So a read never waits:
 
-- an entry read less than `ttl` seconds ago is served as is;
-- an older one (up to `max_stale`) is served while a background refresh reads it again; the
-  refresh reads every run due at that moment in one request to Prefect (a filter on their ids);
-- with no entry, one older than `max_stale`, or one read before `not_before` (the caller's record
-  says the run moved on after that: see api/status_report.py), the state is read now, once for
-  all the threads asking at the same time.
+- it answers with the state last read (None for a run not read yet);
+- an entry older than `ttl` (a final state: `final_ttl`), or read before `not_before` (the
+  caller's record says the run moved on after that: see api/status_report.py), is marked due,
+  and one background thread reads every due run in one request (a filter on their ids), at once
+  and again as long as runs become due.
 
-So while a run is polled its state is at most `ttl` plus one Prefect round trip old, and Prefect
-sees about one request per `ttl` for all polled runs together instead of one per status read.
-A state that cannot be read (Prefect down or slow) is cached as unknown (None) for `ttl` too.
+While a run is polled its state is at most `ttl` plus one Prefect round trip old, and Prefect
+sees one request per round for all polled runs together instead of one per status read. A state
+that cannot be read (Prefect down or slow) keeps its last value until a read succeeds.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 log = logging.getLogger("marketplace.orchestrator")
@@ -38,64 +38,41 @@ class _Entry(Generic[S]):
     state: S | None
     read_at: float  # wall clock (time.time()) when the read started: compared with record timestamps
     read_mono: float  # the same moment on the monotonic clock: the entry's age
-    valid: bool = True  # False: a marker that reads started before it are out of date
-
-
-@dataclass
-class _Flight(Generic[S]):
-    """A read in progress that other threads wait for instead of asking Prefect again."""
-
-    started_at: float
-    done: threading.Event = field(default_factory=threading.Event)
-    state: S | None = None
 
 
 class RunStateCache(Generic[S]):
-    """States by flow run id; `read_one` and `read_many` ask Prefect (and never raise)."""
+    """States by flow run id; `read_many` asks Prefect for several runs at once (and never raises)."""
 
     def __init__(
         self,
-        read_one: Callable[[str], S | None],
         read_many: Callable[[list[str]], dict[str, S | None]],
         *,
         ttl: float,
-        max_stale: float,
-        wait_timeout: float,
         max_entries: int = 10_000,
         is_final: Callable[[S], bool] = lambda _state: False,
         final_ttl: float | None = None,
     ) -> None:
-        self._read_one = read_one
         self._read_many = read_many
         self._ttl = ttl
-        self._max_stale = max_stale
-        self._wait_timeout = wait_timeout
-        self._max_entries = max_entries
         # A run in a final state does not move on by itself (only an operator's retry moves it):
-        # its state is re-read far less often.
+        # its state is read again far less often.
         self._is_final = is_final
-        self._final_ttl = min(max_stale, final_ttl if final_ttl is not None else ttl)
+        self._final_ttl = final_ttl if final_ttl is not None else ttl
+        self._max_entries = max_entries
         self._entries: OrderedDict[str, _Entry[S]] = OrderedDict()
-        self._flights: dict[str, _Flight[S]] = {}
         self._due: set[str] = set()
         self._refreshing = False
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-run-states")
 
     def get(self, run_id: str, not_before: float | None = None) -> S | None:
-        """The run's state, read from Prefect at or after `not_before` (epoch seconds) when given."""
-        now = time.monotonic()
+        """The run's state as last read; a stale one (or one read before `not_before`, epoch
+        seconds) is read again in the background and served meanwhile."""
         with self._lock:
             entry = self._entries.get(run_id)
-        if entry is not None and entry.valid and (not_before is None or entry.read_at >= not_before):
-            age = now - entry.read_mono
-            final = entry.state is not None and self._is_final(entry.state)
-            if age < (self._final_ttl if final else self._ttl):
-                return entry.state
-            if age < self._max_stale:
-                self._schedule(run_id)
-                return entry.state
-        return self._read_now(run_id, not_before)
+        if entry is None or self._stale(entry, not_before):
+            self._schedule(run_id)
+        return entry.state if entry is not None else None
 
     def put(self, run_id: str, state: S | None, read_at: float | None = None) -> None:
         """What the caller just learnt from Prefect (e.g. the state of a run it created)."""
@@ -107,14 +84,21 @@ class RunStateCache(Generic[S]):
             self._store(run_id, _Entry(state, wall, mono))
 
     def forget(self, run_id: str) -> None:
-        """The caller changed the run's state: the next read asks Prefect, and reads already under way are dropped."""
+        """The caller changed the run's state: read it again now (the old state is served until then)."""
         with self._lock:
-            self._entries[run_id] = _Entry(None, time.time(), time.monotonic(), valid=False)
-            self._entries.move_to_end(run_id)
-            self._flights.pop(run_id, None)  # later readers do not wait for a read started before
+            entry = self._entries.get(run_id)
+            if entry is not None:
+                entry.read_at, entry.read_mono = 0.0, float("-inf")
+        self._schedule(run_id)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _stale(self, entry: _Entry[S], not_before: float | None) -> bool:
+        if not_before is not None and entry.read_at < not_before:
+            return True
+        final = entry.state is not None and self._is_final(entry.state)
+        return time.monotonic() - entry.read_mono >= (self._final_ttl if final else self._ttl)
 
     def _store(self, run_id: str, entry: _Entry[S]) -> None:
         current = self._entries.get(run_id)
@@ -124,28 +108,6 @@ class RunStateCache(Generic[S]):
         self._entries.move_to_end(run_id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-
-    def _read_now(self, run_id: str, not_before: float | None) -> S | None:
-        with self._lock:
-            flight = self._flights.get(run_id)
-            joined = flight is not None and (not_before is None or flight.started_at >= not_before)
-            if not joined:
-                flight = self._flights[run_id] = _Flight(started_at=time.time())
-        assert flight is not None
-        if joined:
-            if flight.done.wait(self._wait_timeout):
-                return flight.state
-            return None
-        mono = time.monotonic()
-        try:
-            flight.state = self._read_one(run_id)
-        finally:
-            with self._lock:
-                self._store(run_id, _Entry(flight.state, flight.started_at, mono))
-                if self._flights.get(run_id) is flight:
-                    del self._flights[run_id]
-            flight.done.set()
-        return flight.state
 
     def _schedule(self, run_id: str) -> None:
         with self._lock:
@@ -170,14 +132,17 @@ class RunStateCache(Generic[S]):
                     return
             self._refresh_batch(due)
 
-    def _refresh_batch(self, run_ids: Iterable[str]) -> None:
-        ids = list(run_ids)
+    def _refresh_batch(self, run_ids: list[str]) -> None:
         wall, mono = time.time(), time.monotonic()
         try:
-            states = self._read_many(ids)
+            states = self._read_many(run_ids)
         except Exception:  # read_many should not; if it does, keep serving what we have
-            log.exception("refreshing %d flow run state(s) failed", len(ids))
+            log.exception("refreshing %d flow run state(s) failed", len(run_ids))
             return
         with self._lock:
-            for run_id in ids:
-                self._store(run_id, _Entry(states.get(run_id), wall, mono))
+            for run_id in run_ids:
+                if run_id in states:
+                    self._store(run_id, _Entry(states[run_id], wall, mono))
+                else:  # Prefect did not tell (down, slow, no such run): keep the last state, ask again after ttl
+                    last = self._entries.get(run_id)
+                    self._store(run_id, _Entry(last.state if last else None, last.read_at if last else 0.0, mono))

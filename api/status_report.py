@@ -4,25 +4,28 @@ A status report is polled, often many times a second per publication, while the 
 Our records' part (`StatusRecord`: service, latest version, its phase results) is cached like
 GET /services/{id}, under the service's change token (storage/cache.py): any committed change to
 the service, its versions or its phase results, from any process, invalidates it. The Prefect
-run state is added on every read from the orchestrator's short-lived cache (api/run_states.py).
-Once our record says the run ended (the version left the pipeline), the state shown is one read
-after that record was written, so the two never disagree the other way round (a `failed` version
-with a run still `RUNNING` from before the failure was recorded).
+run state is added on every read from the orchestrator's memory (api/run_states.py), which never
+waits for Prefect: it is about a second old at most while the run is polled, and once our record
+says the run ended, a state read before that is read again at once in the background.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.orchestrator import Orchestrator
 from api.schemas import ApprovalOut, FailureOut, Finding, FlowRunOut, PhaseResultOut, ServiceStatusOut
 from core.domain import Phase, ServiceStatus, requires_approval
 from core.errors import NotFoundError
+from core.settings import get_settings
 from storage.cache import get_cache
 from storage.database import session_scope
 from storage.models import Approval, ValidationResult
@@ -85,6 +88,57 @@ def load_status(service_id: str) -> StatusRecord:
         record = status_record(phases.publication(session, service_id))
     cache.put_status(service_id, token, record.to_json())
     return record
+
+
+async def current_status(service_id: str) -> StatusRecord:
+    """The record from memory when this process holds it under the service's current token (no I/O);
+    otherwise loaded on the thread pool, once for all the requests asking at the same time.
+
+    A request joins a load only if no invalidation of the service reached this process since
+    that load began, so what it gets is never older than a change it could have heard of. A load
+    slower than `api.status_wait_seconds` (a busy database) is not waited for when this process has
+    served the service before: that record is the answer, and the next read gets the new one.
+    """
+    cache = get_cache()
+    cached = cache.peek_status(service_id)
+    if cached is not None:
+        return _served(StatusRecord.from_json(cached))
+    version = cache.status_version(service_id)
+    if version is None:  # no way to tell whether a load in flight is recent enough
+        return _served(await run_in_threadpool(load_status, service_id))
+    key = (service_id, version)
+    loading = _loads.get(key)
+    if loading is None:
+        loading = _loads[key] = asyncio.ensure_future(run_in_threadpool(load_status, service_id))
+        loading.add_done_callback(lambda done: _loaded(key, done))
+    last = _last_served.get(service_id)
+    if last is None:
+        return await asyncio.shield(loading)
+    try:
+        return await asyncio.wait_for(asyncio.shield(loading), get_settings().api.status_wait_seconds)
+    except TimeoutError:
+        return last
+
+
+def _served(record: StatusRecord) -> StatusRecord:
+    _last_served[record.service_id] = record
+    _last_served.move_to_end(record.service_id)
+    while len(_last_served) > LAST_SERVED_MAX:
+        _last_served.popitem(last=False)
+    return record
+
+
+def _loaded(key: tuple[str, int], done: asyncio.Future[StatusRecord]) -> None:
+    _loads.pop(key, None)
+    if not done.cancelled() and done.exception() is None:
+        _served(done.result())
+
+
+# Used on the event loop only. Loads in flight by (service, invalidations seen), and the record last
+# served for each service (what a read gets while a slow load of a changed record goes on).
+_loads: dict[tuple[str, int], asyncio.Future[StatusRecord]] = {}
+_last_served: OrderedDict[str, StatusRecord] = OrderedDict()
+LAST_SERVED_MAX = 10_000
 
 
 def status_record(publication: Publication) -> StatusRecord:

@@ -57,6 +57,12 @@ class PrefectSettings(BaseModel):
         description="How long creating a flow run may wait for a busy Prefect server to answer; connecting still "
         "gives up after request_timeout_seconds (an unreachable server is reported as fast as before).",
     )
+    run_state_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How old a flow run's state in a status report may be while the run is polled: the API reads "
+        "the states of all polled runs in one request per interval, in the background.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for the Prefect server's messaging (prefect-redis). Set: the stack runs Prefect's API "
@@ -69,6 +75,12 @@ class PrefectSettings(BaseModel):
         le=16,
         description="Stack runner: processes of Prefect's API server (`prefect server start --workers`); more than "
         "one needs `redis_url` (and PostgreSQL): one process serializes every call of the API and the workers.",
+    )
+    server_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="Stack runner: how much lower the CPU priority of Prefect's API server is than the API's (nice).",
     )
     services_nice: int = Field(
         default=10,
@@ -206,6 +218,13 @@ class WorkerSettings(BaseModel):
         description="Stack runner: warm worker processes. Each runs flow runs in threads of one interpreter, so one "
         "process uses at most one core for the flows' Python work; one per core uses them all.",
     )
+    nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="Stack runner: how much lower the workers' CPU priority is than the API's (nice): publishing is "
+        "batch work, a status read is someone waiting.",
+    )
     query_seconds: float = Field(
         default=2.0, gt=0, description="Worker poll interval (the warm worker also wakes on Prefect events)."
     )
@@ -254,6 +273,13 @@ class ApiSettings(BaseModel):
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in links the API returns.")
     shutdown_grace_seconds: float = Field(
         default=30.0, gt=0, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    )
+    status_wait_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        description="How long a status read waits for a changed record to load before it answers with the one "
+        "this process served last (the load goes on; the next read has it). A polled status answers quickly even "
+        "while the database is slow.",
     )
 
 

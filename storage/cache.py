@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.settings import CacheSettings, get_settings
+from storage.near_cache import NearCache
 
 log = logging.getLogger("marketplace.cache")
 SEARCH_GENERATION = "mkt:search:generation"
@@ -57,6 +58,7 @@ class RedisBackend:
         self._down_until = 0.0  # monotonic time before which Redis is not tried
         self._missed: set[str] = set()  # generation keys whose bump has not reached Redis
         self._lock = threading.Lock()
+        self._on_failure: list[Callable[[], None]] = []
 
     @property
     def available(self) -> bool:
@@ -73,6 +75,16 @@ class RedisBackend:
     def delete(self, keys: list[str]) -> None:
         if keys:
             self._safe(lambda: self._redis.delete(*keys))
+
+    def near_cache(self) -> NearCache:
+        """This backend's tokens and entries in memory (storage/near_cache.py), reset by any failure."""
+        near = NearCache(self._redis)
+        self._on_failure.append(near.reset)
+        return near
+
+    def publish(self, generation_keys: list[str]) -> None:
+        """Tell every process that these generations moved on (a lost message: they read Redis again)."""
+        self._safe(lambda: NearCache.publish(self._redis, generation_keys))
 
     def incr(self, key: str) -> int:
         value = self._safe(lambda: self._redis.incr(key))
@@ -94,6 +106,8 @@ class RedisBackend:
                 self._down_until = time.monotonic() + self._retry_after
             if was_up:
                 log.warning("redis unavailable, serving without cache for %.1f s: %s", self._retry_after, exc)
+            for reset in self._on_failure:
+                reset()
             return None
 
     def _replay_missed(self) -> None:
@@ -106,6 +120,7 @@ class RedisBackend:
         for key in keys:
             pipe.incr(key)
         pipe.execute()
+        NearCache.publish(self._redis, keys)  # other processes' memory learns of them too
         with self._lock:
             self._missed.difference_update(keys)
         log.info("redis is back: replayed %d missed invalidation(s)", len(keys))
@@ -159,10 +174,13 @@ class ReadCache:
     later reader asks for, so a stale entry can never outlive the change.
     """
 
-    def __init__(self, backend: Backend, settings: CacheSettings, stamp: Callable[[], int] | None) -> None:
+    def __init__(
+        self, backend: Backend, settings: CacheSettings, stamp: Callable[[], int] | None, near: NearCache | None = None
+    ) -> None:
         self._backend = backend
         self._settings = settings
         self._stamp = stamp  # None when the backend is shared (Redis): generations suffice
+        self._near = near  # Redis: tokens and entries in memory, invalidated by pub/sub
 
     @property
     def shared(self) -> bool:
@@ -170,49 +188,111 @@ class ReadCache:
 
     def service_token(self, service_id: str) -> str:
         """Read before loading the service; pass to get/put."""
-        return self._token(f"mkt:generation:service:{service_id}")
+        return self._token(_service_generation(service_id))
 
     def search_token(self) -> str:
         return self._token(SEARCH_GENERATION)
 
     def get_service(self, service_id: str, token: str) -> dict[str, Any] | None:
-        return self._load(f"mkt:service:{service_id}:{token}")
+        return self._load(f"mkt:service:{service_id}:{token}", token)
 
     def put_service(self, service_id: str, token: str, value: dict[str, Any]) -> None:
-        self._backend.set(f"mkt:service:{service_id}:{token}", json.dumps(value), self._settings.service_ttl_seconds)
+        self._put(f"mkt:service:{service_id}:{token}", token, value, self._settings.service_ttl_seconds)
 
     def get_status(self, service_id: str, token: str) -> dict[str, Any] | None:
         """The service's status report as our records had it (no Prefect state), under `service_token`."""
-        return self._load(f"mkt:status:{service_id}:{token}")
+        return self._load(f"mkt:status:{service_id}:{token}", token)
 
     def put_status(self, service_id: str, token: str, value: dict[str, Any]) -> None:
-        self._backend.set(f"mkt:status:{service_id}:{token}", json.dumps(value), self._settings.service_ttl_seconds)
+        self._put(f"mkt:status:{service_id}:{token}", token, value, self._settings.service_ttl_seconds)
+
+    def status_version(self, service_id: str) -> int | None:
+        """A number that changes whenever the service's status record may have (memory only; None
+        without Redis or while its invalidations are not being received)."""
+        if self._near is None or not self._backend_available():
+            return None
+        return self._near.version(_service_generation(service_id))
+
+    def peek_status(self, service_id: str) -> dict[str, Any] | None:
+        """The status record if this process holds it under the current token: memory only, no I/O
+        (None otherwise, and always without Redis: the caller then loads it off the event loop)."""
+        if self._near is None or not self._backend_available():
+            return None
+        token = self._near.peek_token(_service_generation(service_id))
+        entry = self._near.entry(f"mkt:status:{service_id}:g{token}") if token is not None else None
+        return entry if isinstance(entry, dict) else None
 
     def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
-        return self._load(f"mkt:search:{token}:{query_hash}")
+        return self._load(f"mkt:search:{token}:{query_hash}", token)
 
     def put_search(self, query_hash: str, token: str, value: dict[str, Any]) -> None:
-        self._backend.set(f"mkt:search:{token}:{query_hash}", json.dumps(value), self._settings.search_ttl_seconds)
+        self._put(f"mkt:search:{token}:{query_hash}", token, value, self._settings.search_ttl_seconds)
 
     def invalidate(self, service_ids: Iterable[str]) -> None:
         """Move the services' generations and the search generation on (a change can move any result)."""
         if self._stamp is not None:
             return  # the committing transaction already bumped the database stamp
-        for service_id in service_ids:
-            self._backend.incr(f"mkt:generation:service:{service_id}")
-        self._backend.incr(SEARCH_GENERATION)
+        keys = [*(_service_generation(service_id) for service_id in service_ids), SEARCH_GENERATION]
+        for key in keys:
+            self._backend.incr(key)
+        if self._near is not None:
+            self._near.forget(keys)
+        if isinstance(self._backend, RedisBackend):
+            self._backend.publish(keys)
 
     def _token(self, generation_key: str) -> str:
         if self._stamp is not None:
             return f"s{self._stamp()}"
+        if self._near is not None:  # Redis
+            if not self._backend_available():
+                return NO_TOKEN  # the circuit is open: nothing cached is trusted, nothing is kept
+            try:
+                return f"g{self._near.token(generation_key, lambda: self._generation(generation_key))}"
+            except _RedisFailed:
+                return NO_TOKEN
         return f"g{self._backend.get(generation_key) or 0}"
 
-    def _load(self, key: str) -> dict[str, Any] | None:
+    def _generation(self, generation_key: str) -> str:
+        """The generation from Redis; raises when Redis failed (the read looked like a miss)."""
+        value = self._backend.get(generation_key)
+        if not self._backend_available():
+            raise _RedisFailed
+        return value or "0"
+
+    def _backend_available(self) -> bool:
+        return getattr(self._backend, "available", True) is True
+
+    def _load(self, key: str, token: str) -> dict[str, Any] | None:
+        if token == NO_TOKEN:
+            return None
+        # Memory only while Redis answers: an entry kept there is served only under a token Redis gave.
+        if self._near is not None and self._backend_available() and (kept := self._near.entry(key)) is not None:
+            return dict(kept)
         raw = self._backend.get(key)
         if raw is None:
             return None
         value: dict[str, Any] = json.loads(raw)
-        return value
+        if self._near is not None:
+            self._near.keep(key, value)
+        return dict(value)
+
+    def _put(self, key: str, token: str, value: dict[str, Any], ttl: int) -> None:
+        if token == NO_TOKEN:
+            return
+        self._backend.set(key, json.dumps(value), ttl)
+        if self._near is not None:
+            self._near.keep(key, value)
+
+
+NO_TOKEN = "-"  # noqa: S105 (not a secret: Redis failed while the token was read; nothing is kept under it)
+
+
+class _RedisFailed(Exception):
+    pass
+
+
+def _service_generation(service_id: str) -> str:
+    return f"mkt:generation:service:{service_id}"
 
 
 @lru_cache(maxsize=1)
@@ -220,7 +300,8 @@ def get_cache() -> ReadCache:
     """The process-wide cache for the configured backend."""
     settings = get_settings().cache
     if settings.redis_url:
-        return ReadCache(RedisBackend(settings.redis_url), settings, stamp=None)
+        backend = RedisBackend(settings.redis_url)
+        return ReadCache(backend, settings, stamp=None, near=backend.near_cache())
     from storage.database import read_change_stamp  # the stamp lives in the database
 
     return ReadCache(LocalBackend(), settings, stamp=read_change_stamp)

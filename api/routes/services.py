@@ -26,7 +26,7 @@ from api.schemas import (
     SuspensionIn,
     VersionAccepted,
 )
-from api.status_report import load_status, render_status
+from api.status_report import StatusRecord, current_status, render_status
 from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
@@ -142,12 +142,11 @@ async def get_status(service_id: str, principal: MaybePrincipal, orch: Orchestra
 
     Our records are cached (every change invalidates them); the Prefect run state is at most about a second old.
     """
-    # One trip to the thread pool for the blocking part (cache, database, Prefect on a miss).
-    return await run_in_threadpool(_status_response, service_id, principal, orch)
+    return _status_response(await current_status(service_id), principal, orch)
 
 
-def _status_response(service_id: str, principal: Principal | None, orch: Orchestrator) -> Response:
-    record = load_status(service_id)
+def _status_response(record: StatusRecord, principal: Principal | None, orch: Orchestrator) -> Response:
+    service_id = record.service_id
     access.require_internals(principal, service_id, record.provider_id, record.status)
     body = render_status(record, orch)
     content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse

@@ -1,0 +1,185 @@
+"""The Redis cache's tokens and entries kept in this process's memory, invalidated by Redis pub/sub.
+
+Reading a cached status report from Redis took two round trips (the service's generation, then
+the entry). On a machine whose cores are busy running publications, each round trip waits for
+Redis to be scheduled, and a report polled hundreds of times a second paid that on every read.
+Here both come from memory:
+
+- entries are keyed by the token they were loaded under, so a copy can never be out of date:
+  they are kept in a bounded LRU map;
+- generations (tokens) move on when a commit changes a service. Every invalidation is also
+  published on a Redis channel; this process subscribes, and drops what a message names. Before
+  a token is served, the messages already delivered are applied (a non-blocking read of the
+  subscription), so a change whose invalidation has reached this process is seen by the next
+  read, as with a round trip to Redis.
+
+Memory is trusted only while the subscription is up: before it is confirmed, after it drops, and
+until it is back, tokens are read from Redis as before (and what was kept is forgotten, since
+messages may have been missed). A token read from Redis is kept only if no invalidation of it
+arrived while it was being read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+log = logging.getLogger("marketplace.cache")
+CHANNEL = "mkt:invalidations"
+
+
+class NearCache:
+    """Tokens (by generation key) and immutable entries (by key) of one Redis cache, in memory."""
+
+    def __init__(self, client: redis.Redis, *, max_entries: int = 4096, poll_seconds: float = 0.05) -> None:
+        self._client = client
+        self._max_entries = max_entries
+        self._poll_seconds = poll_seconds
+        self._lock = threading.Lock()  # guards the maps and every read of the subscription
+        self._tokens: dict[str, str] = {}
+        self._changes: defaultdict[str, int] = defaultdict(int)  # invalidations seen per generation key
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._pubsub: Any = None  # redis.client.PubSub once subscribed
+        self._live = False
+        self._started = False
+        self._stopped = threading.Event()
+
+    @staticmethod
+    def publish(client: redis.Redis, generation_keys: Iterable[str]) -> None:
+        """Tell every process's near cache that these generations moved on (after the INCRs)."""
+        client.publish(CHANNEL, " ".join(generation_keys))
+
+    def token(self, generation_key: str, read: Callable[[], str]) -> str:
+        """The generation's token from memory when the subscription is up, else `read()` (from Redis)."""
+        if not self._current():
+            return read()
+        with self._lock:
+            known = self._tokens.get(generation_key)
+            changes = self._changes[generation_key]
+        if known is not None:
+            return known
+        token = read()
+        with self._lock:
+            if self._live and self._changes[generation_key] == changes:
+                self._tokens[generation_key] = token
+        return token
+
+    def peek_token(self, generation_key: str) -> str | None:
+        """The token if memory has it and may be trusted now; never asks Redis."""
+        if not self._current():
+            return None
+        with self._lock:
+            return self._tokens.get(generation_key)
+
+    def version(self, generation_key: str) -> int | None:
+        """How many invalidations of the generation this process has seen (after applying those
+        delivered), or None while memory is not trusted. Equal versions: no change in between."""
+        if not self._current():
+            return None
+        with self._lock:
+            return self._changes[generation_key]
+
+    def entry(self, key: str) -> Any | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def keep(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, generation_keys: Iterable[str]) -> None:
+        """This process changed these generations: drop them now (the message comes back later too)."""
+        with self._lock:
+            for key in generation_keys:
+                self._tokens.pop(key, None)
+                self._changes[key] += 1
+
+    def reset(self) -> None:
+        """Forget everything: Redis failed for this process, so invalidations may have been missed,
+        and a Redis that lost its data starts its generations again (old tokens come back)."""
+        with self._lock:
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        self._tokens.clear()
+        self._entries.clear()
+        for key in list(self._changes):
+            self._changes[key] += 1
+
+    def close(self) -> None:
+        self._stopped.set()
+
+    def _current(self) -> bool:
+        """Apply the invalidations already delivered; whether memory may be trusted now."""
+        if not self._started:
+            self._start()
+        with self._lock:
+            if self._live:
+                self._drain()
+            return self._live
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._listen, name="cache-invalidations", daemon=True).start()
+
+    def _listen(self) -> None:
+        """Keep subscribed: drain between reads so the socket never fills; resubscribe after a loss."""
+        backoff = 0.5
+        while not self._stopped.is_set():
+            if self._pubsub is None and not self._subscribe():
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            with self._lock:
+                if self._pubsub is not None:
+                    self._drain()
+            self._stopped.wait(self._poll_seconds)
+
+    def _subscribe(self) -> bool:
+        try:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            pubsub.subscribe(CHANNEL)
+            confirmation = pubsub.get_message(timeout=2.0)
+        except redis.RedisError as exc:
+            log.warning("cache invalidations unavailable, reading tokens from Redis: %s", exc)
+            return False
+        if not confirmation or confirmation.get("type") != "subscribe":
+            pubsub.close()
+            return False
+        with self._lock:
+            self._forget_all()  # anything learnt before the subscription may have missed a message
+            self._pubsub, self._live = pubsub, True
+        return True
+
+    def _drain(self) -> None:
+        """Apply every message already received (caller holds the lock)."""
+        try:
+            while (message := self._pubsub.get_message(timeout=0.0)) is not None:
+                if message.get("type") == "message":
+                    data = message["data"]
+                    for key in (data.decode() if isinstance(data, bytes) else str(data)).split():
+                        self._tokens.pop(key, None)
+                        self._changes[key] += 1
+        except (redis.RedisError, OSError) as exc:  # messages may be lost: trust nothing until resubscribed
+            log.warning("cache invalidation feed lost, reading tokens from Redis until it is back: %s", exc)
+            self._live = False
+            self._forget_all()
+            with contextlib.suppress(Exception):  # closing a connection that already failed
+                self._pubsub.close()
+            self._pubsub = None  # the listener thread subscribes again
