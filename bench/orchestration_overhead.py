@@ -2,15 +2,16 @@
 
     .venv/bin/python bench/orchestration_overhead.py [--runs 10] [--worker warm|process]
 
-Starts the real stack (Prefect server on PostgreSQL, the worker, the API) and a local provider.
+Starts the real stack (bench/stack.py: Prefect server on PostgreSQL with its messaging on Redis,
+the warm worker, the API) and a local provider.
 Alternating, one at a time:
 - *direct*: a service stored through the repositories, then the publish flow's happy path
   executed by calling each task's function (`task.fn`) in this process: the same work, no
   Prefect, no API, no worker;
 - *platform*: `POST /api/v1/services`, then polling until `active`.
 Prints p50 wall time of both, their ratio, and the CPU seconds per publish of this process
-(direct) and of the Prefect server, the worker and the API (platform; read from /proc while
-only platform publishes run, including the server's work after `active` until it is idle again).
+(direct) and of each part of the stack (platform; read from /proc while only platform publishes
+run, including Prefect's event processing after `active` until it is idle again).
 Appends the table to bench/RESULTS.md.
 """
 
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,40 +33,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deployments.stack import Stack  # noqa: E402
+from bench.stack import CACHE_REDIS, PREFECT_REDIS, RESULTS, bench_stack, cpu_seconds, describe  # noqa: E402
 from storage.database import reset_engine, session_scope  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
 from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
-from tests.support.services import temporary_database  # noqa: E402
-from tests.support.stack import prefect_stack  # noqa: E402
-
-RESULTS = ROOT / "bench" / "RESULTS.md"
-
-
-@contextmanager
-def stack(worker: str) -> Iterator[tuple[Stack, str]]:
-    with temporary_database(prefix="mkt_bench") as app_db, tempfile.TemporaryDirectory() as tmp:
-        upgrade(app_db)
-        env = {
-            "MARKETPLACE_DATABASE__URL": app_db,
-            "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
-            "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
-            "MARKETPLACE_WORKER__MODE": worker,
-        }
-        with prefect_stack(Path(tmp), with_worker=True, with_api=True, env=env) as running:
-            yield running, app_db
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU of a process and its children still alive or reaped (utime+stime+cutime+cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_publish(provider_url: str) -> tuple[float, float]:
@@ -122,25 +92,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--worker", choices=["warm", "process"], default="warm")
+    parser.add_argument(
+        "--prefect-redis", default=PREFECT_REDIS, help="Redis for Prefect's messaging ('none': in-memory, one process)"
+    )
     args = parser.parse_args()
-    with stack(args.worker) as (running, app_db), FakeProvider() as provider:
+    prefect_redis = None if args.prefect_redis == "none" else args.prefect_redis
+    workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    running_stack = bench_stack(workdir, worker=args.worker, prefect_redis=prefect_redis)
+    with running_stack as (running, app_db), FakeProvider() as provider:
         os.environ["MARKETPLACE_DATABASE__URL"] = app_db
         os.environ["MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS"] = "true"
+        os.environ["MARKETPLACE_CACHE__REDIS_URL"] = CACHE_REDIS  # invalidates the API's cache, as the worker does
         reset_engine()
-        pids = {name: running.pid_of(name) for name in ("prefect-server", "worker", "api")}
+        pids = {name: proc.pid for name, proc in running.processes}
+        event_processing = pids.get("prefect-services", pids["prefect-server"])
         with httpx.Client(base_url=running.config.api_url, timeout=60, headers=auth.provider()) as api:
             direct_publish(provider.url), platform_publish(api, provider.url)  # warm-up both paths
-            wait_idle(pids["prefect-server"])
+            wait_idle(event_processing)
             direct, direct_cpu, platform = [], [], []
-            cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             for _ in range(args.runs):
                 wall, cpu = direct_publish(provider.url)
                 direct.append(wall)
                 direct_cpu.append(cpu)
                 platform.append(platform_publish(api, provider.url))
-            wait_idle(pids["prefect-server"])
-            cpu_after = {name: tree_cpu(pid) for name, pid in pids.items()}
+            wait_idle(event_processing)
+            cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     per_publish = {name: (cpu_after[name] - cpu_before[name]) / args.runs for name in pids}
+    parts = ", ".join(f"{name} {seconds:.3f}" for name, seconds in per_publish.items())
     d50, p50 = statistics.median(direct), statistics.median(platform)
     table = (
         "| path | publishes | p50 wall (s) | min (s) | max (s) | CPU s per publish |\n"
@@ -148,8 +127,7 @@ def main() -> None:
         f"| direct: task functions in one process | {len(direct)} | {d50:.3f} | {min(direct):.3f} | "
         f"{max(direct):.3f} | {statistics.median(direct_cpu):.3f} (this process) |\n"
         f"| platform: API → Prefect → {args.worker} worker | {len(platform)} | {p50:.3f} | {min(platform):.3f} | "
-        f"{max(platform):.3f} | server {per_publish['prefect-server']:.3f}, worker {per_publish['worker']:.3f}, "
-        f"API {per_publish['api']:.3f} |\n\n"
+        f"{max(platform):.3f} | {parts} |\n\n"
         f"Platform / direct (p50 wall): **{p50 / d50:.1f}x**; orchestration adds {p50 - d50:.2f} s per publish."
     )
     print(table)
@@ -157,9 +135,9 @@ def main() -> None:
     with RESULTS.open("a") as out:
         out.write(
             f"\n## Orchestration overhead — {when}\n\n"
-            f"Command: `python bench/orchestration_overhead.py --runs {args.runs} --worker {args.worker}` "
-            "(2 cores shared; runs alternate direct/platform; CPU from /proc, the server's measured "
-            "until its event backlog is processed)\n\n" + table + "\n"
+            f"Command: `{shlex.join(['python', 'bench/orchestration_overhead.py', *sys.argv[1:]])}` "
+            f"(2 cores shared; {describe(args.worker, prefect_redis, CACHE_REDIS)}; runs alternate direct/platform; "
+            "CPU from /proc, Prefect's measured until its event backlog is processed)\n\n" + table + "\n"
         )
 
 

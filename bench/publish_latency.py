@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import re
 import shlex
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,19 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deployments.stack import Stack  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from tests.support import auth  # noqa: E402
-from tests.support.provider import FakeProvider, good_spec  # noqa: E402
-from tests.support.services import temporary_database  # noqa: E402
-from tests.support.stack import prefect_stack  # noqa: E402
+from bench.stack import (
+    PREFECT_REDIS,
+    RESULTS,
+    bench_stack,
+    cpu_seconds,
+    describe,
+    machine_cpu_seconds,
+)
+from tests.support import auth
+from tests.support.provider import FakeProvider, good_spec
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 ERRORS: list[str] = []  # non-200 answers to the status polls (list.append is atomic)
 
 
@@ -104,9 +102,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_round(api_url: str, provider_url: str, count: int, timeout: float) -> list[Sample]:
-    # One at a time: poll every 20 ms; a burst: every second per publish (100 polls/s for 100), so
+    # One at a time: poll every 20 ms; a burst: every 2 s per publish (50 polls/s for 100), so
     # the pollers do not compete for the cores with what they measure.
-    poll = 0.02 if count == 1 else 1.0
+    poll = 0.02 if count == 1 else 2.0
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     with (
         httpx.Client(base_url=api_url, timeout=60, headers=auth.provider(), limits=limits) as api,
@@ -127,48 +125,6 @@ def summarize(label: str, samples: list[Sample]) -> str:
     )
 
 
-PROBLEMS = re.compile(r"database is locked|too many clients|Traceback|\bERROR\b|\| ERROR ")
-BENCH_CACHE_REDIS = "redis://127.0.0.1:6379/14"  # not the tests' databases (they flush theirs)
-BENCH_PREFECT_REDIS = "redis://127.0.0.1:6379/13"
-
-
-def fresh_redis(url: str) -> str:
-    """The database emptied: streams and consumer groups left by an earlier stack must not be replayed."""
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@contextlib.contextmanager
-def own_stack(worker: str, prefect_redis: str | None, workdir: Path, logs: list[str]) -> Iterator[Stack]:
-    """The real stack on free ports: Prefect server on PostgreSQL (split, its messaging on Redis,
-    unless `prefect_redis` is None), the worker, the API with its cache on Redis.
-
-    On exit, the problem lines of every part's log are appended to `logs`.
-    """
-    with temporary_database(prefix="mkt_bench") as app_db:
-        upgrade(app_db)
-        env = {
-            "MARKETPLACE_DATABASE__URL": app_db,
-            "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
-            "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",  # a benchmark is one client publishing a lot
-            "MARKETPLACE_WORKER__MODE": worker,
-            "MARKETPLACE_CACHE__REDIS_URL": fresh_redis(BENCH_CACHE_REDIS),
-        }
-        if prefect_redis:
-            env["MARKETPLACE_PREFECT__REDIS_URL"] = fresh_redis(prefect_redis)
-        with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
-            yield stack
-        for log_file in sorted((workdir / "logs").glob("*.log")):
-            lines = log_file.read_text(errors="replace").splitlines()
-            logs.extend(f"{log_file.name}: {line}" for line in lines if PROBLEMS.search(line))
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU of a process and its reaped children (utime + stime + cutime + cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api-url", help="use a running stack instead of starting one")
@@ -177,7 +133,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=["warm", "process"], default="warm")
     parser.add_argument(
         "--prefect-redis",
-        default=BENCH_PREFECT_REDIS,
+        default=PREFECT_REDIS,
         help="own stack: Redis for Prefect's messaging ('none': in-memory)",
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds a publish may take")
@@ -188,16 +144,22 @@ def main() -> None:
 
     problems: list[str] = []
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-publish-"))
-    stack = contextlib.nullcontext(None) if args.api_url else own_stack(args.worker, prefect_redis, workdir, problems)
-    with stack as running, FakeProvider() as provider:
+    stack = (
+        contextlib.nullcontext((None, None))
+        if args.api_url
+        else bench_stack(workdir, worker=args.worker, prefect_redis=prefect_redis, problems=problems)
+    )
+    with stack as (running, _), FakeProvider() as provider:
         api_url = args.api_url or running.config.api_url
         pids = {name: p.pid for name, p in running.processes} if running else {}
         run_round(api_url, provider.url, 1, args.timeout)  # warm-up: imports, first deployment lookup
         single = [s for _ in range(args.singles) for s in run_round(api_url, provider.url, 1, args.timeout)]
         time.sleep(5)  # let the server finish the singles' events before the burst
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_before, wall_before = machine_cpu_seconds(), time.monotonic()
         burst = run_round(api_url, provider.url, args.concurrent, args.timeout)
         cpu_burst = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        machine, wall = machine_cpu_seconds() - machine_before, time.monotonic() - wall_before
 
     header = (
         "| round | publishes | active | submit-to-active p50 (s) | p95 (s) | POST p50 (ms) | POST p95 (ms) "
@@ -209,6 +171,7 @@ def main() -> None:
     if cpu_burst:
         parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu_burst.items())
         table += f"\n\nCPU seconds during the burst (until its last publish settled): {parts}"
+        table += f"; the whole machine {machine:.1f} in {wall:.1f} s ({machine / wall:.2f} cores busy on average)"
     if not args.api_url:
         kinds = "database is locked, too many clients, tracebacks, ERROR"
         table += f"\n\nProblem lines in the stack's logs ({kinds}): {len(problems)}"
@@ -221,7 +184,7 @@ def main() -> None:
     if args.no_record:
         return
     command = shlex.join(["python", "bench/publish_latency.py", *sys.argv[1:]])
-    setup = f"{args.worker} worker, Prefect messaging {'on Redis (split server)' if prefect_redis else 'in memory'}"
+    setup = describe(args.worker, prefect_redis, "redis") if not args.api_url else "the running stack"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a") as out:
         out.write(f"\n## Publish latency — {when}\n\nCommand: `{command}` (2 cores, shared; {setup})\n\n{table}\n")

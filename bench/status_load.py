@@ -35,7 +35,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,14 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
+from bench.stack import CACHE_REDIS, PREFECT_REDIS, RESULTS, bench_stack, describe  # noqa: E402
 from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
-from tests.support.services import temporary_database  # noqa: E402
-from tests.support.stack import prefect_stack  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
-BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"  # not the tests' database (they flush theirs)
 IN_PIPELINE = {"submitted", "validating", "testing"}
 SETTLED = {"active", "failed", "pending_approval"}
 MAX_IN_FLIGHT = 128  # connections of the load generator; a server this far behind gets errors, not a queue
@@ -205,30 +200,14 @@ HEADER = (
 # ---------------------------------------------------------------- the stack
 
 
-@contextlib.contextmanager
-def own_stack(cache: str, worker_mode: str | None, workdir: str | None) -> Iterator[tuple[str, str]]:
-    """The real stack on free ports: Prefect server on PostgreSQL, a worker, the API."""
-    keep = contextlib.nullcontext(workdir) if workdir else tempfile.TemporaryDirectory()
-    with temporary_database(prefix="mkt_bench") as app_db, keep as tmp:
-        upgrade(app_db)
-        env = {
-            "MARKETPLACE_DATABASE__URL": app_db,
-            "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
-            "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",  # a benchmark is one client publishing a lot
-        }
-        if cache == "redis":
-            env["MARKETPLACE_CACHE__REDIS_URL"] = BENCH_REDIS_URL
-        if worker_mode:
-            env["MARKETPLACE_WORKER__MODE"] = worker_mode
-        with prefect_stack(Path(tmp), with_worker=True, with_api=True, env=env) as stack:
-            yield stack.config.api_url, str(getattr(stack, "worker_mode", None) or "process")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api-url", help="use a running stack instead of starting one")
     parser.add_argument("--cache", choices=["redis", "local"], default="redis", help="own stack: the API's read cache")
-    parser.add_argument("--worker-mode", choices=["warm", "process"], help="own stack: the worker (default: settings)")
+    parser.add_argument("--worker-mode", choices=["warm", "process"], default="warm", help="own stack: the worker")
+    parser.add_argument(
+        "--prefect-redis", default=PREFECT_REDIS, help="own stack: Redis for Prefect's messaging ('none': in-memory)"
+    )
     parser.add_argument("--publishes", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0, help="status requests per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per round")
@@ -240,12 +219,16 @@ def main() -> None:
     if args.rate * args.duration > 10_000:
         parser.error("at most 10,000 requests per round")
 
+    prefect_redis = None if args.prefect_redis == "none" else args.prefect_redis
+    cache_redis = CACHE_REDIS if args.cache == "redis" else None
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-status-"))
     stack = (
-        contextlib.nullcontext((args.api_url, "as running"))
+        contextlib.nullcontext((None, None))
         if args.api_url
-        else own_stack(args.cache, args.worker_mode, args.workdir)
+        else bench_stack(workdir, worker=args.worker_mode, prefect_redis=prefect_redis, cache_redis=cache_redis)
     )
-    with stack as (api_url, worker_mode), FakeProvider() as provider:
+    with stack as (running, _), FakeProvider() as provider:
+        api_url = args.api_url or running.config.api_url
         # Idle round: services that finished publishing, nothing else running.
         done = submit_many(api_url, provider.url, args.publishes)
         if not done:
@@ -275,8 +258,8 @@ def main() -> None:
         return
     command = shlex.join(["python", "bench/status_load.py", *sys.argv[1:]])
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cache = "cache as running" if args.api_url else f"cache {args.cache}"
-    setup = f"2 cores, {worker_mode} worker, {cache}, open-loop {args.rate:g}/s for {args.duration:g} s per round"
+    stack_kind = "the running stack" if args.api_url else describe(args.worker_mode, prefect_redis, cache_redis)
+    setup = f"2 cores, {stack_kind}, open-loop {args.rate:g}/s for {args.duration:g} s per round"
     with RESULTS.open("a") as out:
         out.write(f"\n## Status reads under load — {when}\n\nCommand: `{command}` ({setup} from a separate process)")
         out.write(f". {args.note}\n\n" if args.note else "\n\n")

@@ -140,17 +140,17 @@ class Stack:
         plus its background services in a second process at a lower CPU priority."""
         c = self.config
         c.prefect_home.mkdir(parents=True, exist_ok=True)
+        prefect = get_settings().prefect
         argv = [str(BIN / "prefect"), "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
         split = bool(self.prefect_redis_url)
         if split:  # several processes: migrate once, before any starts (Prefect's guide to scaling)
             self._run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"])
-            workers = self.env.get("MARKETPLACE_PREFECT__SERVER_WORKERS") or str(get_settings().prefect.server_workers)
+            workers = self.env.get("MARKETPLACE_PREFECT__SERVER_WORKERS") or str(prefect.server_workers)
             argv += ["--no-services", "--workers", workers]
-        self._spawn("prefect-server", argv)
+        self._spawn("prefect-server", [*self._nice("PREFECT__SERVER_NICE", prefect.server_nice), *argv])
         self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
-        if split:  # after the API server: it has migrated the database by now
-            niceness = self.env.get("MARKETPLACE_PREFECT__SERVICES_NICE") or str(get_settings().prefect.services_nice)
-            nice = ["nice", "-n", niceness] if int(niceness) else []
+        if split:
+            nice = self._nice("PREFECT__SERVICES_NICE", prefect.services_nice)
             self._spawn("prefect-services", [*nice, str(BIN / "prefect"), "server", "services", "start"])
 
     def migrate(self) -> None:
@@ -175,10 +175,12 @@ class Stack:
             threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(settings.threads)
             processes = int(self.env.get("MARKETPLACE_WORKER__PROCESSES") or settings.processes)
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
+            nice = self._nice("WORKER__NICE", settings.nice)
             for n in range(processes):  # the first is "worker"; more are "worker-2", ...
-                self._spawn("worker" if n == 0 else f"worker-{n + 1}", argv)
+                self._spawn("worker" if n == 0 else f"worker-{n + 1}", [*nice, *argv])
         else:
-            self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool])
+            nice = self._nice("WORKER__NICE", get_settings().worker.nice)
+            self._spawn("worker", [*nice, str(BIN / "prefect"), "worker", "start", "--pool", pool])
 
     def start_relay(self) -> None:
         """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
@@ -214,6 +216,12 @@ class Stack:
     def pid_of(self, name: str) -> int:
         """The newest process of that part (a restarted part is listed again)."""
         return next(p.pid for n, p in reversed(self.processes) if n == name)
+
+    def _nice(self, setting: str, default: int) -> list[str]:
+        """`nice -n N` in front of a part's command: batch work yields the cores to the API, whose
+        callers are waiting (on one host; in production the parts get hosts or CPU shares of their own)."""
+        niceness = int(self.env.get(f"MARKETPLACE_{setting}") or default)
+        return ["nice", "-n", str(niceness)] if niceness else []
 
     def report(self, lines: int = 30) -> str:
         """Each part's process state and the end of its log: what a test prints when the stack let it down."""
