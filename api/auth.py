@@ -34,6 +34,7 @@ class Role(StrEnum):
 
 
 STAFF = frozenset({Role.GOVERNANCE, Role.ADMIN})
+VERIFIED_TOKENS_MAX = 10_000  # tokens a verifier remembers as checked (see TokenVerifier)
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,20 @@ def issue_token(
 
 
 class TokenVerifier:
-    """Checks signature, expiry, issuer and audience with keys loaded once per configuration."""
+    """Checks signature, expiry, issuer and audience with keys loaded once per configuration.
 
-    def __init__(self, settings: AuthSettings) -> None:
+    A client sends the same token with every request (a provider polling its status several
+    times a second), and checking it again costs more CPU than the rest of a cached status
+    read. So a token that passed is remembered with its expiry, keyed by the whole token
+    string: any other bytes (a changed claim, signature or header) are a different key and
+    are checked in full; a remembered token is still refused once it expires. The memory is
+    per verifier, so new keys (a rotated JWKS or secret) start with none.
+    """
+
+    def __init__(self, settings: AuthSettings, remember: int = VERIFIED_TOKENS_MAX) -> None:
         self._settings = settings
+        self._remember = remember
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (principal, refused after)
         self._algorithm = settings.jwt_algorithm
         self._key: Any = None
         self._keyset: jwt.PyJWKSet | None = None
@@ -95,6 +106,19 @@ class TokenVerifier:
             self._key = Path(settings.jwt_public_key_file).read_text()
 
     def decode(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            principal, refused_after = known
+            if time.time() <= refused_after:
+                return principal
+            del self._verified[token]
+        principal, expires_at = self._verify(token)
+        if len(self._verified) >= self._remember:  # many clients: start over rather than grow
+            self._verified.clear()
+        self._verified[token] = (principal, expires_at + self._settings.leeway_seconds)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         key = self._signing_key(token)
         options: jwt.types.Options = {"require": ["sub", "role", "exp"]}
         try:
@@ -116,7 +140,7 @@ class TokenVerifier:
         except (ValueError, TypeError) as exc:
             allowed = ", ".join(r.value for r in Role)
             raise ForbiddenError(f"the token's role {claims['role']!r} is not one of: {allowed}") from exc
-        return Principal(subject=str(claims["sub"]), role=role)
+        return Principal(subject=str(claims["sub"]), role=role), float(claims["exp"])
 
     def _signing_key(self, token: str) -> Any:
         if self._keyset is None:

@@ -19,12 +19,13 @@ that cannot be read (Prefect down or slow) keeps its last value until a read suc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -61,18 +62,33 @@ class RunStateCache(Generic[S]):
         self._max_entries = max_entries
         self._entries: OrderedDict[str, _Entry[S]] = OrderedDict()
         self._due: set[str] = set()
+        self._waiters: dict[str, list[Future[None]]] = {}  # read_since callers, by run
         self._refreshing = False
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-run-states")
 
     def get(self, run_id: str, not_before: float | None = None) -> S | None:
-        """The run's state as last read; a stale one (or one read before `not_before`, epoch
-        seconds) is read again in the background and served meanwhile."""
+        """The run's state as last read; a stale one is read again in the background and served
+        meanwhile. One read before `not_before` (epoch seconds) is not served: None (unknown)."""
         with self._lock:
             entry = self._entries.get(run_id)
         if entry is None or self._stale(entry, not_before):
             self._schedule(run_id)
-        return entry.state if entry is not None else None
+        if entry is None or (not_before is not None and entry.read_at < not_before):
+            return None
+        return entry.state
+
+    def read_since(self, run_id: str, not_before: float) -> Future[None] | None:
+        """None when the state held was read at or after `not_before`; otherwise a future done when
+        the next read of the run has been stored (whatever Prefect answered)."""
+        with self._lock:
+            entry = self._entries.get(run_id)
+            if entry is not None and entry.read_at >= not_before:
+                return None
+            waiter: Future[None] = Future()
+            self._waiters.setdefault(run_id, []).append(waiter)
+        self._schedule(run_id)
+        return waiter
 
     def put(self, run_id: str, state: S | None, read_at: float | None = None) -> None:
         """What the caller just learnt from Prefect (e.g. the state of a run it created)."""
@@ -93,6 +109,11 @@ class RunStateCache(Generic[S]):
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+            self._waiters.clear()
+        for waiter in waiters:
+            waiter.cancel()
 
     def _stale(self, entry: _Entry[S], not_before: float | None) -> bool:
         if not_before is not None and entry.read_at < not_before:
@@ -138,11 +159,15 @@ class RunStateCache(Generic[S]):
             states = self._read_many(run_ids)
         except Exception:  # read_many should not; if it does, keep serving what we have
             log.exception("refreshing %d flow run state(s) failed", len(run_ids))
-            return
+            states = {}
         with self._lock:
+            waiters = [w for run_id in run_ids for w in self._waiters.pop(run_id, ())]
             for run_id in run_ids:
                 if run_id in states:
                     self._store(run_id, _Entry(states[run_id], wall, mono))
                 else:  # Prefect did not tell (down, slow, no such run): keep the last state, ask again after ttl
                     last = self._entries.get(run_id)
                     self._store(run_id, _Entry(last.state if last else None, last.read_at if last else 0.0, mono))
+        for waiter in waiters:
+            with contextlib.suppress(InvalidStateError):  # its caller stopped waiting (cancelled)
+                waiter.set_result(None)

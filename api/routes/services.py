@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import access, publishing
-from api.auth import Admin, MaybePrincipal, Principal, ProviderOrAdmin
+from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
 from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
@@ -142,12 +142,14 @@ async def get_status(service_id: str, principal: MaybePrincipal, orch: Orchestra
 
     Our records are cached (every change invalidates them); the Prefect run state is at most about a second old.
     """
-    return _status_response(await current_status(service_id), principal, orch)
-
-
-def _status_response(record: StatusRecord, principal: Principal | None, orch: Orchestrator) -> Response:
-    service_id = record.service_id
+    record = await current_status(service_id)
     access.require_internals(principal, service_id, record.provider_id, record.status)
+    if record.flow_run_id and record.run_ended_at is not None:  # the run's end is shown with the run's state
+        await orch.state_read_since(record.flow_run_id, record.run_ended_at)
+    return _status_response(record, orch)
+
+
+def _status_response(record: StatusRecord, orch: Orchestrator) -> Response:
     body = render_status(record, orch)
     content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse
     response = Response(content=content, media_type="application/json")

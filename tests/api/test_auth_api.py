@@ -20,7 +20,9 @@ from fastapi.testclient import TestClient
 from jwt.algorithms import RSAAlgorithm
 from pydantic import ValidationError
 
+from api.auth import Principal, Role, TokenVerifier
 from api.publishing import refresh_search_entry
+from core.errors import UnauthorizedError
 from core.settings import Settings
 from storage.database import reset_engine, session_scope
 from storage.repositories import audit, services, versions
@@ -112,6 +114,26 @@ def test_hs256_refuses_none_swapped_and_roleless_tokens(anonymous: TestClient) -
     expired = approvals(client, jwt.encode(claims(exp=int(time.time()) - 120), secret, algorithm="HS256"))
     assert (expired.status_code, expired.json()["error"]["message"]) == (401, "the bearer token has expired")
     assert approvals(client, jwt.encode(claims(), secret, algorithm="HS256")).status_code == 200
+
+
+def test_a_remembered_token_is_refused_once_expired_and_a_tampered_one_is_checked_in_full() -> None:
+    settings = Settings().auth.model_copy(update={"leeway_seconds": 0})
+    verifier = TokenVerifier(settings)
+    secret = settings.jwt_secret.get_secret_value()
+    expires = int(time.time()) + 2
+    token = jwt.encode(claims(exp=expires), secret, algorithm="HS256")
+    assert verifier.decode(token) == Principal("gov-1", Role.GOVERNANCE)
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-4]}AAAA"
+    with pytest.raises(UnauthorizedError, match="invalid"):
+        verifier.decode(forged)  # the same claims with another signature: verified, not remembered
+    swapped = jwt.encode(claims(role="admin", exp=int(time.time()) + 60), "x" * 40, algorithm="HS256")
+    with pytest.raises(UnauthorizedError, match="invalid"):
+        verifier.decode(swapped)
+    assert verifier.decode(token).role is Role.GOVERNANCE  # remembered: no second check
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        verifier.decode(token)
 
 
 @pytest.fixture

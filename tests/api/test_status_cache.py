@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -234,11 +235,11 @@ def test_the_orchestrator_serves_a_state_until_its_ttl_then_refreshes_it(
         assert time.monotonic() < deadline, "never refreshed"
         time.sleep(0.02)
     assert state is not None and state.name == "Crashed"
-    # Asked for a state read after a moment: the old one is served, and read again at once.
+    # Asked for a state read after a moment: the old one is not shown (unknown), and read again at once.
     with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
         prefect.set_flow_run_state(UUID(run_id), Cancelled(message="moved again"), force=True)
     asked = time.time()
-    assert orchestrator.run_state(run_id, not_before=asked).type == "CRASHED"  # type: ignore[union-attr]
+    assert orchestrator.run_state(run_id, not_before=asked) is None
     eventually(lambda: orchestrator.run_state(run_id, not_before=asked), "CANCELLED")
 
 
@@ -286,4 +287,33 @@ def test_a_final_state_is_read_again_less_often_than_a_running_one() -> None:
             time.sleep(0.01)
         assert "done" not in reads
     finally:
+        cache.close()
+
+
+def test_a_state_read_before_the_run_ended_is_not_shown_and_can_be_waited_for() -> None:
+    from api.run_states import RunStateCache
+
+    release = threading.Event()
+    state = {"run": "RUNNING"}
+
+    def read_many(run_ids: list[str]) -> dict[str, str | None]:
+        release.wait(DEADLINE_SECONDS)
+        return {run_id: state[run_id] for run_id in run_ids}
+
+    cache: RunStateCache[str] = RunStateCache(read_many, ttl=60)
+    try:
+        cache.put("run", "RUNNING")
+        ended = time.time()
+        assert cache.get("run") == "RUNNING"
+        assert cache.get("run", not_before=ended) is None, "read before the run ended: unknown, not RUNNING"
+        assert cache.read_since("run", ended - 60) is None, "read after that moment: nothing to wait for"
+        waiter = cache.read_since("run", ended)
+        assert waiter is not None and not waiter.done()
+        state["run"] = "CRASHED"
+        release.set()
+        waiter.result(timeout=DEADLINE_SECONDS)
+        assert cache.get("run", not_before=ended) == "CRASHED"
+        assert cache.read_since("run", ended) is None
+    finally:
+        release.set()
         cache.close()
