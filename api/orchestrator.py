@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -174,16 +172,6 @@ class Orchestrator:
         background); the status report passes the time its record says the run ended.
         """
         return self._states.get(flow_run_id, not_before)
-
-    async def state_read_since(self, flow_run_id: str, not_before: float) -> None:
-        """Wait until the run's state held was read at or after `not_before` (at most the request
-        timeout). A status report whose record says the run ended waits for this once per run and
-        process, so it never shows the run still RUNNING beside a `failed` version."""
-        waiter = self._states.read_since(flow_run_id, not_before)
-        if waiter is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.wrap_future(waiter), self._settings.request_timeout_seconds)
 
     def _read_states(self, flow_run_ids: list[str]) -> dict[str, RunState | None]:
         """Several runs' states in one request (the background refresh)."""

@@ -8,9 +8,9 @@ only contributes the run's state, and that may be a moment old. So a read never 
 
 - it answers with the state last read (None for a run not read yet);
 - an entry older than `ttl` (a final state: `final_ttl`), or read before `not_before` (the
-  caller's record says the run moved on after that: see api/status_report.py), is marked due,
-  and one background thread reads every due run in one request (a filter on their ids), at once
-  and again as long as runs become due.
+  caller's record says the run moved on after that: see api/status_report.py; such a state is
+  not served, the answer is None), is marked due, and one background thread reads every due run
+  in one request (a filter on their ids), at once and again as long as runs become due.
 
 While a run is polled its state is at most `ttl` plus one Prefect round trip old, and Prefect
 sees one request per round for all polled runs together instead of one per status read. A state
@@ -19,13 +19,12 @@ that cannot be read (Prefect down or slow) keeps its last value until a read suc
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -62,7 +61,6 @@ class RunStateCache(Generic[S]):
         self._max_entries = max_entries
         self._entries: OrderedDict[str, _Entry[S]] = OrderedDict()
         self._due: set[str] = set()
-        self._waiters: dict[str, list[Future[None]]] = {}  # read_since callers, by run
         self._refreshing = False
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-run-states")
@@ -77,18 +75,6 @@ class RunStateCache(Generic[S]):
         if entry is None or (not_before is not None and entry.read_at < not_before):
             return None
         return entry.state
-
-    def read_since(self, run_id: str, not_before: float) -> Future[None] | None:
-        """None when the state held was read at or after `not_before`; otherwise a future done when
-        the next read of the run has been stored (whatever Prefect answered)."""
-        with self._lock:
-            entry = self._entries.get(run_id)
-            if entry is not None and entry.read_at >= not_before:
-                return None
-            waiter: Future[None] = Future()
-            self._waiters.setdefault(run_id, []).append(waiter)
-        self._schedule(run_id)
-        return waiter
 
     def put(self, run_id: str, state: S | None, read_at: float | None = None) -> None:
         """What the caller just learnt from Prefect (e.g. the state of a run it created)."""
@@ -109,11 +95,6 @@ class RunStateCache(Generic[S]):
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            waiters = [w for ws in self._waiters.values() for w in ws]
-            self._waiters.clear()
-        for waiter in waiters:
-            waiter.cancel()
 
     def _stale(self, entry: _Entry[S], not_before: float | None) -> bool:
         if not_before is not None and entry.read_at < not_before:
@@ -161,13 +142,9 @@ class RunStateCache(Generic[S]):
             log.exception("refreshing %d flow run state(s) failed", len(run_ids))
             states = {}
         with self._lock:
-            waiters = [w for run_id in run_ids for w in self._waiters.pop(run_id, ())]
             for run_id in run_ids:
                 if run_id in states:
                     self._store(run_id, _Entry(states[run_id], wall, mono))
                 else:  # Prefect did not tell (down, slow, no such run): keep the last state, ask again after ttl
                     last = self._entries.get(run_id)
                     self._store(run_id, _Entry(last.state if last else None, last.read_at if last else 0.0, mono))
-        for waiter in waiters:
-            with contextlib.suppress(InvalidStateError):  # its caller stopped waiting (cancelled)
-                waiter.set_result(None)

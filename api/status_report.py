@@ -5,8 +5,9 @@ Our records' part (`StatusRecord`: service, latest version, its phase results) i
 GET /services/{id}, under the service's change token (storage/cache.py): any committed change to
 the service, its versions or its phase results, from any process, invalidates it. The Prefect
 run state is added on every read from the orchestrator's memory (api/run_states.py), which never
-waits for Prefect: it is about a second old at most while the run is polled, and once our record
-says the run ended, a state read before that is read again at once in the background.
+waits for Prefect: it is about a second old at most while the run is polled. Once our record says
+the run ended, a state read before that is not shown (`state: null`, unknown) but read again at
+once in the background, so a `failed` version never appears beside a run still `RUNNING`.
 """
 
 from __future__ import annotations

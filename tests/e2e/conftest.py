@@ -90,8 +90,9 @@ def wait_until_settled(api: httpx.Client) -> Callable[..., dict[str, Any]]:
         def probe() -> dict[str, Any] | None:
             report: dict[str, Any] = api.get(f"/api/v1/services/{service_id}/status").json()
             run_state = (report.get("flowRun") or {}).get("state")
-            if status is not None:
-                return report if status in (report["status"], report["versionStatus"]) else None
+            if status is not None:  # and the run's state read since (it is null until then)
+                reached = status in (report["status"], report["versionStatus"]) and run_state is not None
+                return report if reached else None
             settled = report["versionStatus"] in SETTLED and run_state in ("COMPLETED", "FAILED", "PAUSED")
             return report if settled else None
 

@@ -62,7 +62,12 @@ def test_killed_flow_process_ends_failed_with_nothing_in_the_registry(
         assert any(v["metadata"]["marketplaceId"] == service_id for v in registry.entries.values())
         for pid in eventually(lambda: run_processes(worker, flow_run_id), 10, "the run's process"):
             os.kill(pid, signal.SIGKILL)  # only the process running this publication
-        failed = eventually(lambda: status() if status()["status"] == "failed" else None, 90, "failed")
+
+        def failed_and_state_known() -> dict[str, Any] | None:
+            report = status()  # the run's state is unknown (null) until read after the failure was recorded
+            return report if report["status"] == "failed" and report["flowRun"]["state"] is not None else None
+
+        failed = eventually(failed_and_state_known, 90, "failed")
     assert failed["flowRun"]["state"] == "CRASHED"
     assert failed["failure"]["phase"] == "endpoint_tests"
     assert failed["failure"]["reason"].startswith("publish run crashed")
