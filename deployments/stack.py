@@ -6,6 +6,7 @@ start the same stack on free ports with a PostgreSQL-backed Prefect server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -147,11 +148,11 @@ class Stack:
             self._run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"])
             workers = self.env.get("MARKETPLACE_PREFECT__SERVER_WORKERS") or str(prefect.server_workers)
             argv += ["--no-services", "--workers", workers]
-        self._spawn("prefect-server", [*self._nice("PREFECT__SERVER_NICE", prefect.server_nice), *argv])
+        self._spawn("prefect-server", argv, niceness=self._nice("PREFECT__SERVER_NICE", prefect.server_nice))
         self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
         if split:
             nice = self._nice("PREFECT__SERVICES_NICE", prefect.services_nice)
-            self._spawn("prefect-services", [*nice, str(BIN / "prefect"), "server", "services", "start"])
+            self._spawn("prefect-services", [str(BIN / "prefect"), "server", "services", "start"], niceness=nice)
 
     def migrate(self) -> None:
         """Bring the marketplace database to the newest schema."""
@@ -177,10 +178,10 @@ class Stack:
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
             nice = self._nice("WORKER__NICE", settings.nice)
             for n in range(processes):  # the first is "worker"; more are "worker-2", ...
-                self._spawn("worker" if n == 0 else f"worker-{n + 1}", [*nice, *argv])
+                self._spawn("worker" if n == 0 else f"worker-{n + 1}", argv, niceness=nice)
         else:
             nice = self._nice("WORKER__NICE", get_settings().worker.nice)
-            self._spawn("worker", [*nice, str(BIN / "prefect"), "worker", "start", "--pool", pool])
+            self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], niceness=nice)
 
     def start_relay(self) -> None:
         """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
@@ -217,11 +218,10 @@ class Stack:
         """The newest process of that part (a restarted part is listed again)."""
         return next(p.pid for n, p in reversed(self.processes) if n == name)
 
-    def _nice(self, setting: str, default: int) -> list[str]:
-        """`nice -n N` in front of a part's command: batch work yields the cores to the API, whose
-        callers are waiting (on one host; in production the parts get hosts or CPU shares of their own)."""
-        niceness = int(self.env.get(f"MARKETPLACE_{setting}") or default)
-        return ["nice", "-n", str(niceness)] if niceness else []
+    def _nice(self, setting: str, default: int) -> int:
+        """A part's niceness: batch work yields the cores to the API, whose callers are waiting (on
+        one host; in production the parts get hosts or CPU shares of their own)."""
+        return int(self.env.get(f"MARKETPLACE_{setting}") or default)
 
     def report(self, lines: int = 30) -> str:
         """Each part's process state and the end of its log: what a test prints when the stack let it down."""
@@ -238,13 +238,20 @@ class Stack:
                 parts.extend(tail)
         return "\n".join(parts)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], niceness: int = 0) -> None:
         out = self._log_file(name)
         # Own session: Ctrl-C reaches only this runner, which then stops the parts in order
         # (API first, so in-flight requests finish). argv is ours, never from input.
         proc = subprocess.Popen(  # noqa: S603
-            argv, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            ["nice", "-n", str(niceness), *argv] if niceness else argv,
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        if niceness:
+            _nice_session(proc.pid, niceness)
         self.processes.append((name, proc))
         log.info("started %s (pid %s)", name, proc.pid)
 
@@ -276,6 +283,15 @@ class Stack:
         for name, proc in self.processes:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}")
+
+
+def _nice_session(pid: int, niceness: int) -> None:
+    """Give the part's session the niceness too. Linux schedules each session as one group
+    (autogroup, on by default) and a process's nice value then ranks it only within its session:
+    a part in a session of its own (as here) with `nice` alone competes with the API as an equal,
+    however many threads it has. Writing the session's own nice value restores the intent."""
+    with contextlib.suppress(OSError):  # no autogroup (other kernels, containers): plain nice applies
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
 
 
 def _prefect_on_redis(url: str) -> dict[str, str]:
