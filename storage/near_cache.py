@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,7 +44,10 @@ class NearCache:
         self._poll_seconds = poll_seconds  # the listener's longest wait for a message (then it checks for close())
         self._lock = threading.Lock()  # guards the maps (the listener thread alone reads the subscription)
         self._tokens: dict[str, str] = {}
-        self._changes: defaultdict[str, int] = defaultdict(int)  # invalidations seen per generation key
+        # Invalidations seen per generation key (only keys that changed: a read of an unknown id adds
+        # nothing), plus one epoch for "forget everything"; both only grow, so their sum is a version.
+        self._changes: dict[str, int] = {}
+        self._epoch = 0
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._pubsub: Any = None  # redis.client.PubSub once subscribed
         self._live = False
@@ -62,12 +65,12 @@ class NearCache:
             return read()
         with self._lock:
             known = self._tokens.get(generation_key)
-            changes = self._changes[generation_key]
+            changes = self._version(generation_key)
         if known is not None:
             return known
         token = read()
         with self._lock:
-            if self._live and self._changes[generation_key] == changes:
+            if self._live and self._version(generation_key) == changes:
                 self._tokens[generation_key] = token
         return token
 
@@ -84,7 +87,7 @@ class NearCache:
         if not self._current():
             return None
         with self._lock:
-            return self._changes[generation_key]
+            return self._version(generation_key)
 
     def entry(self, key: str) -> Any | None:
         with self._lock:
@@ -105,7 +108,7 @@ class NearCache:
         with self._lock:
             for key in generation_keys:
                 self._tokens.pop(key, None)
-                self._changes[key] += 1
+                self._changes[key] = self._changes.get(key, 0) + 1
 
     def reset(self) -> None:
         """Forget everything: Redis failed for this process, so invalidations may have been missed,
@@ -116,11 +119,13 @@ class NearCache:
     def _forget_all(self) -> None:
         self._tokens.clear()
         self._entries.clear()
-        for key in list(self._changes):
-            self._changes[key] += 1
+        self._epoch += 1
 
     def close(self) -> None:
         self._stopped.set()
+
+    def _version(self, generation_key: str) -> int:
+        return self._epoch + self._changes.get(generation_key, 0)  # caller holds the lock
 
     def _current(self) -> bool:
         """Whether memory may be trusted now (the listener applies invalidations as they arrive)."""
@@ -182,4 +187,4 @@ class NearCache:
         with self._lock:
             for key in keys:
                 self._tokens.pop(key, None)
-                self._changes[key] += 1
+                self._changes[key] = self._changes.get(key, 0) + 1

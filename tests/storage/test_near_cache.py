@@ -102,3 +102,19 @@ def test_redis_down_means_no_token_and_nothing_kept(server: RedisServer) -> None
     assert api.peek_status("s1") is None
     api.put_status("s1", NO_TOKEN, {"stale": True})
     assert api.get_status("s1", NO_TOKEN) is None
+
+
+def test_reading_unknown_ids_keeps_nothing_and_a_reset_still_moves_every_version(server: RedisServer) -> None:
+    backend = RedisBackend(server.url)
+    near = backend.near_cache()
+    api = ReadCache(backend, CacheSettings(redis_url=server.url), stamp=None, near=near)
+    live_token(api, "s1")
+    before = api.status_version("s1")
+    for n in range(1000):  # a client polling ids that do not exist
+        api.status_version(f"no-such-service-{n}")
+        api.peek_status(f"no-such-service-{n}")
+    assert len(near._changes) <= 1, "only generations that changed are counted"
+    near.reset()  # Redis failed for this process: whatever was in flight may be stale
+    eventually(lambda: api.status_version("s1") is not None, "trusted again")
+    assert api.status_version("s1") != before
+    assert api.status_version("no-such-service-1") != 0
