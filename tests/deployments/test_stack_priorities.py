@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ def test_a_niced_part_is_niced_in_its_own_session_too(tmp_path: Path) -> None:
     try:
         (_, batch), (_, interactive) = stack.processes
         assert os.getsid(batch.pid) != os.getsid(0), "a session of its own (Ctrl-C reaches only the runner)"
+        deadline = time.monotonic() + 10
+        while niceness_of(batch.pid)[0] != 7:  # `nice -n 7` sets it just before it execs the command
+            assert time.monotonic() < deadline, f"never niced: {niceness_of(batch.pid)}"
+            time.sleep(0.01)
         assert niceness_of(batch.pid) == (7, 7), "process and session both niced"
         assert niceness_of(interactive.pid) == (0, 0)
     finally:
