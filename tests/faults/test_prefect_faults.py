@@ -125,6 +125,7 @@ def test_prefect_lost_after_the_api_connected_fails_fast_and_recovers(client: Te
         first = good_spec(provider.url, name="faults-prefect-first")
         accepted, _ = post_timed(client, first)
         assert accepted.status_code == 202, accepted.text
+        wait_active(client, accepted.json()["serviceId"], first)  # its run writes nothing more while we count
 
         proxy.stop()
         spec = good_spec(provider.url, name="faults-prefect-lost")
@@ -152,7 +153,9 @@ def test_a_lost_answer_from_prefect_leaves_no_service_and_the_orphan_run_fails(
     proxy.start()
     with FakeProvider() as provider:
         warm = good_spec(provider.url, name="faults-prefect-warm")
-        assert post_timed(client, warm)[0].status_code == 202  # the deployment id is known from now on
+        accepted = post_timed(client, warm)[0]
+        assert accepted.status_code == 202  # the deployment id is known from now on
+        wait_active(client, accepted.json()["serviceId"], warm)  # its run writes nothing more while we count
         since = datetime.now(UTC)
         proxy.swallow_responses = True  # requests reach Prefect, answers never come back
         spec = good_spec(provider.url, name="faults-prefect-no-answer")
