@@ -12,11 +12,9 @@ goes to loopback; the run is bounded by --timeout per publish.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import (
     PREFECT_REDIS,
     RESULTS,
-    bench_stack,
     cpu_seconds,
     describe,
     machine_cpu_seconds,
+    own_stack_or_running,
 )
 from tests.support import auth
 from tests.support.provider import FakeProvider, good_spec
@@ -143,11 +141,8 @@ def main() -> None:
     prefect_redis = None if args.prefect_redis == "none" else args.prefect_redis
 
     problems: list[str] = []
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-publish-"))
-    stack = (
-        contextlib.nullcontext((None, None))
-        if args.api_url
-        else bench_stack(workdir, worker=args.worker, prefect_redis=prefect_redis, problems=problems)
+    stack = own_stack_or_running(
+        args.api_url, args.workdir, "bench-publish-", worker=args.worker, prefect_redis=prefect_redis, problems=problems
     )
     with stack as (running, _), FakeProvider() as provider:
         api_url = args.api_url or running.config.api_url

@@ -13,8 +13,10 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -67,6 +69,16 @@ def bench_stack(
             for log_file in sorted((workdir / "logs").glob("*.log")):
                 lines = log_file.read_text(errors="replace").splitlines()
                 problems.extend(f"{log_file.name}: {line}" for line in lines if PROBLEMS.search(line))
+
+
+def own_stack_or_running(
+    api_url: str | None, workdir: str | None, prefix: str, **stack_options: Any
+) -> contextlib.AbstractContextManager[tuple[Stack | None, str | None]]:
+    """`bench_stack` in `workdir` (a new temporary one when None), or nothing to start when the
+    benchmark measures a stack already running at `api_url` (then it yields (None, None))."""
+    if api_url:
+        return contextlib.nullcontext((None, None))
+    return bench_stack(Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=prefix)), **stack_options)
 
 
 def describe(worker: str, prefect_redis: str | None, cache_redis: str | None) -> str:

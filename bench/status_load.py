@@ -32,7 +32,6 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from bench.stack import CACHE_REDIS, PREFECT_REDIS, RESULTS, bench_stack, describe  # noqa: E402
+from bench.stack import CACHE_REDIS, PREFECT_REDIS, RESULTS, describe, own_stack_or_running  # noqa: E402
 from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
 
@@ -230,11 +229,13 @@ def main() -> None:
 
     prefect_redis = None if args.prefect_redis == "none" else args.prefect_redis
     cache_redis = CACHE_REDIS if args.cache == "redis" else None
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-status-"))
-    stack = (
-        contextlib.nullcontext((None, None))
-        if args.api_url
-        else bench_stack(workdir, worker=args.worker_mode, prefect_redis=prefect_redis, cache_redis=cache_redis)
+    stack = own_stack_or_running(
+        args.api_url,
+        args.workdir,
+        "bench-status-",
+        worker=args.worker_mode,
+        prefect_redis=prefect_redis,
+        cache_redis=cache_redis,
     )
     with stack as (running, _), FakeProvider() as provider:
         api_url = args.api_url or running.config.api_url
