@@ -201,10 +201,10 @@ class ReadCache:
 
     def get_status(self, service_id: str, token: str) -> dict[str, Any] | None:
         """The service's status report as our records had it (no Prefect state), under `service_token`."""
-        return self._load(f"mkt:status:{service_id}:{token}", token)
+        return self._load(_status_key(service_id, token), token)
 
     def put_status(self, service_id: str, token: str, value: dict[str, Any]) -> None:
-        self._put(f"mkt:status:{service_id}:{token}", token, value, self._settings.service_ttl_seconds)
+        self._put(_status_key(service_id, token), token, value, self._settings.service_ttl_seconds)
 
     def status_version(self, service_id: str) -> int | None:
         """A number that changes whenever the service's status record may have (memory only; None
@@ -219,7 +219,7 @@ class ReadCache:
         if self._near is None or not self._backend_available():
             return None
         token = self._near.peek_token(_service_generation(service_id))
-        entry = self._near.entry(f"mkt:status:{service_id}:g{token}") if token is not None else None
+        entry = self._near.entry(_status_key(service_id, _generation_token(token))) if token is not None else None
         return entry if isinstance(entry, dict) else None
 
     def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
@@ -247,10 +247,10 @@ class ReadCache:
             if not self._backend_available():
                 return NO_TOKEN  # the circuit is open: nothing cached is trusted, nothing is kept
             try:
-                return f"g{self._near.token(generation_key, lambda: self._generation(generation_key))}"
+                return _generation_token(self._near.token(generation_key, lambda: self._generation(generation_key)))
             except _RedisFailed:
                 return NO_TOKEN
-        return f"g{self._backend.get(generation_key) or 0}"
+        return _generation_token(self._backend.get(generation_key) or "0")
 
     def _generation(self, generation_key: str) -> str:
         """The generation from Redis; raises when Redis failed (the read looked like a miss)."""
@@ -293,6 +293,15 @@ class _RedisFailed(Exception):
 
 def _service_generation(service_id: str) -> str:
     return f"mkt:generation:service:{service_id}"
+
+
+def _generation_token(generation: str) -> str:
+    """The token of a Redis generation (the local backend's tokens are database stamps: "s…")."""
+    return f"g{generation}"
+
+
+def _status_key(service_id: str, token: str) -> str:
+    return f"mkt:status:{service_id}:{token}"
 
 
 @lru_cache(maxsize=1)
