@@ -70,11 +70,13 @@ class RunStateCache(Generic[S]):
         meanwhile. One read before `not_before` (epoch seconds) is not served: None (unknown)."""
         with self._lock:
             entry = self._entries.get(run_id)
-        if entry is None or self._stale(entry, not_before):
+        if entry is None:
             self._schedule(run_id)
-        if entry is None or (not_before is not None and entry.read_at < not_before):
             return None
-        return entry.state
+        predates = not_before is not None and entry.read_at < not_before
+        if predates or self._aged(entry):
+            self._schedule(run_id)
+        return None if predates else entry.state
 
     def put(self, run_id: str, state: S | None, read_at: float | None = None) -> None:
         """What the caller just learnt from Prefect (e.g. the state of a run it created)."""
@@ -96,9 +98,7 @@ class RunStateCache(Generic[S]):
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _stale(self, entry: _Entry[S], not_before: float | None) -> bool:
-        if not_before is not None and entry.read_at < not_before:
-            return True
+    def _aged(self, entry: _Entry[S]) -> bool:
         final = entry.state is not None and self._is_final(entry.state)
         return time.monotonic() - entry.read_mono >= (self._final_ttl if final else self._ttl)
 
