@@ -65,13 +65,9 @@ def run_phase(inp: PhaseInput, check: Callable[[], PhaseOutcome], phase: Phase |
     Exceptions are not recorded here: they propagate so Prefect retries the task,
     and the flow records the final failure.
     """
-    started_at = datetime.now(UTC)
     if phase is not None:  # shown by the status endpoint while the phase runs
         with session_scope() as session:
             versions.set_phase(session, inp.version_id, phase.value)
-    t0 = time.perf_counter()
-    outcome = check()
-    outcome.duration_ms = (time.perf_counter() - t0) * 1000
-    with session_scope() as session:
-        phases.record(session, inp.service_id, inp.flow_run_id, outcome, started_at)
+    outcome, started_at = timed(check)
+    record_outcomes(inp, [(outcome, started_at)])
     return outcome
