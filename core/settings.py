@@ -76,6 +76,14 @@ class PrefectSettings(BaseModel):
         description="Stack runner: processes of Prefect's API server (`prefect server start --workers`); more than "
         "one needs `redis_url` (and PostgreSQL): one process serializes every call of the API and the workers.",
     )
+    late_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Stack runner: how long past its start time a scheduled flow run waits before Prefect marks it "
+        "Late (`PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS`; Prefect's default is 15). A burst of publishes "
+        "queues for the worker's slots for longer than 15 s, and marking each queued run Late is a state change "
+        "with its events: work for the server and nothing for an operator, who should see runs no worker takes.",
+    )
     server_nice: int = Field(
         default=5,
         ge=0,

@@ -109,6 +109,9 @@ class Stack:
         heartbeat = env.get("MARKETPLACE_WORKER__HEARTBEAT_SECONDS") or str(worker.heartbeat_seconds)
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", heartbeat)
         self.crash_after_seconds = env.get("MARKETPLACE_WORKER__CRASH_AFTER_SECONDS") or str(worker.crash_after_seconds)
+        # Scheduled runs queued for the worker's slots in a burst are not "late" (see PrefectSettings).
+        late = env.get("MARKETPLACE_PREFECT__LATE_AFTER_SECONDS") or str(get_settings().prefect.late_after_seconds)
+        env.setdefault("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", late)
         self.prefect_redis_url = c.prefect_redis_url or env.get("MARKETPLACE_PREFECT__REDIS_URL") or None
         if self.prefect_redis_url:
             env.update(_prefect_on_redis(self.prefect_redis_url))

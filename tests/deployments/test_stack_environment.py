@@ -1,0 +1,39 @@
+"""What the stack runner tells Prefect's processes through their environment."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prefect.settings.models.root import Settings
+
+from deployments.stack import Stack, StackConfig
+
+
+def prefect_settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Prefect's settings as a process started with `env` reads them."""
+    for name, value in env.items():
+        if name.startswith("PREFECT_"):
+            monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_queued_runs_are_marked_late_after_a_minute_not_prefects_15_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MARKETPLACE_PREFECT__LATE_AFTER_SECONDS", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", raising=False)
+    env = Stack(StackConfig(prefect_home=tmp_path)).env
+    assert prefect_settings_from(env, monkeypatch).server.services.late_runs.after_seconds == timedelta(seconds=60)
+
+
+def test_the_late_threshold_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", raising=False)
+    monkeypatch.setenv("MARKETPLACE_PREFECT__LATE_AFTER_SECONDS", "20")
+    env = Stack(StackConfig(prefect_home=tmp_path)).env
+    assert prefect_settings_from(env, monkeypatch).server.services.late_runs.after_seconds == timedelta(seconds=20)
+    # Prefect's own variable, when an operator sets it, is left alone.
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", "45")
+    env = Stack(StackConfig(prefect_home=tmp_path)).env
+    assert prefect_settings_from(env, monkeypatch).server.services.late_runs.after_seconds == timedelta(seconds=45)
