@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib
 import logging
 import os
 import ssl
 import types
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -43,10 +45,13 @@ import anyio
 import anyio.abc
 import httpx
 import prefect.client.orchestration as prefect_client_module
+import prefect.flow_engine as prefect_flow_engine
 from prefect import Flow
+from prefect._flow_run_suspension import FlowRunSuspensionRequest, mark_flow_run_suspension_requested
+from prefect._internal.observers import FlowRunSuspendingObserver
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.responses import WorkerFlowRunResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -271,6 +276,75 @@ def _execute(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
     return False
 
 
+class SharedSuspensionObserver:
+    """One watch for suspensions requested from outside a run, for every run of this process.
+
+    A running flow run can be suspended from outside (`suspend_flow_run(flow_run_id=...)`, the
+    UI); the engine then stops it at its next task. To notice, Prefect 3.8.8's engine starts for
+    every flow run of a deployment a thread with an event loop of its own, a client, a read of
+    the run and a websocket subscription to the server's event stream (which the server answers
+    with a backfill query): per run, the same job. Its FlowRunSuspendingObserver watches any
+    number of runs, so here one, on the worker's event loop, serves them all
+    (`prefect.flow_engine.observe_flow_run_suspension` is replaced while the worker runs).
+    """
+
+    def __init__(self) -> None:
+        self._observer: FlowRunSuspendingObserver | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests: dict[UUID, FlowRunSuspensionRequest] = {}
+
+    async def __aenter__(self) -> SharedSuspensionObserver:
+        self._loop = asyncio.get_running_loop()
+        self._observer = FlowRunSuspendingObserver(on_suspended=self._suspended)
+        await self._observer.__aenter__()  # type: ignore[no-untyped-call]  # untyped in Prefect 3.8.8
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._observer is not None:
+            await self._observer.__aexit__(*exc_info)
+        self._observer = self._loop = None
+
+    @property
+    def watched(self) -> set[UUID]:
+        return set(self._requests)
+
+    def _suspended(self, flow_run_id: UUID, state: State) -> None:
+        # As the engine's own observer does: the request the run registered, else the one it passed.
+        if not mark_flow_run_suspension_requested(flow_run_id, state) and (req := self._requests.get(flow_run_id)):
+            req.mark_requested(state)
+
+    @contextlib.contextmanager
+    def observe(
+        self, flow_run_id: UUID, suspension_request: FlowRunSuspensionRequest, polling_interval: float = 10
+    ) -> Iterator[None]:
+        """The engine's `observe_flow_run_suspension`, called on a run's thread: ready once the
+        run's current state is known (a run already suspended is seen at once), as there."""
+        observer, loop = self._observer, self._loop
+        if observer is None or loop is None:
+            raise RuntimeError("the shared suspension observer is not running")
+        self._requests[flow_run_id] = suspension_request
+        try:
+            asyncio.run_coroutine_threadsafe(observer.watch_flow_run_id(flow_run_id), loop).result()
+            yield
+        finally:
+            self._requests.pop(flow_run_id, None)
+            loop.call_soon_threadsafe(observer.remove_in_flight_flow_run_id, flow_run_id)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Runs started meanwhile by `prefect.flow_engine` use this observer instead of their own."""
+        original = getattr(prefect_flow_engine, _ENGINE_OBSERVER)
+        setattr(prefect_flow_engine, _ENGINE_OBSERVER, self.observe)
+        try:
+            yield
+        finally:
+            setattr(prefect_flow_engine, _ENGINE_OBSERVER, original)
+
+
+# What the engine calls for each run (imported into prefect.flow_engine by name, so replaced there).
+_ENGINE_OBSERVER = "observe_flow_run_suspension"
+
+
 async def wake_on_scheduled_runs(worker: WarmWorker, started: anyio.Event) -> None:
     """Poll at once whenever a flow run becomes Scheduled (a submission, a resume, a retry).
 
@@ -324,10 +398,11 @@ async def serve(pool: str, threads: int) -> None:
         if message.endswith("started!"):
             started.set()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(wake_on_scheduled_runs, worker, started)
-        await worker.start(printer=printer)
-        group.cancel_scope.cancel()
+    async with SharedSuspensionObserver() as suspensions, anyio.create_task_group() as group:
+        with suspensions.installed():
+            group.start_soon(wake_on_scheduled_runs, worker, started)
+            await worker.start(printer=printer)
+            group.cancel_scope.cancel()
 
 
 async def create_pool(pool: str) -> None:
