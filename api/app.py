@@ -16,6 +16,7 @@ from api.middleware import install_observability
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
 from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
+from core.gc_pauses import freeze_startup_objects
 from core.settings import get_settings
 
 API_PREFIX = "/api/v1"
@@ -26,6 +27,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     orchestrator = Orchestrator(get_settings().prefect)
     orchestrator.open()
     app.state.orchestrator = orchestrator
+    freeze_startup_objects()  # the last step of start-up: see core/gc_pauses.py
     try:
         yield
     finally:

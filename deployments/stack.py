@@ -27,6 +27,8 @@ from storage.migrate import upgrade
 log = logging.getLogger("marketplace.stack")
 BIN = Path(sys.executable).parent
 STOP_MARGIN_SECONDS = 5.0  # past the API's own grace period before SIGKILL
+# `prefect` for the long-running Prefect processes: their imports out of the collector's walks.
+PREFECT_FROZEN = [sys.executable, "-m", "deployments.prefect_cli"]
 
 
 def _api_grace() -> float:
@@ -145,7 +147,7 @@ class Stack:
         c = self.config
         c.prefect_home.mkdir(parents=True, exist_ok=True)
         prefect = get_settings().prefect
-        argv = [str(BIN / "prefect"), "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
+        argv = [*PREFECT_FROZEN, "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
         split = bool(self.prefect_redis_url)
         if split:  # several processes: migrate once, before any starts (Prefect's guide to scaling)
             self._run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"])
@@ -155,7 +157,7 @@ class Stack:
         self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
         if split:
             nice = self._nice("PREFECT__SERVICES_NICE", prefect.services_nice)
-            self._spawn("prefect-services", [str(BIN / "prefect"), "server", "services", "start"], niceness=nice)
+            self._spawn("prefect-services", [*PREFECT_FROZEN, "server", "services", "start"], niceness=nice)
 
     def migrate(self) -> None:
         """Bring the marketplace database to the newest schema."""

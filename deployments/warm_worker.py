@@ -33,6 +33,7 @@ import functools
 import importlib
 import logging
 import os
+import pkgutil
 import ssl
 import types
 from collections.abc import Iterator
@@ -60,6 +61,9 @@ from prefect.flow_engine import run_flow
 from prefect.flows import load_flow_from_entrypoint
 from prefect.logging.loggers import flow_run_logger
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+
+import flows
+from core.gc_pauses import freeze_startup_objects
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_TYPE = "marketplace-warm"
@@ -387,8 +391,17 @@ class _WithoutThreadTimeoutWarning(logging.Filter):
         return not (message.startswith("Timeout of") and "running in a worker thread" in message)
 
 
+def preload_flows() -> None:
+    """Import every flow module now rather than at the first run of each deployment: that run does
+    not wait for the imports, and they are frozen with the rest of start-up (core/gc_pauses.py)."""
+    for module in pkgutil.iter_modules(flows.__path__):
+        importlib.import_module(f"{flows.__name__}.{module.name}")
+
+
 async def serve(pool: str, threads: int) -> None:
     share_prefect_client_ssl_contexts()
+    preload_flows()
+    freeze_startup_objects()
     logging.getLogger("prefect.task_runs").addFilter(_WithoutThreadTimeoutWarning())
     worker = WarmWorker(work_pool_name=pool, threads=threads, name=f"warm-{os.getpid()}")
     started = anyio.Event()
