@@ -283,11 +283,18 @@ class ApiSettings(BaseModel):
         default=30.0, gt=0, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
     )
     status_wait_seconds: float = Field(
-        default=0.02,
+        default=0.005,
         ge=0,
         description="How long a status read waits for a changed record to load before it answers with the one "
         "this process served last (the load goes on; the next read has it). A polled status answers quickly even "
         "while the database is slow.",
+    )
+    realtime_event_loop: bool = Field(
+        default=True,
+        description="Run the API's event loop thread (only that thread: not the threads it starts) under the "
+        "SCHED_RR real-time policy when the process may (root or CAP_SYS_NICE), so that a request is picked up "
+        "the moment it arrives even while batch work (Prefect, the workers, PostgreSQL) keeps every core busy. "
+        "Without the permission it logs that and runs at the normal policy.",
     )
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from core.realtime import policy_of
+from deployments.stack import Stack
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
 
@@ -91,3 +95,17 @@ def test_bad_specs_fail_at_their_phase(
     service = api.get(f"/api/v1/services/{service_id}").json()
     assert service["registryId"] is None
     assert not any(e["metadata"]["marketplaceId"] == service_id for e in registry.entries.values())
+
+
+def test_the_apis_event_loop_thread_alone_runs_at_real_time_priority(
+    api: httpx.Client, e2e_stack: Stack, wait_until_settled: Wait
+) -> None:
+    """Status reads are picked up at once while batch work fills the cores (core/realtime.py);
+    the thread pool, where database work and validation run, stays at the normal policy."""
+    with FakeProvider() as provider:
+        wait_until_settled(submit(api, good_spec(provider.url, name="e2e-realtime")))  # the thread pool has worked
+    pid = next(proc.pid for name, proc in e2e_stack.processes if name == "api")
+    threads = {int(tid.name): policy_of(int(tid.name)) for tid in Path(f"/proc/{pid}/task").iterdir()}
+    assert threads.pop(pid) == os.SCHED_RR, "the main thread runs uvicorn's event loop"
+    assert threads, "the API has started threads"
+    assert set(threads.values()) == {os.SCHED_OTHER}
