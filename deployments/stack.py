@@ -114,6 +114,8 @@ class Stack:
         # Scheduled runs queued for the worker's slots in a burst are not "late" (see PrefectSettings).
         late = env.get("MARKETPLACE_PREFECT__LATE_AFTER_SECONDS") or str(get_settings().prefect.late_after_seconds)
         env.setdefault("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", late)
+        for name, value in EVENT_BATCHES.items():  # an operator's own values win
+            env.setdefault(name, value)
         self.prefect_redis_url = c.prefect_redis_url or env.get("MARKETPLACE_PREFECT__REDIS_URL") or None
         if self.prefect_redis_url:
             env.update(_prefect_on_redis(self.prefect_redis_url))
@@ -297,6 +299,22 @@ def _nice_session(pid: int, niceness: int) -> None:
     however many threads it has. Writing the session's own nice value restores the intent."""
     with contextlib.suppress(OSError):  # no autogroup (other kernels, containers): plain nice applies
         Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+
+
+# How Prefect's background services take events off the broker and write them: in batches.
+# Prefect 3.8.8 records task runs one event per transaction (batch 1) and reads one message per
+# broker round trip; each publish sends about a dozen task-run events, so a burst of 100 was
+# ~1,200 single-row transactions. Batches of up to 100, flushed at least every second (Prefect's
+# default 5 s), keep the UI as current as it was. Whole seconds only: the task run recorder
+# truncates its interval to an int, and 0 makes its flush loop spin (a core, seen here).
+EVENT_BATCHES = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+}
 
 
 def _prefect_on_redis(url: str) -> dict[str, str]:

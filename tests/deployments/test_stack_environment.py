@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prefect.settings.models.root import Settings
 
-from deployments.stack import Stack, StackConfig
+from deployments.stack import EVENT_BATCHES, Stack, StackConfig
 
 
 def prefect_settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -37,3 +37,16 @@ def test_the_late_threshold_is_configurable(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", "45")
     env = Stack(StackConfig(prefect_home=tmp_path)).env
     assert prefect_settings_from(env, monkeypatch).server.services.late_runs.after_seconds == timedelta(seconds=45)
+
+
+def test_prefect_services_take_events_in_batches_flushed_every_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in EVENT_BATCHES:
+        monkeypatch.delenv(name, raising=False)
+    services = prefect_settings_from(Stack(StackConfig(prefect_home=tmp_path)).env, monkeypatch).server.services
+    assert services.task_run_recorder.batch_size == services.event_persister.batch_size == 100
+    assert services.task_run_recorder.read_batch_size == services.event_persister.read_batch_size == 100
+    # Prefect 3.8.8 truncates the recorder's interval to whole seconds; below 1 its flush loop spins.
+    assert services.task_run_recorder.flush_interval == int(services.task_run_recorder.flush_interval) >= 1
+    assert services.event_persister.flush_interval == 1

@@ -112,10 +112,17 @@ def wait_settled(api: httpx.Client, service_id: str, headers: dict[str, str], ti
 
 
 def task_runs(stack: Stack, flow_run_id: str, name: str) -> list[TaskRun]:
-    """The task runs called `name` (e.g. "registry-sync") of a flow run, from the Prefect API."""
-    with SyncPrefectClient(stack.config.prefect_api_url) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
-    return [run for run in runs if run.name.startswith(f"{name}-")]
+    """The task runs called `name` (e.g. "registry-sync") of a flow run, from the Prefect API, once
+    all are recorded in a final state: Prefect's services record task runs from their events in
+    batches (deployments/stack.py EVENT_BATCHES), a second or so after the flow run has ended."""
+
+    def recorded() -> list[TaskRun] | None:
+        with SyncPrefectClient(stack.config.prefect_api_url) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        named = [run for run in runs if run.name.startswith(f"{name}-")]
+        return named if named and all(run.state is not None and run.state.is_final() for run in named) else None
+
+    return eventually(recorded, timeout=15, what=f"the {name} task runs of {flow_run_id} in a final state")
 
 
 def snapshot(service_id: str) -> dict[str, Any]:
