@@ -17,8 +17,9 @@ from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
 from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
 from core.gc_pauses import freeze_startup_objects
-from core.realtime import make_this_thread_realtime
+from core.realtime import make_process_realtime
 from core.settings import get_settings
+from storage.cache import get_cache
 
 API_PREFIX = "/api/v1"
 
@@ -28,8 +29,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     orchestrator = Orchestrator(get_settings().prefect)
     orchestrator.open()
     app.state.orchestrator = orchestrator
-    if get_settings().api.realtime_event_loop:
-        make_this_thread_realtime()  # lifespan runs on the event loop's thread: see core/realtime.py
+    get_cache().listen()  # status reads from memory from the first one on
+    if get_settings().api.realtime_priority:
+        make_process_realtime()  # see core/realtime.py
     freeze_startup_objects()  # the last step of start-up: see core/gc_pauses.py
     try:
         yield

@@ -289,12 +289,12 @@ class ApiSettings(BaseModel):
         "this process served last (the load goes on; the next read has it). A polled status answers quickly even "
         "while the database is slow.",
     )
-    realtime_event_loop: bool = Field(
+    realtime_priority: bool = Field(
         default=True,
-        description="Run the API's event loop thread (only that thread: not the threads it starts) under the "
-        "SCHED_RR real-time policy when the process may (root or CAP_SYS_NICE), so that a request is picked up "
-        "the moment it arrives even while batch work (Prefect, the workers, PostgreSQL) keeps every core busy. "
-        "Without the permission it logs that and runs at the normal policy.",
+        description="Run the API's threads under the SCHED_RR real-time policy when the process may (root or "
+        "CAP_SYS_NICE), so that a request is picked up the moment it arrives even while batch work (Prefect, "
+        "the workers, PostgreSQL) keeps every core busy. Without the permission it logs that and runs at the "
+        "normal policy. Turn off where the API has CPU of its own.",
     )
 
 

@@ -186,6 +186,12 @@ class ReadCache:
     def shared(self) -> bool:
         return self._stamp is None
 
+    def listen(self) -> None:
+        """Start taking invalidations (Redis) now instead of at the first read: until its listener
+        is subscribed, this process serves nothing from memory (the API calls this at start-up)."""
+        if self._near is not None:
+            self._near.start()
+
     def service_token(self, service_id: str) -> str:
         """Read before loading the service; pass to get/put."""
         return self._token(_service_generation(service_id))

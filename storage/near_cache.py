@@ -130,10 +130,11 @@ class NearCache:
     def _current(self) -> bool:
         """Whether memory may be trusted now (the listener applies invalidations as they arrive)."""
         if not self._started:
-            self._start()
+            self.start()
         return self._live
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the listener thread (once; the first use of memory otherwise does)."""
         with self._lock:
             if self._started:
                 return

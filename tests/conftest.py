@@ -9,9 +9,9 @@ import os
 os.environ.setdefault("MARKETPLACE_RETRIES__BASE_DELAY_SECONDS", "0.05")
 os.environ.setdefault("MARKETPLACE_RETRIES__JITTER_FACTOR", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# In-process apps (TestClient) run their event loop on a thread of pytest's, which should not become
-# a real-time thread; the stacks the end-to-end tests start turn it on, as production runs.
-os.environ.setdefault("MARKETPLACE_API__REALTIME_EVENT_LOOP", "false")
+# In-process apps (TestClient) would make pytest's own threads real-time; the stacks the
+# end-to-end tests start turn it on, as production runs.
+os.environ.setdefault("MARKETPLACE_API__REALTIME_PRIORITY", "false")
 
 import shutil
 from collections.abc import Iterator

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -20,13 +21,15 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Crashed
 from sqlalchemy import event
 
+from api import status_report
 from api.app import create_app
 from api.orchestrator import Orchestrator
+from api.routes import services as services_routes
 from api.schemas import ServiceStatusOut
 from core.domain import ServiceStatus
 from core.settings import PrefectSettings, get_settings
 from deployments.stack import Stack
-from storage.cache import RedisBackend
+from storage.cache import RedisBackend, get_cache
 from storage.database import get_engine, reset_engine, session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
@@ -137,25 +140,50 @@ def test_a_cached_report_is_still_only_for_the_owner_and_staff(api: TestClient) 
     assert status(api, service_id, headers=auth.admin())["serviceId"] == service_id
 
 
-def test_a_cache_hit_reads_no_more_than_the_change_token(api: TestClient, cache_mode: str) -> None:
-    service_id = publish(api)["serviceId"]
+@contextmanager
+def selects() -> Iterator[list[str]]:
+    """The SELECT statements run meanwhile (by any thread of this process)."""
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
 
     event.listen(get_engine(), "before_cursor_execute", count)
     try:
-        status(api, service_id)
-        miss = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-        statements.clear()
-        status(api, service_id)
-        hit = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        yield statements
     finally:
         event.remove(get_engine(), "before_cursor_execute", count)
+
+
+def test_a_cache_hit_reads_no_more_than_the_change_token(
+    api: TestClient, cache_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services_routes, "prime_status", lambda _service_id: None)  # a first read that loads
+    service_id = publish(api)["serviceId"]
+    with selects() as miss:
+        status(api, service_id)
+    with selects() as hit:
+        status(api, service_id)
     token_reads = 0 if cache_mode == "redis" else 1  # in-process: the database change stamp
     assert len(miss) == token_reads + 2, miss  # service with its latest version, then the phase results
     assert len(hit) == token_reads, hit
+
+
+@pytest.mark.parametrize("cache_mode", ["redis"], indirect=True)  # in-process: reads load as they come
+def test_the_first_status_read_after_a_submission_is_answered_from_memory(api: TestClient) -> None:
+    """The POST starts loading the record its provider polls next (without waiting for it)."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while get_cache().status_version("any") is None:  # the invalidation listener the app started is subscribed
+        assert time.monotonic() < deadline, "the app's invalidation listener never subscribed"
+        time.sleep(0.01)
+    service_id = publish(api)["serviceId"]
+    while service_id not in status_report._last_served:  # the load the POST started has finished
+        assert time.monotonic() < deadline, "the POST started no load of the record"
+        time.sleep(0.01)
+    with selects() as first_read:
+        assert status(api, service_id)["versionStatus"] == "submitted"
+    assert first_read == []
 
 
 def test_the_run_state_is_read_again_after_its_ttl(api: TestClient, prefect_server: Stack) -> None:

@@ -97,15 +97,14 @@ def test_bad_specs_fail_at_their_phase(
     assert not any(e["metadata"]["marketplaceId"] == service_id for e in registry.entries.values())
 
 
-def test_the_apis_event_loop_thread_alone_runs_at_real_time_priority(
+def test_the_apis_threads_run_at_real_time_priority(
     api: httpx.Client, e2e_stack: Stack, wait_until_settled: Wait
 ) -> None:
-    """Status reads are picked up at once while batch work fills the cores (core/realtime.py);
-    the thread pool, where database work and validation run, stays at the normal policy."""
+    """Status reads are picked up at once while batch work fills the cores (core/realtime.py): every
+    thread of the API, those its thread pool started for a publication too (they share the GIL)."""
     with FakeProvider() as provider:
         wait_until_settled(submit(api, good_spec(provider.url, name="e2e-realtime")))  # the thread pool has worked
     pid = next(proc.pid for name, proc in e2e_stack.processes if name == "api")
     threads = {int(tid.name): policy_of(int(tid.name)) for tid in Path(f"/proc/{pid}/task").iterdir()}
-    assert threads.pop(pid) == os.SCHED_RR, "the main thread runs uvicorn's event loop"
-    assert threads, "the API has started threads"
-    assert set(threads.values()) == {os.SCHED_OTHER}
+    assert len(threads) > 1, "the API has started threads"
+    assert set(threads.values()) == {os.SCHED_RR}, threads
