@@ -23,6 +23,7 @@ back. Needs root or CAP_SYS_NICE; without either the process keeps the normal po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -40,7 +41,8 @@ def make_process_realtime() -> bool:
         for thread_id in _threads():
             # Per thread (Linux schedules threads). No SCHED_RESET_ON_FORK: it would give the
             # threads started later the normal policy too, not only forked processes.
-            os.sched_setscheduler(thread_id, os.SCHED_RR, os.sched_param(PRIORITY))
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setscheduler(thread_id, os.SCHED_RR, os.sched_param(PRIORITY))
     except PermissionError:
         log.info("the API runs at the normal CPU policy: real-time (SCHED_RR) needs root or CAP_SYS_NICE")
         return False

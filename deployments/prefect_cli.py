@@ -3,8 +3,10 @@ server, its background services), with their start-up objects frozen out of the 
 collector's walks (core/gc_pauses.py).
 
 After importing its API the Prefect server holds ~280,000 objects and one full collection took
-~160 ms on an idle core; during a burst of 100 publishes the server and its services ran 17 of
-them, up to 0.26 s each, and every call of the workers and the API waited meanwhile.
+~160 ms on an idle core. Over a benchmark of 120 publishes the server and its services ran 17
+full collections (start-up's among them), up to 0.26 s each, while every call of the workers
+and the API to that process waited; with the start-up objects frozen, those during the burst
+took 56-89 ms.
 
     python -m deployments.prefect_cli server start ...   # as `prefect server start ...`
 """
