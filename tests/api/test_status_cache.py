@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Crashed
-from sqlalchemy import event
 
 from api import status_report
 from api.app import create_app
@@ -30,12 +28,13 @@ from core.domain import ServiceStatus
 from core.settings import PrefectSettings, get_settings
 from deployments.stack import Stack
 from storage.cache import RedisBackend, get_cache
-from storage.database import get_engine, reset_engine, session_scope
+from storage.database import reset_engine, session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
 from tests.support import auth
 from tests.support.services import REDIS_URL, require_tcp
 from tests.support.specs import make_spec
+from tests.support.sql import database_reads
 
 SERVICES = "/api/v1/services"
 DEADLINE_SECONDS = 10.0
@@ -140,31 +139,13 @@ def test_a_cached_report_is_still_only_for_the_owner_and_staff(api: TestClient) 
     assert status(api, service_id, headers=auth.admin())["serviceId"] == service_id
 
 
-@contextmanager
-def selects() -> Iterator[list[str]]:
-    """The SELECT statements run meanwhile (by any thread of this process)."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(get_engine(), "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", count)
-
-
 def test_a_cache_hit_reads_no_more_than_the_change_token(
     api: TestClient, cache_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(services_routes, "prime_status", lambda _service_id: None)  # a first read that loads
     service_id = publish(api)["serviceId"]
-    with selects() as miss:
-        status(api, service_id)
-    with selects() as hit:
-        status(api, service_id)
+    miss = database_reads(lambda: status(api, service_id))
+    hit = database_reads(lambda: status(api, service_id))
     token_reads = 0 if cache_mode == "redis" else 1  # in-process: the database change stamp
     assert len(miss) == token_reads + 2, miss  # service with its latest version, then the phase results
     assert len(hit) == token_reads, hit
@@ -181,8 +162,9 @@ def test_the_first_status_read_after_a_submission_is_answered_from_memory(api: T
     while service_id not in status_report._last_served:  # the load the POST started has finished
         assert time.monotonic() < deadline, "the POST started no load of the record"
         time.sleep(0.01)
-    with selects() as first_read:
-        assert status(api, service_id)["versionStatus"] == "submitted"
+    answers: list[dict[str, Any]] = []
+    first_read = database_reads(lambda: answers.append(status(api, service_id)))
+    assert answers[0]["versionStatus"] == "submitted"
     assert first_read == []
 
 

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from api.app import create_app
-from storage.database import get_engine, reset_engine, session_scope
+from storage.database import reset_engine, session_scope
 from storage.repositories import services
 from storage.repositories.services import Actor
 from storage.search import document_from_service, get_search_index
@@ -26,6 +25,7 @@ from tests.faults.helpers import RedisServer, eventually
 from tests.support import auth
 from tests.support.services import free_port
 from tests.support.specs import make_spec
+from tests.support.sql import database_reads
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 SEARCH = "/api/v1/services/search"
@@ -69,22 +69,6 @@ def change_description(service_id: str, description: str) -> None:
         service = services.get(session, service_id)
         service.description = description
         service.spec = {**service.spec, "description": description}
-
-
-def database_reads(read: Any) -> list[str]:
-    """The SELECT statements `read()` sends to the database."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(get_engine(), "before_cursor_execute", count)
-    try:
-        read()
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", count)
-    return statements
 
 
 def cached_keys(server: RedisServer, pattern: str) -> list[bytes]:
