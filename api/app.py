@@ -16,27 +16,45 @@ from api.middleware import install_observability
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
 from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
+from api.run_starter import RunStarter, StarterPolicy
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from storage.cache import get_cache
+from storage.database import get_engine
+from storage.repositories import run_requests
 
 API_PREFIX = "/api/v1"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    orchestrator = Orchestrator(get_settings().prefect)
+    settings = get_settings()
+    orchestrator = Orchestrator(settings.prefect)
     orchestrator.open()
     app.state.orchestrator = orchestrator
+    starter = run_starter_for(orchestrator, settings)
+    stop_listening = run_requests.when_enqueued(starter.wake)
+    starter.start()  # owed runs left by an earlier process are started now
     get_cache().listen()  # status reads from memory from the first one on
-    if get_settings().api.realtime_priority:
+    if settings.api.realtime_priority:
         make_process_realtime()  # see core/realtime.py
     freeze_startup_objects()  # the last step of start-up: see core/gc_pauses.py
     try:
         yield
     finally:
+        stop_listening()
+        starter.stop()
         orchestrator.close()
+
+
+def run_starter_for(orchestrator: Orchestrator, settings: Settings) -> RunStarter:
+    """The starter of owed flow runs; on PostgreSQL several API processes share the queue (row locks)."""
+    prefect = settings.prefect
+    policy = StarterPolicy(
+        prefect.start_poll_seconds, prefect.start_first_retry_seconds, prefect.start_max_retry_seconds
+    )
+    return RunStarter(orchestrator, policy, lock_rows=get_engine().dialect.name == "postgresql")
 
 
 def create_app() -> FastAPI:

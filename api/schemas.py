@@ -13,9 +13,15 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
+QUEUED_RUN = (
+    "The flow run is started from the stored request right after the answer, with retries while Prefect is "
+    "busy or down: null until then (the status report says `QUEUED`)."
+)
+
+
 class PublishAccepted(ApiModel):
     service_id: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str
     status_url: str = Field(description="Poll this for progress.")
 
@@ -73,10 +79,15 @@ class PhaseResultOut(ApiModel):
 
 
 class FlowRunOut(ApiModel):
-    id: str
-    state: str | None = Field(description="Prefect state type, e.g. RUNNING, COMPLETED, FAILED; null if unknown.")
+    id: str | None = Field(description="The Prefect flow run; null while its start is queued.")
+    state: str | None = Field(
+        description="Prefect state type, e.g. RUNNING, COMPLETED, FAILED; null if unknown; `QUEUED` (ours) while "
+        "the request waits for Prefect to create the run."
+    )
     state_name: str | None
-    url: str = Field(description="The run in the Prefect UI.")
+    url: str | None = Field(description="The run in the Prefect UI (null while queued).")
+    start_attempts: int | None = Field(default=None, description="While queued: attempts to start the run so far.")
+    last_start_error: str | None = Field(default=None, description="While queued: why the last attempt failed.")
 
 
 class FailureOut(ApiModel):
@@ -137,7 +148,7 @@ class VersionAccepted(ApiModel):
     service_id: str
     version_id: str
     version: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str
     status_url: str
 
@@ -163,7 +174,7 @@ class History(ApiModel):
 
 class DeprecationAccepted(ApiModel):
     service_id: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str = Field(description="`deprecating` until the flow has marked the service `deprecated`.")
     grace_seconds: int
 

@@ -57,6 +57,18 @@ class PrefectSettings(BaseModel):
         description="How long creating a flow run may wait for a busy Prefect server to answer; connecting still "
         "gives up after request_timeout_seconds (an unreachable server is reported as fast as before).",
     )
+    start_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the API's run starter looks for owed flow runs it was not woken for (written by "
+        "another process, or whose retry came due). A submission wakes it at once.",
+    )
+    start_first_retry_seconds: float = Field(
+        default=0.5, gt=0, description="Delay before the second attempt to start a flow run; later ones double."
+    )
+    start_max_retry_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between attempts to start a flow run while Prefect is down."
+    )
     run_state_seconds: float = Field(
         default=1.0,
         gt=0,

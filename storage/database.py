@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -81,7 +81,8 @@ def _session_factory() -> sessionmaker[Session]:
     factory = sessionmaker(bind=get_engine(), expire_on_commit=False)
     event.listen(factory, "after_flush", _collect_changed_services)
     event.listen(factory, "after_commit", _invalidate_cache)
-    event.listen(factory, "after_rollback", lambda session: session.info.pop(CHANGED, None))
+    event.listen(factory, "after_commit", _run_commit_callbacks)
+    event.listen(factory, "after_rollback", _forget_pending)
     return factory
 
 
@@ -91,14 +92,15 @@ _CACHE_STAMP_BUMP = text("UPDATE cache_stamps SET value = value + 1 WHERE name =
 
 def _collect_changed_services(session: Session, _context: Any) -> None:
     """Remember which services this transaction touched; bump the change stamp once for other processes."""
-    from storage.models import SearchDocument, Service, ServiceVersion
+    from storage.models import FlowRunRequest, SearchDocument, Service, ServiceVersion
 
     touched: set[str] = set()
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Service):
             touched.add(obj.id)
-        elif isinstance(obj, ServiceVersion | SearchDocument):
-            touched.add(obj.service_id)
+        elif isinstance(obj, ServiceVersion | SearchDocument | FlowRunRequest):  # a queued run is in the status
+            touched.add(obj.service_id or "")
+    touched.discard("")
     mark_services_changed(session, touched)
 
 
@@ -119,6 +121,26 @@ def _invalidate_cache(session: Session) -> None:
         from storage.cache import get_cache
 
         get_cache().invalidate(changed)
+
+
+AFTER_COMMIT = "after_commit_callbacks"
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback` once this session's transaction has committed (never if it rolls back)."""
+    callbacks: list[Callable[[], None]] = session.info.setdefault(AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+
+
+def _run_commit_callbacks(session: Session) -> None:
+    for callback in session.info.pop(AFTER_COMMIT, ()):
+        callback()
+
+
+def _forget_pending(session: Session) -> None:
+    session.info.pop(CHANGED, None)
+    session.info.pop(AFTER_COMMIT, None)
 
 
 def read_change_stamp() -> int:

@@ -1,0 +1,79 @@
+"""Durable intake: the flow runs an accepted request owes, written in the request's own transaction.
+
+The API answers as soon as the change and its run request are committed; api/run_starter.py then
+creates the run in Prefect with retries. Each run is named and tagged for the Prefect UI when it is
+created, so an operator sees what runs (`publish acme/chat-pro 1.2.0`) and can filter by provider
+and service without an extra call per run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy.orm import Session
+
+from core.settings import PrefectSettings
+from storage.models import Service
+from storage.repositories import run_requests
+from storage.repositories.run_requests import RunSpec
+
+
+def run_tags(provider_id: str, service_id: str) -> tuple[str, ...]:
+    """Tags that let an operator filter the Prefect UI by provider and by service."""
+    return (f"provider:{provider_id}", f"service:{service_id}")
+
+
+def publish_run(settings: PrefectSettings, service_id: str, version_id: str, spec: dict[str, Any]) -> RunSpec:
+    """The publish run of a version; one run per version, whatever retries its start takes."""
+    provider = spec["provider"]["id"]
+    return RunSpec(
+        kind="publish",
+        deployment=settings.publish_deployment,
+        parameters={"service_id": service_id, "version_id": version_id},
+        idempotency_key=f"publish-{version_id}",
+        service_id=service_id,
+        version_id=version_id,
+        run_name=f"publish {provider}/{spec['name']} {spec['version']}",
+        tags=run_tags(provider, service_id),
+    )
+
+
+def deprecation_run(
+    settings: PrefectSettings, service: Service, actor_id: str, actor_role: str | None, reason: str, grace: int
+) -> RunSpec:
+    """The run that marks the service deprecated and schedules its retirement."""
+    parameters = {
+        "service_id": service.id,
+        "actor_id": actor_id,
+        "actor_role": actor_role,
+        "reason": reason,
+        "grace_seconds": grace,
+    }
+    return RunSpec(
+        kind="deprecate",
+        deployment=settings.deprecate_deployment,
+        parameters=parameters,
+        idempotency_key=f"deprecate-{service.id}-{uuid4()}",
+        service_id=service.id,
+        run_name=f"deprecate {service.provider_id}/{service.name}",
+        tags=run_tags(service.provider_id, service.id),
+    )
+
+
+def registry_sync_run(settings: PrefectSettings, service: Service) -> RunSpec:
+    """The run that pushes a live service's changed metadata to the external registry."""
+    return RunSpec(
+        kind="sync-registry",
+        deployment=settings.sync_deployment,
+        parameters={"service_id": service.id},
+        idempotency_key=f"sync-{service.id}-{uuid4()}",
+        service_id=service.id,
+        run_name=f"sync-registry {service.provider_id}/{service.name}",
+        tags=run_tags(service.provider_id, service.id),
+    )
+
+
+def owe(session: Session, run: RunSpec) -> None:
+    """Record the run in the caller's transaction; the starter takes it once that commits."""
+    run_requests.enqueue(session, run)
