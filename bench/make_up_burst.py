@@ -143,7 +143,8 @@ def waiting_for_approval(api: httpx.Client, provider_url: str) -> tuple[str, str
     spec = good_spec(provider_url, name=f"approval-{uuid.uuid4().hex[:10]}")
     spec["compliance"]["level"] = "restricted"
     code, _, service_id = post(api, spec)
-    assert code == 202 and service_id, f"approval candidate not accepted: {code}"
+    assert code == 202, f"approval candidate not accepted: {code}"
+    assert service_id
     status = wait_status(api, service_id, {"pending_approval", "failed"}, 300)
     assert status == "pending_approval", status
     run = api.get(f"/api/v1/services/{service_id}/status").json()["flowRun"]
@@ -202,7 +203,9 @@ def main() -> None:
         ready_s = wait_ready(proc, 900)
         with FakeProvider() as provider, httpx.Client(base_url=API, timeout=120, headers=auth.provider()) as api:
             warm_code, _, warm_id = post(api, good_spec(provider.url, name=f"warm-{uuid.uuid4().hex[:8]}"))
-            assert warm_code == 202 and warm_id and wait_status(api, warm_id, {"active"}, 300) == "active"
+            assert warm_code == 202
+            assert warm_id
+            assert wait_status(api, warm_id, {"active"}, 300) == "active"
             pairs = duplicate_pairs(api, provider.url, args.pairs)
             approval_id, approval_run = waiting_for_approval(api, provider.url)
             result = burst(api, provider.url, args.burst, approval_run)

@@ -302,11 +302,12 @@ class ApiSettings(BaseModel):
         "while the database is slow.",
     )
     realtime_priority: bool = Field(
-        default=True,
-        description="Run the API's threads under the SCHED_RR real-time policy when the process may (root or "
-        "CAP_SYS_NICE), so that a request is picked up the moment it arrives even while batch work (Prefect, "
-        "the workers, PostgreSQL) keeps every core busy. Without the permission it logs that and runs at the "
-        "normal policy. Turn off where the API has CPU of its own.",
+        default=False,
+        description="Opt-in: run the API's threads under the SCHED_RR real-time policy when the process may (root "
+        "or CAP_SYS_NICE), so a request is picked up the moment it arrives even while batch work on the same cores "
+        "(Prefect, the workers, PostgreSQL) keeps every core busy. Off by default: a real-time thread escapes a "
+        "container's CPU quota, runs ahead of the database it waits for, and is inherited by processes started "
+        "with subprocess. Give the API CPU of its own instead (a cpuset, a dedicated node).",
     )
 
 

@@ -22,6 +22,7 @@ import httpx
 
 from core.logging import configure_logging, resolve_format, write_prefect_logging_config
 from core.settings import PROJECT_ROOT, Environment, get_settings
+from deployments.stack_settings import StackSettings
 from storage.migrate import upgrade
 
 log = logging.getLogger("marketplace.stack")
@@ -393,8 +394,11 @@ def main() -> None:
     settings = get_settings()
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
-    api = settings.api
-    stack = Stack(StackConfig(api_port=api.port, host=api.host))
+    api, local = settings.api, StackSettings()
+    config = StackConfig(
+        api_port=api.port, host=api.host, prefect_port=local.prefect_port, prefect_home=local.prefect_home
+    )
+    stack = Stack(config)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
