@@ -50,8 +50,7 @@ def append(
         before=before,
         after=after,
     )
-    session.add(entry)
-    session.flush()
+    session.add(entry)  # written with the caller's next flush or commit
     return entry
 
 
