@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,6 +40,8 @@ class StarterPolicy:
     poll_seconds: float = 1.0  # requests written by other processes, retries coming due
     first_retry_seconds: float = 0.5
     max_retry_seconds: float = 30.0
+    quiet_seconds: float = 0.05  # a burst of submissions is over once none came for this long ...
+    max_hold_seconds: float = 1.0  # ... or this long after the starter was first woken for it
 
 
 class RunStarter:
@@ -51,6 +54,7 @@ class RunStarter:
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_wake = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="run-starter", daemon=True)
@@ -64,16 +68,31 @@ class RunStarter:
 
     def wake(self) -> None:
         """A request was committed: look at the queue now rather than at the next poll."""
+        self._last_wake = time.monotonic()
         self._wakeup.set()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wakeup.clear()
+            self._let_burst_pass()
             try:
                 self.drain()
             except Exception:  # the database is down: the next poll tries again
                 log.exception("run starter: cannot read the queue")
             self._wakeup.wait(self._policy.poll_seconds)
+
+    def _let_burst_pass(self) -> None:
+        """While submissions keep coming, let them: start the burst's runs once it pauses for `quiet_seconds`
+        (at most `max_hold_seconds` after the wake-up). Starting runs costs this process CPU and sets the
+        worker and Prefect working on the same cores and database: during a burst of 50 submissions on
+        SQLite that doubled the answers' p95. A lone submission waits `quiet_seconds` for its run."""
+        held_since = time.monotonic()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            quiet_for = now - self._last_wake
+            if quiet_for >= self._policy.quiet_seconds or now - held_since >= self._policy.max_hold_seconds:
+                return
+            self._stopping.wait(self._policy.quiet_seconds - quiet_for)
 
     def drain(self) -> int:
         """Start every due request, one at a time; returns how many were started."""
