@@ -20,10 +20,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from api.orchestrator import Orchestrator
 from core.errors import UpstreamUnavailableError
 from storage.database import session_scope
 from storage.models import FlowRunRequest, utcnow
@@ -44,10 +44,16 @@ class StarterPolicy:
     max_hold_seconds: float = 1.0  # ... or this long after the starter was first woken for it
 
 
+class RunCreator(Protocol):
+    """What creates a flow run in Prefect (api/orchestrator.py `Orchestrator`); raises UpstreamUnavailableError."""
+
+    def create_run(self, run: RunSpec) -> str: ...
+
+
 class RunStarter:
     """A daemon thread draining the run requests into Prefect; `wake()` after a commit that added one."""
 
-    def __init__(self, orch: Orchestrator, policy: StarterPolicy, *, lock_rows: bool) -> None:
+    def __init__(self, orch: RunCreator, policy: StarterPolicy, *, lock_rows: bool) -> None:
         self._orch = orch
         self._policy = policy
         self._lock_rows = lock_rows

@@ -51,7 +51,7 @@ def submit(name: str) -> tuple[str, str]:
 
 def starter(prefect: ScriptedPrefect, **policy: float) -> RunStarter:
     lock_rows = get_engine().dialect.name == "postgresql"
-    return RunStarter(prefect, StarterPolicy(**policy), lock_rows=lock_rows)  # type: ignore[arg-type]
+    return RunStarter(prefect, StarterPolicy(**policy), lock_rows=lock_rows)
 
 
 def test_owed_runs_are_started_oldest_first_and_recorded(database_url: str) -> None:
@@ -98,7 +98,7 @@ def test_a_failed_start_is_retried_after_a_growing_delay(database_url: str) -> N
 def test_retry_delays_double_up_to_the_cap(attempts: int) -> None:
     runner = RunStarter(
         ScriptedPrefect(), StarterPolicy(first_retry_seconds=0.5, max_retry_seconds=30), lock_rows=False
-    )  # type: ignore[arg-type]
+    )
     base = min(30.0, 0.5 * 2 ** (attempts - 1))
     assert base <= runner.retry_delay(attempts) <= base * 1.2
 
