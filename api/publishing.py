@@ -6,6 +6,7 @@ from typing import Any
 
 import semver
 
+from api import spec_checks
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
@@ -17,7 +18,6 @@ from storage.repositories.services import Actor, event_data
 from storage.search import document_from_service, get_search_index
 from tasks.openapi import reference_issues
 from tasks.policy import check_policies
-from tasks.spec_schema import schema_errors
 from tasks.validation import validate_metadata
 
 # Changed in place by PUT; anything else (endpoint, compliance, OpenAPI ...) needs a new version.
@@ -26,12 +26,11 @@ IDENTITY_FIELDS = frozenset({"name", "provider"})
 
 
 def require_valid_schema(spec: dict[str, Any]) -> None:
-    """422 listing every JSON Schema error with its pointer; then the OpenAPI document's references
-    (remote and file: refs, cycles, fan-out), so a hostile document is refused before it is stored."""
-    issues = schema_errors(spec)
-    if issues:
-        details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
-        raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
+    """422 listing every JSON Schema error with its pointer; a non-public endpoint host; then the OpenAPI
+    document's references (remote and file: refs, cycles, fan-out), so a hostile document is refused
+    before it is stored."""
+    spec_checks.require_schema(spec)
+    spec_checks.require_public_endpoint(spec, get_settings())
     problems = reference_issues(spec, get_settings())
     if problems:
         details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
@@ -112,6 +111,7 @@ def update_metadata(
 
     Returns ("updated", None, None) or ("new_version", version, flow_run_id).
     """
+    spec_checks.require_known_fields(changes)
     with session_scope() as session:
         service = services.get(session, service_id)
         merged = {**service.spec, **changes}

@@ -49,6 +49,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Names that mean "this machine" without any lookup (RFC 6761 6.3, and the usual /etc/hosts aliases).
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Names of cloud instance-metadata services (Google Cloud, AWS): inside those clouds they resolve to
+# 169.254.169.254 or fd00:ec2::254, which the connect-time check refuses too; refusing the names
+# themselves also answers at submit, where nothing is resolved.
+METADATA_NAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
 # Shorthand IPv4 forms ("127.1", "0x7f.1", "017700000001", "2130706433") that `ipaddress` rejects
 # but inet_aton, and therefore getaddrinfo and every HTTP client, accept.
 _NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
@@ -151,6 +157,8 @@ def host_problem(host: str) -> str | None:
     name = normalize_host(host)
     if name in LOCAL_NAMES or name.endswith(".localhost"):
         return "is a local host name"
+    if name in METADATA_NAMES:
+        return "is a cloud metadata host name"
     ip = parse_ip_literal(name)
     if ip is None:
         return None
