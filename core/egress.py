@@ -3,12 +3,13 @@
 Such a URL must not turn the platform into a server-side request forgery tool: a host that is,
 or resolves to, a loopback, private, link-local (cloud metadata at 169.254.169.254), multicast,
 reserved or unspecified address is refused, whatever way it is spelled (``127.1``,
-``2130706433``, ``0x7f.1``, ``[::ffff:127.0.0.1]``, ``[64:ff9b::a00:1]``, ``localhost.``).
+``2130706433``, ``0x7f.1``, ``[::ffff:127.0.0.1]``, ``[64:ff9b::a00:1]``, ``localhost.``,
+``metadata.google.internal``).
 
 Two layers:
 
-- `host_problem` classifies a host *without* resolving it (literal addresses and ``localhost``
-  names). Submit-time validation uses it: resolving there would be slow, make the API depend on
+- `host_problem` classifies a host *without* resolving it (literal addresses, ``localhost`` and
+  cloud metadata names). Submit-time validation uses it: resolving there would be slow, make the API depend on
   DNS, and prove nothing, since the name can point elsewhere by the time it is called.
 - `client` is an httpx client whose connections are made by `EgressBackend`. For every TCP
   connection, the backend resolves the host once, refuses if *any* resolved address is
