@@ -12,7 +12,9 @@ from api import metrics
 from api.deps import refuse_nul_characters
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.methods import install_method_check
 from api.middleware import install_observability
+from api.openapi import install_security_document
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
 from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
@@ -69,9 +71,11 @@ def create_app() -> FastAPI:
         dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
+    install_security_document(app)  # bearer auth per operation in /openapi.json
     install_observability(app, settings)  # JSON logs, request ids, HTTP metrics
     app.state.rate_limiter = PublishRateLimiter(settings)
     app.add_middleware(IdempotencyMiddleware)
+    install_method_check(app)  # 405 with Allow for a known path asked with another method
     app.include_router(metrics.router)  # GET /metrics, unauthenticated: internal network only
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)

@@ -7,7 +7,7 @@ from typing import Any
 import semver
 from sqlalchemy.orm import Session
 
-from api import intake
+from api import intake, spec_checks
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
@@ -19,7 +19,6 @@ from storage.repositories.services import Actor, event_data
 from storage.search import document_from_service, get_search_index
 from tasks.openapi import reference_issues
 from tasks.policy import check_policies
-from tasks.spec_schema import schema_errors
 from tasks.validation import validate_metadata
 
 # Changed in place by PUT; anything else (endpoint, compliance, OpenAPI ...) needs a new version.
@@ -28,12 +27,11 @@ IDENTITY_FIELDS = frozenset({"name", "provider"})
 
 
 def require_valid_schema(spec: dict[str, Any]) -> None:
-    """422 listing every JSON Schema error with its pointer; then the OpenAPI document's references
-    (remote and file: refs, cycles, fan-out), so a hostile document is refused before it is stored."""
-    issues = schema_errors(spec)
-    if issues:
-        details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
-        raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
+    """422 listing every JSON Schema error with its pointer; a non-public endpoint host; then the OpenAPI
+    document's references (remote and file: refs, cycles, fan-out), so a hostile document is refused
+    before it is stored."""
+    spec_checks.require_schema(spec)
+    spec_checks.require_public_endpoint(spec, get_settings())
     problems = reference_issues(spec, get_settings())
     if problems:
         details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
@@ -100,6 +98,7 @@ def update_metadata(
 ) -> ServiceVersion | None:
     """Apply metadata in place (re-validated, policy-checked, the registry sync owed in the same
     transaction), or hand a version change to the version flow: returns the new version then."""
+    spec_checks.require_known_fields(changes)
     with session_scope() as session:
         service = services.get(session, service_id)
         merged = {**service.spec, **changes}

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+Item = TypeVar("Item")
+
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Page(ApiModel, Generic[Item]):
+    """The one list envelope of the API: a page of items, how many there are, and which page this is."""
+
+    items: list[Item]
+    total: int = Field(description="Items matching the request, over all pages.")
+    offset: int = Field(description="Items skipped before this page.")
+    limit: int = Field(description="The most items a page holds.")
 
 
 QUEUED_RUN = (
@@ -51,11 +62,8 @@ class ServiceOut(ApiModel):
     spec: dict[str, Any]
 
 
-class ServicePage(ApiModel):
-    items: list[ServiceOut]
-    total: int
-    offset: int
-    limit: int
+class ServicePage(Page[ServiceOut]):
+    """A page of services, newest first."""
 
 
 class Finding(ApiModel):
@@ -138,10 +146,11 @@ class VersionOut(ApiModel):
     published_at: datetime | None
 
 
-class VersionList(ApiModel):
+class VersionList(Page[VersionOut]):
+    """A page of a service's versions, oldest first."""
+
     service_id: str
     current_version: str
-    items: list[VersionOut]
 
 
 class VersionAccepted(ApiModel):
@@ -167,9 +176,10 @@ class HistoryEntry(ApiModel):
     after: dict[str, Any] | None = None
 
 
-class History(ApiModel):
+class History(Page[HistoryEntry]):
+    """A page of a service's status history, oldest first."""
+
     service_id: str
-    items: list[HistoryEntry]
 
 
 class DeprecationAccepted(ApiModel):
@@ -209,10 +219,8 @@ class ApprovalOut(ApiModel):
     warnings: list[Finding]
 
 
-class ApprovalPage(ApiModel):
-    items: list[ApprovalOut]
-    offset: int
-    limit: int
+class ApprovalPage(Page[ApprovalOut]):
+    """A page of the approval queue, oldest request first."""
 
 
 class AuditEntry(HistoryEntry):
@@ -224,11 +232,8 @@ class AuditEntry(HistoryEntry):
     user_agent: str | None = None
 
 
-class AuditPage(ApiModel):
-    items: list[AuditEntry]
-    total: int
-    offset: int
-    limit: int
+class AuditPage(Page[AuditEntry]):
+    """A page of the audit trail, newest first."""
 
 
 class SuspensionIn(ApiModel):

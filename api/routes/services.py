@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
+from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishQuota
@@ -103,7 +103,7 @@ def list_services(
     category: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=128, description="Provider id.")] = None,
     offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Limit = 20,
 ) -> ServicePage:
     """A page of services, newest first, filtered by status, category and provider.
 

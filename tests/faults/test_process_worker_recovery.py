@@ -74,5 +74,5 @@ def test_killed_flow_process_ends_failed_with_nothing_in_the_registry(
     assert failed["failure"]["phase"] == "endpoint_tests"
     assert failed["failure"]["reason"].startswith("publish run crashed")
     assert not any(v["metadata"]["marketplaceId"] == service_id for v in registry.entries.values())
-    history = api.get(f"/api/v1/services/{service_id}/history", headers=headers).json()["items"]
+    history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}, headers=headers).json()["items"]
     assert [h["actor"] for h in history if h["toStatus"] == "failed"] == ["reconciler"]
