@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +92,27 @@ class Orchestrator:
         """Where an operator sees the run in the Prefect UI."""
         return f"{self._settings.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
-    def start_publish(self, service_id: str, version_id: str) -> str:
+    # `name` and `tags` (core/run_names.py) are what operators see in the Prefect UI; without a
+    # name Prefect makes up one. Set here, at creation, they cost no call of their own.
+
+    def start_publish(
+        self, service_id: str, version_id: str, *, name: str | None = None, tags: Sequence[str] = ()
+    ) -> str:
         """Create the publish flow run of a version; the idempotency key makes a retried call start one run."""
         parameters = {"service_id": service_id, "version_id": version_id}
-        return self._start(self._settings.publish_deployment, parameters, f"publish-{version_id}")
+        return self._start(self._settings.publish_deployment, parameters, f"publish-{version_id}", name, tags)
 
-    def start_deprecation(self, service_id: str, actor: str, role: str | None, reason: str, grace_seconds: int) -> str:
+    def start_deprecation(
+        self,
+        service_id: str,
+        actor: str,
+        role: str | None,
+        reason: str,
+        grace_seconds: int,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> str:
         """Create the deprecation flow run (it marks the service and schedules the retirement)."""
         parameters = {
             "service_id": service_id,
@@ -106,11 +121,13 @@ class Orchestrator:
             "reason": reason,
             "grace_seconds": grace_seconds,
         }
-        return self._start(self._settings.deprecate_deployment, parameters, f"deprecate-{service_id}-{uuid4()}")
+        key = f"deprecate-{service_id}-{uuid4()}"
+        return self._start(self._settings.deprecate_deployment, parameters, key, name, tags)
 
-    def start_registry_sync(self, service_id: str) -> str:
+    def start_registry_sync(self, service_id: str, *, name: str | None = None, tags: Sequence[str] = ()) -> str:
         """Create the run that pushes changed metadata to the external registry."""
-        return self._start(self._settings.sync_deployment, {"service_id": service_id}, f"sync-{service_id}-{uuid4()}")
+        parameters = {"service_id": service_id}
+        return self._start(self._settings.sync_deployment, parameters, f"sync-{service_id}-{uuid4()}", name, tags)
 
     def resume_with(self, flow_run_id: str, run_input: dict[str, Any]) -> None:
         """Resume a suspended run with its input, as the Prefect UI's Resume form does."""
@@ -145,12 +162,23 @@ class Orchestrator:
         except UpstreamUnavailableError:
             log.warning("could not cancel flow run %s of a refused submission", flow_run_id)
 
-    def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
+    def _start(
+        self,
+        deployment: str,
+        parameters: dict[str, Any],
+        idempotency_key: str,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> str:
         read_at = time.time()
         try:
             with self._bounded():
                 run = self._starter.create_flow_run_from_deployment(
-                    self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
+                    self._deployment_id(deployment),
+                    parameters=parameters,
+                    idempotency_key=idempotency_key,
+                    name=name,
+                    tags=list(tags),
                 )
         except Exception as exc:
             log.warning("cannot start %s: %s", deployment, exc)

@@ -9,6 +9,7 @@ import semver
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
+from core.run_names import RunKind, RunLabel, run_label
 from core.settings import Settings, get_settings
 from storage.database import session_scope
 from storage.models import ServiceVersion, new_id
@@ -49,7 +50,8 @@ def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tu
     with session_scope() as session:
         services.require_unique(session, spec)  # an obvious duplicate gets its 409 without a run
     service_id, version_id = new_id(), new_id()
-    flow_run_id = orch.start_publish(service_id, version_id)
+    label = publish_label(spec, service_id)
+    flow_run_id = orch.start_publish(service_id, version_id, name=label.name, tags=label.tags)
     try:
         with session_scope() as session:
             services.create_submitted(session, spec, actor, service_id, version_id)
@@ -84,9 +86,21 @@ def submit_version(
             settings,
         )
         version = versions.create_next(session, service, spec, actor)
-        flow_run_id = orch.start_publish(service_id, version.id)
+        label = publish_label(spec, service_id)
+        flow_run_id = orch.start_publish(service_id, version.id, name=label.name, tags=label.tags)
         versions.set_flow_run(session, version.id, flow_run_id)
     return version, flow_run_id
+
+
+def publish_label(spec: dict[str, Any], service_id: str) -> RunLabel:
+    """The publish run's name and tags, from a spec that passed the JSON Schema."""
+    return run_label(
+        RunKind.PUBLISH,
+        provider_id=spec["provider"]["id"],
+        service_name=spec["name"],
+        service_id=service_id,
+        version=spec["version"],
+    )
 
 
 def _require_greater_version(candidate: str, existing: list[str], settings: Settings) -> None:
@@ -192,7 +206,12 @@ def deprecate(service_id: str, actor: Actor, settings: Settings, orch: Orchestra
         service = services.get(session, service_id, for_update=True)
         if service.status != ServiceStatus.ACTIVE.value:
             raise ConflictError(f"service {service_id} is {service.status}; only an active service can be deprecated")
-        flow_run_id = orch.start_deprecation(service_id, actor.id, actor.role, "deprecated by request", grace)
+        label = run_label(
+            RunKind.DEPRECATE, provider_id=service.provider_id, service_name=service.name, service_id=service_id
+        )
+        flow_run_id = orch.start_deprecation(
+            service_id, actor.id, actor.role, "deprecated by request", grace, name=label.name, tags=label.tags
+        )
         audit.append(
             session,
             service_id=service_id,
@@ -255,7 +274,17 @@ def _after_admin_change(service_id: str, settings: Settings, orch: Orchestrator)
     """The search index and the external registry follow the new status."""
     refresh_search_entry(service_id)
     if settings.registry.url:
-        orch.start_registry_sync(service_id)
+        start_registry_sync(service_id, orch)
+
+
+def start_registry_sync(service_id: str, orch: Orchestrator) -> str:
+    """Start the `sync-registry` run of a service, named after it."""
+    with session_scope() as session:
+        service = services.get(session, service_id)
+        label = run_label(
+            RunKind.SYNC_REGISTRY, provider_id=service.provider_id, service_name=service.name, service_id=service_id
+        )
+    return orch.start_registry_sync(service_id, name=label.name, tags=label.tags)
 
 
 def decide_approval(

@@ -184,7 +184,7 @@ async def update_service(
         response.status_code = 202
         return _version_accepted(settings, version.service_id, version.id, version.version, flow_run_id)
     if settings.registry.url:
-        await run_in_threadpool(orch.start_registry_sync, service_id)
+        await run_in_threadpool(publishing.start_registry_sync, service_id, orch)
     return await run_in_threadpool(_read, service_id)
 
 
