@@ -67,14 +67,13 @@ def render_report(report: PublishReport) -> str:
 
 
 def _summary(report: PublishReport) -> str:
-    rows = [("service", f"{report.subject} (`{report.service_id}`)"), ("status", report.status)]
-    if report.failure_reason:
-        rows.append(("reason", report.failure_reason))
+    """One line under the headline: which service, its status, what compensation did."""
+    parts = [f"**service** {_cell(report.subject)} (`{report.service_id}`)", f"**status** {report.status}"]
     if report.compensation:
-        steps = steps_text(report.compensation)
         problems = "; ".join(report.compensation_problems)
-        rows.append(("compensation", f"{steps}: " + (f"incomplete ({problems})" if problems else "done")))
-    return _table(("", ""), rows)
+        done = f"incomplete ({problems})" if problems else "done"
+        parts.append(f"**compensation** {_cell(steps_text(report.compensation))}: {_cell(done)}")
+    return " · ".join(parts)
 
 
 def steps_text(steps: Sequence[str]) -> str:

@@ -94,6 +94,8 @@ def test_deprecation_schedules_retirement_and_retirement_rechecks(
         assert scheduled.state.type.value == "SCHEDULED"
         assert scheduled.expected_start_time is not None
         assert scheduled.expected_start_time > datetime.now(UTC)
+        assert scheduled.name == "retire acme/acme-chat", "named when it was scheduled, for the Prefect UI"
+        assert {"provider:acme", f"service:{service.id}"} <= set(scheduled.tags)
 
     # a run that is not the scheduled one (or comes early) leaves the service alone
     assert retire_service(service.id).startswith("skipped")

@@ -125,7 +125,7 @@ def test_a_failed_run_says_why_first_and_logs_what_failed(
     first = markdown.splitlines()[0]
     assert first.startswith("## Failed in endpoint tests: endpoint_tests.health failed: /endpoint/url: ")
     assert "health check answered 500" in first
-    assert "| compensation | undo registry: done |" in markdown
+    assert "**compensation** undo registry: done" in markdown
     row = "| endpoint tests · health | `/endpoint/url` | health check answered 500 | endpoint-server-error |"
     assert row in markdown
 

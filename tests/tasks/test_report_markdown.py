@@ -69,7 +69,12 @@ def test_a_failed_run_says_why_in_its_first_line_and_lists_findings() -> None:
     assert "| policy compliance |  | **failed** | 0.0 ms | 1 error(s), 1 warning(s) |" in lines
     assert "| https-required | critical | endpoint must use https | serve the API over TLS | `/endpoint/url` |" in lines
     assert "| policy compliance | sla-latency-ceiling | low | slow \\| very |  | `/sla` |" in lines
-    assert "| compensation | undo registry: done |" in lines
+    assert (
+        lines[2]
+        == "**service** acme/chat-pro 1.2.0 (`"
+        + SERVICE_ID
+        + "`) · **status** failed · **compensation** undo registry: done"
+    )
 
 
 def test_errors_carry_their_json_pointers_and_long_lists_are_counted() -> None:
