@@ -9,7 +9,7 @@ import semver
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
-from core.run_names import RunKind, RunLabel, run_label
+from core.run_names import RunKind, publish_run_label, run_label
 from core.settings import Settings, get_settings
 from storage.database import session_scope
 from storage.models import ServiceVersion, new_id
@@ -50,7 +50,7 @@ def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tu
     with session_scope() as session:
         services.require_unique(session, spec)  # an obvious duplicate gets its 409 without a run
     service_id, version_id = new_id(), new_id()
-    label = publish_label(spec, service_id)
+    label = publish_run_label(spec, service_id)
     flow_run_id = orch.start_publish(service_id, version_id, name=label.name, tags=label.tags)
     try:
         with session_scope() as session:
@@ -86,21 +86,10 @@ def submit_version(
             settings,
         )
         version = versions.create_next(session, service, spec, actor)
-        label = publish_label(spec, service_id)
+        label = publish_run_label(spec, service_id)
         flow_run_id = orch.start_publish(service_id, version.id, name=label.name, tags=label.tags)
         versions.set_flow_run(session, version.id, flow_run_id)
     return version, flow_run_id
-
-
-def publish_label(spec: dict[str, Any], service_id: str) -> RunLabel:
-    """The publish run's name and tags, from a spec that passed the JSON Schema."""
-    return run_label(
-        RunKind.PUBLISH,
-        provider_id=spec["provider"]["id"],
-        service_name=spec["name"],
-        service_id=service_id,
-        version=spec["version"],
-    )
 
 
 def _require_greater_version(candidate: str, existing: list[str], settings: Settings) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class RunKind(StrEnum):
@@ -41,6 +42,17 @@ def run_label(
     subject = f"{_part(provider_id)}/{_part(service_name)}"
     name = f"{kind.value} {subject} {_part(version)}" if version else f"{kind.value} {subject}"
     return RunLabel(name=name, tags=(f"provider:{_part(provider_id)}", f"service:{service_id}"))
+
+
+def publish_run_label(spec: dict[str, Any], service_id: str) -> RunLabel:
+    """The publish run's label from a spec that passed the JSON Schema (provider.id, name, version)."""
+    return run_label(
+        RunKind.PUBLISH,
+        provider_id=str(spec["provider"]["id"]),
+        service_name=str(spec["name"]),
+        service_id=service_id,
+        version=str(spec["version"]),
+    )
 
 
 def _part(value: str | None) -> str:

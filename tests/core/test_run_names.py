@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.run_names import MAX_PART, RunKind, run_label
+from core.run_names import MAX_PART, RunKind, publish_run_label, run_label
 
 SERVICE_ID = "5b0c6a47-2f0e-4a43-9c1b-0f3f5d1f2e11"
 
@@ -30,3 +30,8 @@ def test_a_provider_id_with_line_breaks_stays_on_one_line_and_long_parts_are_cut
     )
     assert label.name == f"publish acme corp/{'x' * MAX_PART} 1.0.0"
     assert label.tags[0] == "provider:acme corp"
+
+
+def test_a_publish_label_comes_from_the_spec() -> None:
+    spec = {"name": "chat-pro", "version": "1.2.0", "provider": {"id": "acme", "name": "Acme AI"}}
+    assert publish_run_label(spec, SERVICE_ID).name == "publish acme/chat-pro 1.2.0"

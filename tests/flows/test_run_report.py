@@ -22,7 +22,7 @@ from prefect.flow_engine import run_flow
 from prefect.logging.handlers import APILogHandler
 
 from api.orchestrator import Orchestrator
-from api.publishing import publish_label
+from core.run_names import publish_run_label
 from core.settings import PrefectSettings
 from deployments.stack import Stack
 from flows.publish import publish_service
@@ -49,7 +49,7 @@ def publish_as_deployed(spec: dict[str, Any], prefect_server: Stack, prefect: Sy
     orchestrator = Orchestrator(PrefectSettings(api_url=prefect_server.config.prefect_api_url))
     orchestrator.open()
     try:
-        label = publish_label(spec, service_id)
+        label = publish_run_label(spec, service_id)
         flow_run_id = orchestrator.start_publish(service_id, version_id, name=label.name, tags=label.tags)
     finally:
         orchestrator.close()
