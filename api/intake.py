@@ -2,8 +2,8 @@
 
 The API answers as soon as the change and its run request are committed; api/run_starter.py then
 creates the run in Prefect with retries. Each run is named and tagged for the Prefect UI when it is
-created, so an operator sees what runs (`publish acme/chat-pro 1.2.0`) and can filter by provider
-and service without an extra call per run.
+created (core/run_names.py), so an operator sees what runs (`publish acme/chat-pro 1.2.0`) and can
+filter by provider and service without an extra call per run.
 """
 
 from __future__ import annotations
@@ -13,29 +13,25 @@ from uuid import uuid4
 
 from sqlalchemy.orm import Session
 
+from core.run_names import RunKind, RunLabel, publish_run_label, run_label
 from core.settings import PrefectSettings
 from storage.models import Service
 from storage.repositories import run_requests
 from storage.repositories.run_requests import RunSpec
 
 
-def run_tags(provider_id: str, service_id: str) -> tuple[str, ...]:
-    """Tags that let an operator filter the Prefect UI by provider and by service."""
-    return (f"provider:{provider_id}", f"service:{service_id}")
-
-
 def publish_run(settings: PrefectSettings, service_id: str, version_id: str, spec: dict[str, Any]) -> RunSpec:
     """The publish run of a version; one run per version, whatever retries its start takes."""
-    provider = spec["provider"]["id"]
+    label = publish_run_label(spec, service_id)
     return RunSpec(
-        kind="publish",
+        kind=RunKind.PUBLISH.value,
         deployment=settings.publish_deployment,
         parameters={"service_id": service_id, "version_id": version_id},
         idempotency_key=f"publish-{version_id}",
         service_id=service_id,
         version_id=version_id,
-        run_name=f"publish {provider}/{spec['name']} {spec['version']}",
-        tags=run_tags(provider, service_id),
+        run_name=label.name,
+        tags=label.tags,
     )
 
 
@@ -50,28 +46,34 @@ def deprecation_run(
         "reason": reason,
         "grace_seconds": grace,
     }
+    label = _label(RunKind.DEPRECATE, service)
     return RunSpec(
-        kind="deprecate",
+        kind=RunKind.DEPRECATE.value,
         deployment=settings.deprecate_deployment,
         parameters=parameters,
         idempotency_key=f"deprecate-{service.id}-{uuid4()}",
         service_id=service.id,
-        run_name=f"deprecate {service.provider_id}/{service.name}",
-        tags=run_tags(service.provider_id, service.id),
+        run_name=label.name,
+        tags=label.tags,
     )
 
 
 def registry_sync_run(settings: PrefectSettings, service: Service) -> RunSpec:
     """The run that pushes a live service's changed metadata to the external registry."""
+    label = _label(RunKind.SYNC_REGISTRY, service)
     return RunSpec(
-        kind="sync-registry",
+        kind=RunKind.SYNC_REGISTRY.value,
         deployment=settings.sync_deployment,
         parameters={"service_id": service.id},
         idempotency_key=f"sync-{service.id}-{uuid4()}",
         service_id=service.id,
-        run_name=f"sync-registry {service.provider_id}/{service.name}",
-        tags=run_tags(service.provider_id, service.id),
+        run_name=label.name,
+        tags=label.tags,
     )
+
+
+def _label(kind: RunKind, service: Service) -> RunLabel:
+    return run_label(kind, provider_id=service.provider_id, service_name=service.name, service_id=service.id)
 
 
 def owe(session: Session, run: RunSpec) -> None:
