@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.database import on_commit
-from storage.models import FlowRunRequest, utcnow
+from storage.models import FlowRunRequest, new_id, utcnow
 
 QUEUED = "queued"
 STARTED = "started"
@@ -37,8 +37,9 @@ class RunSpec:
 
 
 def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
-    """Owe a flow run; due at once."""
+    """Owe a flow run; due at once. Written with the caller's next flush or commit."""
     request = FlowRunRequest(
+        id=new_id(),
         kind=spec.kind,
         deployment=spec.deployment,
         parameters=spec.parameters,
@@ -52,7 +53,6 @@ def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
         next_attempt_at=utcnow(),
     )
     session.add(request)
-    session.flush()
     on_commit(session, _announce)
     return request
 
