@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session
 from storage.models import AuditLog
 
 
-def append(
-    session: Session,
+def append(session: Session, **fields: Any) -> AuditLog:
+    """Add one audit record (`entry`'s fields); the database refuses to change it later."""
+    record = entry(**fields)
+    session.add(record)  # written with the caller's next flush or commit
+    return record
+
+
+def entry(
     *,
     service_id: str | None,
     action: str,
@@ -30,12 +36,12 @@ def append(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditLog:
-    """Add one audit record; the database refuses to change it later.
+    """One audit record, not added to any session yet.
 
     `actor_ip` and `user_agent` are the caller's when a request made the change (None for flows);
     `before` and `after` hold what changed (status, fields), so the record stands on its own.
     """
-    entry = AuditLog(
+    return AuditLog(
         service_id=service_id,
         action=action,
         actor=actor,
@@ -50,8 +56,6 @@ def append(
         before=before,
         after=after,
     )
-    session.add(entry)  # written with the caller's next flush or commit
-    return entry
 
 
 def for_service(session: Session, service_id: str, offset: int = 0, limit: int | None = None) -> Sequence[AuditLog]:

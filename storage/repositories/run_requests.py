@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.database import on_commit
+from storage.bulk import insert_new
+from storage.database import mark_services_changed, on_commit
 from storage.models import FlowRunRequest, new_id, utcnow
 
 QUEUED = "queued"
@@ -52,7 +53,9 @@ def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
         attempts=0,
         next_attempt_at=utcnow(),
     )
-    session.add(request)
+    insert_new(session, request)  # on the intake's hot path (storage/bulk.py)
+    if spec.service_id is not None:  # a queued run shows in the service's status report
+        mark_services_changed(session, [spec.service_id])
     on_commit(session, _announce)
     return request
 
