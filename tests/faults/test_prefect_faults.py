@@ -12,6 +12,8 @@ TCP proxy that the test cuts and restores, so only this test's path is affected.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -46,8 +48,25 @@ def proxy(faults_stack: Stack) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
+def only_starter(faults_stack: Stack) -> Iterator[None]:
+    """The stack's own API process paused: its run starter shares this database (as every API process
+    does) and reaches Prefect directly, so it would start the runs these tests keep from Prefect."""
+    pid = faults_stack.pid_of("api")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
 def client(
-    app_db: str, faults_stack: Stack, registry: FakeRegistry, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+    app_db: str,
+    faults_stack: Stack,
+    registry: FakeRegistry,
+    proxy: TcpProxy,
+    only_starter: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[TestClient]:
     monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{proxy.port}/api")
     monkeypatch.setenv("MARKETPLACE_PREFECT__START_TIMEOUT_SECONDS", str(START_TIMEOUT))
