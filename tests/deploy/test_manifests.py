@@ -49,7 +49,7 @@ def validate(doc: dict[str, Any], version: str) -> None:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("path", manifest_files(BASE) + [SECRETS_TEMPLATE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*manifest_files(BASE), SECRETS_TEMPLATE], ids=lambda p: p.name)
 def test_every_base_file_is_valid(path, version):
     for doc in load_documents(path):
         validate(doc, version)
