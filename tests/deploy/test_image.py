@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import uvicorn.main  # noqa: F401  # the click command, for its parser
 import yaml
 
 from core.settings import PROJECT_ROOT
@@ -172,7 +173,7 @@ def test_every_command_exists_with_its_flags(container):
     else:
         assert argv[0] in _console_scripts(), f"{argv[0]} is no entry point of the installed packages"
         if argv[0] == "uvicorn":
-            _check_app_reference(argv[1])
+            _check_uvicorn_arguments(argv[1:])
         help_text = _help([argv[0], *_subcommand(argv[0], argv[1:])])
     for flag in _flags(argv):
         assert re.search(rf"(^|\s|\[|,){re.escape(flag)}(\s|=|\]|,|$)", help_text, re.M), f"{flag} not in --help"
@@ -184,7 +185,11 @@ def _subcommand(program: str, args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("-")] if "prefect" in program else []
 
 
-def _check_app_reference(reference: str) -> None:
-    module, _, attribute = reference.partition(":")
+def _check_uvicorn_arguments(args: list[str]) -> None:
+    """uvicorn's own parser takes the arguments (types included: its grace period is whole seconds),
+    and the application they name imports."""
+    command = sys.modules["uvicorn.main"].main  # the click command (the package's `main` is its callback)
+    params = command.make_context("uvicorn", list(args)).params
+    module, _, attribute = params["app"].partition(":")
     imported = __import__(module, fromlist=[attribute])
-    assert callable(getattr(imported, attribute)), reference
+    assert callable(getattr(imported, attribute)), params["app"]
