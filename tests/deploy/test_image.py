@@ -86,6 +86,7 @@ def test_the_image_has_what_the_pods_point_at():
     maps = generated_config_maps(BASE, OVERLAY)
     setup = [c for c in containers(base_documents()) if c.workload["metadata"]["name"] == "prefect-setup"]
     assert {environment_names(c, maps)["MARKETPLACE_PROJECT_DIR"] for c in setup} == {workdir}
+    assert {c.spec.get("workingDir", workdir) for c in containers(base_documents())} == {workdir}
     logging_config = maps["prefect-client-config"]["PREFECT_LOGGING_SETTINGS_PATH"]
     assert maps["prefect-server-config"]["PREFECT_LOGGING_SETTINGS_PATH"] == logging_config
     _index("RUN", rf"python -m core\.logging prefect-config {re.escape(logging_config)}")
