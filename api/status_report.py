@@ -120,18 +120,6 @@ async def current_status(service_id: str) -> StatusRecord:
         return last
 
 
-def prime_status(service_id: str) -> None:
-    """Start loading the record of a service just created here, without waiting for it.
-
-    A provider polls the status right after its POST, while the run the POST started loads the
-    database: a first read, with no earlier record to answer from, waited for a cold load
-    (100-200 ms during a burst). Now that read joins this load, or finds the record in memory.
-    """
-    version = get_cache().status_version(service_id)
-    if version is not None:  # with no change feed (no Redis) reads load as they come
-        _loading(service_id, version)
-
-
 def _loading(service_id: str, version: int) -> asyncio.Future[StatusRecord]:
     """The load of the record as of `version` (invalidations seen), started unless one is in flight."""
     key = (service_id, version)

@@ -27,7 +27,7 @@ from api.schemas import (
     SuspensionIn,
     VersionAccepted,
 )
-from api.status_report import StatusRecord, current_status, prime_status, render_status
+from api.status_report import StatusRecord, current_status, render_status
 from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
@@ -89,7 +89,6 @@ async def publish(
     access.require_publish_as(principal, spec)
     actor = access.actor_for(principal, request)
     service_id, _ = await run_in_threadpool(publishing.submit_service, spec, actor, settings)
-    prime_status(service_id)  # the provider's first status read follows at once
     url = status_url(settings, service_id)
     response.headers["Location"] = url
     return PublishAccepted(service_id=service_id, flow_run_id=None, status="submitted", status_url=url)

@@ -20,15 +20,14 @@ from fastapi.testclient import TestClient
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Crashed
 
-from api import intake, status_report
+from api import intake
 from api.app import create_app
 from api.orchestrator import Orchestrator
-from api.routes import services as services_routes
 from api.schemas import ServiceStatusOut
 from core.domain import ServiceStatus
 from core.settings import PrefectSettings, get_settings
 from deployments.stack import Stack
-from storage.cache import RedisBackend, get_cache
+from storage.cache import RedisBackend
 from storage.database import reset_engine, session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
@@ -146,7 +145,6 @@ def test_a_cache_hit_reads_no_more_than_the_change_token(
 ) -> None:
     """The record does not move here (its run stays queued: no Prefect to start it)."""
     api = api_without_prefect
-    monkeypatch.setattr(services_routes, "prime_status", lambda _service_id: None)  # a first read that loads
     response = api.post(SERVICES, json=make_spec())
     assert response.status_code == 202, response.text
     service_id = response.json()["serviceId"]
@@ -169,28 +167,6 @@ def api_without_prefect(cache_mode: str, database_url: str, monkeypatch: pytest.
         with TestClient(create_app(), headers=auth.provider()) as test_client:
             yield test_client
         reset_engine()
-
-
-@pytest.mark.parametrize("cache_mode", ["redis"], indirect=True)  # in-process: reads load as they come
-def test_the_first_status_read_after_a_submission_is_answered_from_memory(api_without_prefect: TestClient) -> None:
-    """The POST starts loading the record its provider polls next (without waiting for it). Prefect
-    is out of reach, so the record does not move on when the run is started."""
-    api = api_without_prefect
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while get_cache().status_version("any") is None:  # the invalidation listener the app started is subscribed
-        assert time.monotonic() < deadline, "the app's invalidation listener never subscribed"
-        time.sleep(0.01)
-    response = api.post(SERVICES, json=make_spec())
-    assert response.status_code == 202, response.text
-    service_id = response.json()["serviceId"]
-    while service_id not in status_report._last_served:  # the load the POST started has finished
-        assert time.monotonic() < deadline, "the POST started no load of the record"
-        time.sleep(0.01)
-    answers: list[dict[str, Any]] = []
-    first_read = database_reads(lambda: answers.append(status(api, service_id)))
-    assert answers[0]["versionStatus"] == "submitted"
-    assert answers[0]["flowRun"]["state"] == "QUEUED"
-    assert first_read == []
 
 
 def test_the_run_state_is_read_again_after_its_ttl(api: TestClient, prefect_server: Stack) -> None:
