@@ -54,7 +54,10 @@ def run_starter_for(orchestrator: Orchestrator, settings: Settings) -> RunStarte
     """The starter of owed flow runs; on PostgreSQL several API processes share the queue (row locks)."""
     prefect = settings.prefect
     policy = StarterPolicy(
-        prefect.start_poll_seconds, prefect.start_first_retry_seconds, prefect.start_max_retry_seconds
+        poll_seconds=prefect.start_poll_seconds,
+        first_retry_seconds=prefect.start_first_retry_seconds,
+        max_retry_seconds=prefect.start_max_retry_seconds,
+        concurrency=prefect.start_concurrency,
     )
     return RunStarter(orchestrator, policy, lock_rows=get_engine().dialect.name == "postgresql")
 

@@ -42,6 +42,7 @@ class StarterPolicy:
     max_retry_seconds: float = 30.0
     quiet_seconds: float = 0.05  # a burst of submissions is over once none came for this long ...
     max_hold_seconds: float = 1.0  # ... or this long after the starter was first woken for it
+    concurrency: int = 1  # runs created at once (threads); with row locks only: see RunStarter
 
 
 class RunCreator(Protocol):
@@ -51,7 +52,13 @@ class RunCreator(Protocol):
 
 
 class RunStarter:
-    """A daemon thread draining the run requests into Prefect; `wake()` after a commit that added one."""
+    """Daemon threads draining the run requests into Prefect; `wake()` after a commit that added one.
+
+    A Prefect server on PostgreSQL creates runs concurrently, and a burst of a hundred runs created one
+    at a time waited seconds for the last of them: there, `concurrency` threads each take the next
+    unlocked request. Without row locks (SQLite: the embedded default, whose Prefect is on SQLite
+    too) there is one thread, one create at a time.
+    """
 
     def __init__(self, orch: RunCreator, policy: StarterPolicy, *, lock_rows: bool) -> None:
         self._orch = orch
@@ -59,18 +66,22 @@ class RunStarter:
         self._lock_rows = lock_rows
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._last_wake = 0.0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="run-starter", daemon=True)
-        self._thread.start()
+        count = max(1, self._policy.concurrency) if self._lock_rows else 1
+        for n in range(count):
+            thread = threading.Thread(target=self._loop, name=f"run-starter-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def wake(self) -> None:
         """A request was committed: look at the queue now rather than at the next poll."""
@@ -79,7 +90,7 @@ class RunStarter:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wakeup.clear()
+            self._wakeup.clear()  # before draining: a wake-up that comes meanwhile is not lost
             self._let_burst_pass()
             try:
                 self.drain()

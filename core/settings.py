@@ -63,6 +63,14 @@ class PrefectSettings(BaseModel):
         description="How often the API's run starter looks for owed flow runs it was not woken for (written by "
         "another process, or whose retry came due). A submission wakes it at once.",
     )
+    start_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Flow runs the API's run starter creates at once, with PostgreSQL as the marketplace database "
+        "(requests are taken with row locks). A Prefect server on SQLite wants 1 (the stack runner sets that for "
+        "the Prefect it runs on SQLite); on SQLite the starter always creates one at a time.",
+    )
     start_first_retry_seconds: float = Field(
         default=0.5, gt=0, description="Delay before the second attempt to start a flow run; later ones double."
     )

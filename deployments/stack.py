@@ -125,6 +125,8 @@ class Stack:
         )
         if c.prefect_database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
+        else:  # Prefect on its own SQLite takes one create at a time (api/run_starter.py)
+            env.setdefault("MARKETPLACE_PREFECT__START_CONCURRENCY", "1")
         env.update(c.extra_env)
         worker = get_settings().worker
         self.worker_mode = env.get("MARKETPLACE_WORKER__MODE") or c.worker_mode or worker.mode

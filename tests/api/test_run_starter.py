@@ -7,6 +7,7 @@ the records can be checked without timing a real server. The API and fault tests
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -120,3 +121,44 @@ def test_a_burst_is_let_through_before_its_runs_start(database_url: str) -> None
             time.sleep(0.02)
     finally:
         runner.stop()
+
+
+class SlowPrefect(ScriptedPrefect):
+    """Takes a moment per create and remembers how many creates overlapped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def create_run(self, run: RunSpec) -> str:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.2)
+            with self._lock:
+                return super().create_run(run)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_with_row_locks_several_runs_are_created_at_once_and_none_twice(database_url: str) -> None:
+    prefect = SlowPrefect()
+    submitted = [submit(f"parallel-{i}") for i in range(8)]
+    runner = starter(prefect, concurrency=4, quiet_seconds=0, poll_seconds=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(prefect.runs) < 8:
+            assert time.monotonic() < deadline, prefect.calls
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert sorted(prefect.calls) == sorted(f"publish-{version_id}" for _, version_id in submitted), "each once"
+    assert prefect.most_in_flight > 1
+    with session_scope() as session:
+        assert run_requests.backlog(session).queued == 0
