@@ -12,7 +12,9 @@ from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
 from core.settings import Settings, get_settings
+from storage import intake_writer
 from storage.database import session_scope
+from storage.intake_writer import NewRows
 from storage.models import Service, ServiceVersion, new_id
 from storage.repositories import approvals, audit, outbox, run_requests, services, versions
 from storage.repositories.services import Actor, event_data
@@ -42,12 +44,19 @@ def submit_service(spec: dict[str, Any], actor: Actor, settings: Settings) -> tu
     """Store a new service as `submitted` together with the publish run it is owed, in one transaction;
     returns (service id, version id). The run is started by the run starter after the commit
     (api/run_starter.py): nothing here waits for Prefect, and a duplicate gets its 409 at once.
+    Submissions arriving together share that transaction (storage/intake_writer.py: group commit).
     """
     require_valid_schema(spec)
     service_id, version_id = new_id(), new_id()
-    with session_scope() as session:
-        services.create_submitted(session, spec, actor, service_id, version_id)
-        intake.owe(session, intake.publish_run(settings.prefect, service_id, version_id, spec))
+    owed = run_requests.request(intake.publish_run(settings.prefect, service_id, version_id, spec))
+    rows = NewRows(
+        objects=[*services.submission(spec, actor, service_id, version_id), owed],
+        unique_key=(spec["name"], spec["version"]),
+        clash=services.duplicate_error(spec),
+        service_ids=[service_id],
+        after_commit=[run_requests.announce],
+    )
+    intake_writer.write(rows)
     return service_id, version_id
 
 

@@ -23,19 +23,26 @@ from storage.models import Base
 
 
 def insert_new(session: Session, *objects: Base) -> None:
-    """INSERT each new object now (in order) and attach those whose primary key is set."""
+    """INSERT the new objects now, one statement per table (in the order the tables first appear, so
+    parents go before children), and attach those whose primary key is set."""
+    by_model: dict[type[Base], list[Base]] = {}
     for obj in objects:
-        mapper = inspect(type(obj))
-        values = _column_values(obj)
-        session.execute(insert(type(obj)), [values])
-        keys = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
-        if all(values.get(key) is not None for key in keys):
-            make_transient_to_detached(obj)
-            session.add(obj)
+        by_model.setdefault(type(obj), []).append(obj)
+    for model, group in by_model.items():
+        session.execute(insert(model), [_column_values(obj) for obj in group])
+    # Attached only once every INSERT went through: an object attached to a transaction that then
+    # fails is expired with it, and a caller retrying with the same objects could not read them.
+    for model, group in by_model.items():
+        mapper = inspect(model)
+        for obj in group:
+            if all(value is not None for value in mapper.primary_key_from_instance(obj)):
+                make_transient_to_detached(obj)
+                session.add(obj)
 
 
 def _column_values(obj: Base) -> dict[str, Any]:
-    """The object's column values, Python-side defaults (ids, timestamps) filled in on the object too."""
+    """The object's column values, Python-side defaults (ids, timestamps) filled in on the object too;
+    a primary key left to the database (autoincrement) is left out."""
     mapper = inspect(type(obj))
     values: dict[str, Any] = {}
     for attr in mapper.column_attrs:
@@ -44,6 +51,6 @@ def _column_values(obj: Base) -> dict[str, Any]:
         if value is None and isinstance(column.default, ColumnDefault):
             value = column.default.arg(None) if column.default.is_callable else column.default.arg
             setattr(obj, attr.key, value)
-        if value is not None:
+        if value is not None or not column.primary_key:
             values[attr.key] = value
     return values

@@ -4,13 +4,11 @@ Metadata, OpenAPI 3.1 and policies only read the spec, take milliseconds and giv
 answer on every try: three Prefect tasks bought three task runs of orchestration (about a
 tenth of a CPU-second each on the Prefect server) and nothing a retry could change. They run
 in order here, each recorded as its own phase for the status report; the first that fails
-ends the checks. Retries are for what can fail transiently: the version not committed yet (the
-API starts the run just before it commits), the database, an OPA server.
+ends the checks. Retries are for what can fail transiently: the database, an OPA server.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -21,7 +19,7 @@ from pydantic import BaseModel, Field
 from core.domain import Phase, PhaseOutcome, ServiceStatus
 from core.settings import Settings, get_settings
 from storage.database import session_scope
-from storage.repositories import versions
+from storage.repositories import run_requests, versions
 from storage.repositories.services import SYSTEM
 from tasks._common import PhaseInput, backoff, jitter, record_outcomes, timed
 from tasks.openapi import validate_openapi
@@ -29,7 +27,6 @@ from tasks.phase_lines import log_phases
 from tasks.policy import check_policies
 from tasks.validation import validate_metadata
 
-COMMIT_WAIT_SECONDS = 3.0
 Check = Callable[[dict[str, Any], Settings], PhaseOutcome]
 CHECKS: tuple[tuple[Phase, Check], ...] = (
     (Phase.METADATA_VALIDATION, validate_metadata),
@@ -39,8 +36,8 @@ CHECKS: tuple[tuple[Phase, Check], ...] = (
 
 
 class VersionNotStored(LookupError):
-    """The run's version is not in the database: its submission was refused, or Prefect's answer
-    to the API was lost, after the run had been created (see api/publishing.py)."""
+    """The run's version is not in the database (a run created by hand, or for a database since
+    restored from an older backup): there is nothing to publish or to undo."""
 
 
 class SubmissionChecks(BaseModel):
@@ -78,11 +75,19 @@ def check_submission(inp: PhaseInput) -> SubmissionChecks:
 
 
 def _start_validating(inp: PhaseInput) -> dict[str, Any]:
-    """The submitted spec; the version moves `submitted → validating` in the same transaction."""
-    _wait_for_version(inp.version_id)
+    """The submitted spec; the version moves `submitted → validating` in the same transaction.
+
+    The run also records itself on the version when the API's run starter has not yet (Prefect's
+    answer to the starter was lost, or the API died between the two): the status report then shows
+    it at once, and the starter's retry finds it done (it gets the same run back anyway)."""
     with session_scope() as session:
+        if not versions.exists(session, inp.version_id):
+            raise VersionNotStored(f"version {inp.version_id} is not in the database")
         version = versions.get(session, inp.version_id)
         spec = dict(version.spec)
+        if version.flow_run_id is None and inp.flow_run_id:  # the request's row first, as the starter locks it
+            run_requests.started_elsewhere(session, inp.version_id, inp.flow_run_id)
+            versions.set_flow_run(session, inp.version_id, inp.flow_run_id)
         versions.transition(
             session,
             inp.version_id,
@@ -93,19 +98,3 @@ def _start_validating(inp: PhaseInput) -> dict[str, Any]:
         )
         versions.set_phase(session, inp.version_id, CHECKS[0][0].value)
     return spec
-
-
-def _wait_for_version(version_id: str) -> None:
-    """The API creates the run just before it commits the version, and a worker can be that quick:
-    look again every few tens of milliseconds for a moment (a task retry would wait a whole backoff
-    delay), then leave the rest to the task's retries (a refused or lost submission never commits)."""
-    deadline = time.monotonic() + COMMIT_WAIT_SECONDS
-    delay = 0.02
-    while True:
-        with session_scope() as session:
-            if versions.exists(session, version_id):
-                return
-        if time.monotonic() >= deadline:
-            raise VersionNotStored(f"version {version_id} is not (yet) in the database")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)

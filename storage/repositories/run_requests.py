@@ -38,8 +38,18 @@ class RunSpec:
 
 
 def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
-    """Owe a flow run; due at once. Written with the caller's next flush or commit."""
-    request = FlowRunRequest(
+    """Owe a flow run in the caller's transaction; due at once, and announced once that commits."""
+    owed = request(spec)
+    insert_new(session, owed)  # on the intake's hot path (storage/bulk.py)
+    if spec.service_id is not None:  # a queued run shows in the service's status report
+        mark_services_changed(session, [spec.service_id])
+    on_commit(session, announce)
+    return owed
+
+
+def request(spec: RunSpec) -> FlowRunRequest:
+    """The row of an owed run, not written yet (the intake writer writes it with its submission)."""
+    return FlowRunRequest(
         id=new_id(),
         kind=spec.kind,
         deployment=spec.deployment,
@@ -53,11 +63,6 @@ def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
         attempts=0,
         next_attempt_at=utcnow(),
     )
-    insert_new(session, request)  # on the intake's hot path (storage/bulk.py)
-    if spec.service_id is not None:  # a queued run shows in the service's status report
-        mark_services_changed(session, [spec.service_id])
-    on_commit(session, _announce)
-    return request
 
 
 _listeners: list[Callable[[], None]] = []
@@ -70,7 +75,8 @@ def when_enqueued(callback: Callable[[], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(callback)
 
 
-def _announce() -> None:
+def announce() -> None:
+    """Tell this process's listeners (the run starter) that runs are owed: after a commit that added some."""
     for listener in list(_listeners):
         listener()
 
@@ -101,6 +107,18 @@ def mark_started(session: Session, request: FlowRunRequest, flow_run_id: str) ->
     request.attempts += 1
     request.last_error = None
     session.flush()
+
+
+def started_elsewhere(session: Session, version_id: str, flow_run_id: str) -> None:
+    """The version's publish run reported itself running before a starter recorded it: done. A request
+    a starter holds locked right now is left to it (it records the same run)."""
+    query = select(FlowRunRequest).where(FlowRunRequest.version_id == version_id, FlowRunRequest.kind == "publish")
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    request = session.scalars(query.limit(1)).one_or_none()
+    if request is not None and request.status == QUEUED:
+        request.status, request.flow_run_id, request.started_at = STARTED, flow_run_id, utcnow()
+        session.flush()
 
 
 def mark_attempt_failed(session: Session, request: FlowRunRequest, error: str, retry_at: datetime) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +16,7 @@ from core.domain import ServiceStatus, can_transition
 from core.errors import DuplicateServiceError, InvalidTransitionError, NotFoundError
 from storage.bulk import insert_new
 from storage.database import mark_services_changed
-from storage.models import Service, ServiceArchive, ServiceVersion, new_id
+from storage.models import Base, Service, ServiceArchive, ServiceVersion, new_id
 from storage.repositories import audit, outbox
 
 
@@ -60,8 +60,20 @@ def create_submitted(
     Raises DuplicateServiceError when name+version exists; nothing is kept then, and the caller's
     transaction goes on.
     """
+    rows = submission(spec, actor, service_id or new_id(), version_id or new_id())
+    with _unique(session, spec):
+        insert_new(session, *rows)
+    service = cast(Service, rows[0])
+    mark_services_changed(session, [service.id])
+    return service
+
+
+def submission(spec: dict[str, Any], actor: Actor, service_id: str, version_id: str) -> list[Base]:
+    """The rows of a new submission, not written yet: the service, its first version (both
+    `submitted`), the audit record and the `service_submitted` event. Written by plain INSERTs
+    (storage/bulk.py): on the intake's hot path the unit of work's bookkeeping was most of the cost."""
     service = Service(
-        id=service_id or new_id(),
+        id=service_id,
         name=spec["name"],
         version=spec["version"],
         description=spec["description"],
@@ -73,7 +85,7 @@ def create_submitted(
         status=ServiceStatus.SUBMITTED.value,
     )
     version = ServiceVersion(
-        id=version_id or new_id(),
+        id=version_id,
         service_id=service.id,
         name=service.name,
         version=service.version,
@@ -90,10 +102,7 @@ def create_submitted(
         after={"status": service.status, "version": service.version},
     )
     event = outbox.event(aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
-    with _unique(session, spec):  # the intake's hot path: plain INSERTs (storage/bulk.py), in one savepoint
-        insert_new(session, service, version, record, event)
-    mark_services_changed(session, [service.id])
-    return service
+    return [service, version, record, event]
 
 
 def require_unique(session: Session, spec: dict[str, Any]) -> None:
@@ -103,6 +112,11 @@ def require_unique(session: Session, spec: dict[str, Any]) -> None:
     )
     if found is not None:
         raise _duplicate(spec)
+
+
+def duplicate_error(spec: dict[str, Any]) -> DuplicateServiceError:
+    """The 409 of a name+version that exists already."""
+    return _duplicate(spec)
 
 
 def _duplicate(spec: dict[str, Any]) -> DuplicateServiceError:
