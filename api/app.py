@@ -15,7 +15,20 @@ from api.idempotency import IdempotencyMiddleware
 from api.middleware import install_observability
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
-from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
+from api.routes import (
+    approvals,
+    audit,
+    consumers,
+    credentials,
+    events,
+    health,
+    schemas,
+    search,
+    services,
+    subscriptions,
+    versions,
+    webhooks,
+)
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
 from core.settings import get_settings
@@ -65,6 +78,9 @@ def create_app() -> FastAPI:
     app.include_router(schemas.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(consumers.router, prefix=API_PREFIX)
+    app.include_router(subscriptions.router, prefix=API_PREFIX)
+    app.include_router(credentials.router, prefix=API_PREFIX)
     return app
 
 

@@ -112,6 +112,11 @@ class Orchestrator:
         """Create the run that pushes changed metadata to the external registry."""
         return self._start(self._settings.sync_deployment, {"service_id": service_id}, f"sync-{service_id}-{uuid4()}")
 
+    def start_access_approval(self, access_request_id: str) -> str:
+        """Create the approve-access run that waits for the decision on a consumer's access."""
+        parameters = {"access_request_id": access_request_id}
+        return self._start(self._settings.approve_access_deployment, parameters, f"access-{access_request_id}")
+
     def resume_with(self, flow_run_id: str, run_input: dict[str, Any]) -> None:
         """Resume a suspended run with its input, as the Prefect UI's Resume form does."""
         try:
@@ -123,7 +128,7 @@ class Orchestrator:
             self._states.forget(flow_run_id)
         if result.status != SetStateStatus.ACCEPT:
             reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
-            raise ConflictError(f"the publish run cannot be resumed: {reason}")
+            raise ConflictError(f"the waiting run cannot be resumed: {reason}")
 
     def cancel(self, flow_run_id: str) -> None:
         """Cancel a scheduled run (a retirement that should no longer happen)."""

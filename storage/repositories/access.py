@@ -20,7 +20,7 @@ from core.errors import ConflictError, NotFoundError
 from core.plans import Plan
 from storage.consumption_feed import access_name, announce
 from storage.encryption import SecretBox
-from storage.models import AccessRequest, Service, ServiceCredential, ServiceSubscription
+from storage.models import AccessRequest, Service, ServiceCredential, ServiceSubscription, new_id
 from storage.repositories import audit, outbox
 from storage.repositories.credentials import UpstreamCredential, credential_of, live_signing_secrets
 from storage.repositories.services import Actor
@@ -85,10 +85,12 @@ def open_request(
     message: str | None,
     timeout_seconds: int,
     actor: Actor,
+    request_id: str | None = None,
 ) -> AccessRequest:
-    """The approval a pending subscription waits for (the approve-access run is attached later)."""
+    """The approval a pending subscription waits for (its approve-access run is attached with set_flow_run)."""
     now = datetime.now(UTC)
     request = AccessRequest(
+        id=request_id or new_id(),
         subscription_id=subscription.id,
         service_id=service.id,
         provider_id=service.provider_id,
@@ -125,6 +127,16 @@ def open_subscription(session: Session, consumer_id: str, service_id: str) -> Se
         ServiceSubscription.status.in_(OPEN),
     )
     return session.scalars(query).one_or_none()
+
+
+def was_subscribed(session: Session, consumer_id: str, service_id: str) -> bool:
+    """Whether the consumer ever had access to the service (a deprecated service keeps its subscribers)."""
+    query = select(ServiceSubscription.id).where(
+        ServiceSubscription.consumer_id == consumer_id,
+        ServiceSubscription.service_id == service_id,
+        ServiceSubscription.activated_at.is_not(None),
+    )
+    return session.scalars(query.limit(1)).first() is not None
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,40 @@ def test_pricing_consistency(spec: dict[str, Any], body: dict[str, Any], expecte
     assert findings(spec) == expected
 
 
+def plan(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "requestsPerMinute": 60, **fields}
+
+
+@pytest.mark.parametrize(
+    ("plans", "model", "expected"),
+    [
+        ([plan("free"), plan("pro", pricePerMonth=49, default=True)], "per-token", []),
+        ([plan("a"), plan("a")], "per-token", [("pricing", "/pricing/plans/1/name")]),
+        ([plan("a", default=True), plan("b", default=True)], "per-token", [("pricing", "/pricing/plans/1/default")]),
+        ([plan("paid", pricePerMonth=5)], "free", [("pricing", "/pricing/plans/0/pricePerMonth")]),
+        ([plan("gratis", pricePerMonth=0)], "free", []),
+    ],
+)
+def test_plan_consistency(
+    spec: dict[str, Any], plans: list[dict[str, Any]], model: str, expected: list[tuple[str, str]]
+) -> None:
+    spec["pricing"] = {"model": model, "currency": "USD", "plans": plans}
+    if model == "per-token":
+        spec["pricing"]["rates"] = [{"unit": "input_tokens", "price": 1}]
+    assert findings(spec) == expected
+
+
+def test_a_priced_plan_needs_a_currency(spec: dict[str, Any]) -> None:
+    spec["pricing"] = {"model": "free", "plans": [plan("p", pricePerMonth=0)]}
+    assert findings(spec) == []
+    spec["pricing"] = {
+        "model": "subscription",
+        "rates": [{"unit": "month", "price": 1}],
+        "plans": [plan("p", pricePerMonth=9)],
+    }
+    assert ("pricing", "/pricing/currency") in findings(spec)
+
+
 # --- data residency -----------------------------------------------------------------------
 
 

@@ -1,0 +1,258 @@
+"""What the access routes do: plans, subscriptions, and decisions on access requests.
+
+A subscription to a service that needs approval starts an `approve-access` run (through the
+orchestrator, before anything is stored, as publications do) and waits `pending`; the decision
+resumes that run, which records it. Everything else takes effect in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from api.access import require_readable
+from api.auth import Principal, Role
+from api.consumers import account, require_active
+from api.consumption_schemas import (
+    AccessRequestOut,
+    PlanOut,
+    PlansOut,
+    SubscribeIn,
+    SubscriptionOut,
+)
+from api.orchestrator import Orchestrator
+from api.status_report import flow_run_view
+from core.domain import ServiceStatus
+from core.errors import ConflictError, ForbiddenError, NotFoundError, SpecValidationError
+from core.plans import Plan, approval_reason, choose_plan, currency_of, plans_of
+from core.settings import Settings
+from storage.database import session_scope
+from storage.encryption import box_for
+from storage.models import AccessRequest, Consumer, Service, ServiceSubscription, new_id
+from storage.repositories import access, audit, credentials, services
+from storage.repositories.services import Actor
+
+
+def plans_view(service: Service, settings: Settings) -> PlansOut:
+    spec, fallback = service.spec, settings.consumption.default_plan
+    currency = currency_of(spec)
+    reason = approval_reason(spec)
+    items = [PlanOut(**p.model_dump(), currency=currency) for p in plans_of(spec, fallback)]
+    return PlansOut(service_id=service.id, access_approval=reason is not None, approval_reason=reason, items=items)
+
+
+def subscribe(
+    settings: Settings, orch: Orchestrator, principal: Principal, consumer_id: str, body: SubscribeIn, actor: Actor
+) -> tuple[ServiceSubscription, AccessRequest | None]:
+    """Open access at once, or (when the service needs approval) start the approval run and wait."""
+    with session_scope() as session:
+        consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
+        reason = approval_reason(service.spec)
+        if reason is None:
+            subscription = access.subscribe(
+                session, consumer.id, service, plan, currency_of(service.spec), actor, pending=False
+            )
+            credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
+            return subscription, None
+        if access.open_subscription(session, consumer.id, service.id) is not None:
+            raise ConflictError(f"consumer {consumer.id} already has an open subscription to {service.id}")
+    request_id = new_id()
+    flow_run_id = orch.start_access_approval(request_id)  # no transaction open while Prefect answers
+    try:
+        return _store_pending(settings, consumer_id, principal, body, actor, request_id, flow_run_id)
+    except ConflictError:  # the same subscription, asked for at the same moment, was stored first
+        orch.discard(flow_run_id)
+        raise
+
+
+def _store_pending(
+    settings: Settings,
+    consumer_id: str,
+    principal: Principal,
+    body: SubscribeIn,
+    actor: Actor,
+    request_id: str,
+    flow_run_id: str,
+) -> tuple[ServiceSubscription, AccessRequest]:
+    with session_scope() as session:
+        consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
+        reason = approval_reason(service.spec) or "approval required when the request was made"
+        subscription = access.subscribe(
+            session, consumer.id, service, plan, currency_of(service.spec), actor, pending=True
+        )
+        timeout = settings.consumption.access_approval_timeout_seconds
+        request = access.open_request(session, subscription, service, reason, body.message, timeout, actor, request_id)
+        access.set_flow_run(session, request.id, flow_run_id)
+        credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
+        return subscription, request
+
+
+def _admissible(
+    session: Session, settings: Settings, principal: Principal, consumer_id: str, body: SubscribeIn, actor: Actor
+) -> tuple[Consumer, Service, Plan]:
+    consumer = account(session, principal, consumer_id, actor)
+    require_active(consumer)
+    service = services.get(session, body.service_id)
+    require_readable(principal, service.id, service.provider_id, service.status)
+    if service.status == ServiceStatus.DEPRECATED.value:
+        if not access.was_subscribed(session, consumer.id, service.id):
+            raise ConflictError(f"service {service.id} is deprecated: it takes no new subscribers")
+    elif service.status != ServiceStatus.ACTIVE.value:
+        raise ConflictError(f"service {service.id} is {service.status}; only active services can be subscribed to")
+    plan = choose_plan(service.spec, body.plan, settings.consumption.default_plan)
+    if plan is None:
+        names = [p.name for p in plans_of(service.spec, settings.consumption.default_plan)]
+        detail = {"pointer": "/plan", "message": f"must be one of {names}", "code": "unknown_plan"}
+        raise SpecValidationError(f"service {service.id} has no plan {body.plan!r}", [detail])
+    return consumer, service, plan
+
+
+def own_subscription(
+    session: Session, principal: Principal, consumer_id: str, subscription_id: str, actor: Actor
+) -> ServiceSubscription:
+    """The named consumer's subscription (another's is 404)."""
+    consumer = account(session, principal, consumer_id, actor)
+    subscription = access.get_subscription(session, subscription_id, for_update=True)
+    if subscription.consumer_id != consumer.id:
+        raise NotFoundError(f"subscription {subscription_id} not found")
+    return subscription
+
+
+def cancel(
+    orch: Orchestrator, principal: Principal, consumer_id: str, subscription_id: str, reason: str | None, actor: Actor
+) -> str:
+    """End a pending or active subscription; a pending one's approval run is cancelled too. Returns its id."""
+    with session_scope() as session:
+        subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
+        request = access.request_for(session, subscription.id)
+        flow_run_id = request.flow_run_id if request is not None and request.status == access.PENDING else None
+        if request is not None:
+            access.withdraw(session, request, access.CANCELLED, reason or "cancelled by the consumer", actor)
+        access.end(session, subscription, access.CANCELLED, reason, actor)
+    if flow_run_id:
+        orch.discard(flow_run_id)  # best effort: a resumed leftover finds the request closed and changes nothing
+    return subscription_id
+
+
+def change_plan(
+    settings: Settings, principal: Principal, consumer_id: str, subscription_id: str, plan_name: str, actor: Actor
+) -> str:
+    """Move an open subscription to another plan of its service (the service must still be live)."""
+    with session_scope() as session:
+        subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
+        require_active(account(session, principal, consumer_id, actor))
+        if subscription.status not in access.OPEN:
+            raise ConflictError(f"subscription {subscription_id} is {subscription.status}")
+        service = services.get(session, subscription.service_id)
+        if service.status not in (ServiceStatus.ACTIVE.value, ServiceStatus.DEPRECATED.value):
+            raise ConflictError(f"service {service.id} is {service.status}; its plans cannot be changed to")
+        plan = choose_plan(service.spec, plan_name, settings.consumption.default_plan)
+        if plan is None:
+            names = [p.name for p in plans_of(service.spec, settings.consumption.default_plan)]
+            detail = {"pointer": "/plan", "message": f"must be one of {names}", "code": "unknown_plan"}
+            raise SpecValidationError(f"service {service.id} has no plan {plan_name!r}", [detail])
+        access.change_plan(session, subscription, plan, actor)
+    return subscription_id
+
+
+def may_review(principal: Principal, request: AccessRequest) -> bool:
+    """Governance, admin, and the provider of the service decide."""
+    return principal.is_staff or principal.owns(request.provider_id)
+
+
+def decide(
+    request_id: str, decision: str, comment: str, principal: Principal, reviewer: Actor, orch: Orchestrator
+) -> str:
+    """Resume the waiting approve-access run with the decision; returns its flow run id.
+
+    The run records the decision when it resumes, exactly as when resumed from the Prefect UI.
+    A request past its deadline is closed `expired` here (409), whether or not the sweep got to it.
+    """
+    with session_scope() as session:
+        request = access.get_request(session, request_id, for_update=True)
+        if not may_review(principal, request):
+            if principal.role is Role.CONSUMER:
+                raise NotFoundError(f"access request {request_id} not found")
+            raise ForbiddenError(f"only provider {request.provider_id!r}, governance or admin decide this request")
+        if request.status == access.PENDING and request.expires_at <= datetime.now(UTC):
+            access.withdraw(session, request, access.EXPIRED, "no decision before the deadline", reviewer)
+    with session_scope() as session:
+        request = access.get_request(session, request_id, for_update=True)
+        if request.status != access.PENDING or request.flow_run_id is None:
+            raise ConflictError(f"access request {request_id} is {request.status}; it waits for no decision")
+        run_input = {"decision": decision, "reviewer": reviewer.id, "reviewer_role": reviewer.role, "comment": comment}
+        orch.resume_with(request.flow_run_id, run_input)
+        audit.append(
+            session,
+            service_id=request.service_id,
+            consumer_id=request.consumer_id,
+            action="access_decision_submitted",
+            **reviewer.audit_origin(),
+            reason=comment or decision,
+            flow_run_id=request.flow_run_id,
+            details={"accessRequestId": request.id, "decision": decision},
+        )
+        return request.flow_run_id
+
+
+def request_view(request: AccessRequest, orch: Orchestrator) -> AccessRequestOut:
+    return AccessRequestOut(
+        id=request.id,
+        subscription_id=request.subscription_id,
+        service_id=request.service_id,
+        provider_id=request.provider_id,
+        consumer_id=request.consumer_id,
+        reason=request.reason,
+        message=request.message,
+        status=request.status,
+        requested_at=request.requested_at,
+        expires_at=request.expires_at,
+        decided_at=request.decided_at,
+        reviewer=request.reviewer,
+        reviewer_role=request.reviewer_role,
+        comment=request.comment,
+        flow_run=flow_run_view(request.flow_run_id, orch),
+    )
+
+
+def subscription_view(
+    session: Session, subscription: ServiceSubscription, service: Service, orch: Orchestrator
+) -> SubscriptionOut:
+    request = access.request_for(session, subscription.id)
+    return SubscriptionOut(
+        id=subscription.id,
+        consumer_id=subscription.consumer_id,
+        service_id=subscription.service_id,
+        service_name=service.name,
+        status=subscription.status,
+        plan_name=subscription.plan_name,
+        plan=subscription.plan,
+        requests_per_minute=subscription.requests_per_minute,
+        key_requests_per_minute=subscription.key_requests_per_minute,
+        requests_per_month=subscription.requests_per_month,
+        tokens_per_month=subscription.tokens_per_month,
+        max_tokens_per_request=subscription.max_tokens_per_request,
+        price_per_month=subscription.price_per_month,
+        currency=subscription.currency,
+        created_at=subscription.created_at,
+        activated_at=subscription.activated_at,
+        ended_at=subscription.ended_at,
+        ended_reason=subscription.ended_reason,
+        access_request=request_view(request, orch) if request is not None else None,
+    )
+
+
+def requests_filter(principal: Principal, status: str | None, service_id: str | None) -> access.RequestFilter:
+    """Providers see requests for their services, consumers their own, staff all."""
+    if principal.is_staff:
+        return access.RequestFilter(status=status, service_id=service_id)
+    if principal.role is Role.PROVIDER:
+        return access.RequestFilter(status=status, service_id=service_id, provider_id=principal.subject)
+    return access.RequestFilter(status=status, service_id=service_id, consumer_id=principal.subject)
+
+
+def may_see_request(principal: Principal, request: AccessRequest) -> bool:
+    return may_review(principal, request) or (
+        principal.role is Role.CONSUMER and principal.subject == request.consumer_id
+    )
