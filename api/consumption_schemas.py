@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from api.schemas import ApiModel, FlowRunOut
 
 MAX_REASON = 2000
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """No store keeps NUL (PostgreSQL refuses it) or an unpaired surrogate (not encodable): 422, not 500."""
+    if _NOT_TEXT.search(value):
+        raise ValueError("must be Unicode text without NUL characters or unpaired surrogates")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+ServiceRef = Annotated[str, StringConstraints(min_length=1, max_length=36), AfterValidator(_text)]
 
 
 class ConsumerIn(ApiModel):
-    id: str = Field(min_length=1, max_length=128, description="The consumer's token subject (`sub`).")
-    name: str = Field(min_length=1, max_length=256)
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    id: Text = Field(min_length=1, max_length=128, description="The consumer's token subject (`sub`).")
+    name: Text = Field(min_length=1, max_length=256)
+    email: Text | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
 
 
 class ConsumerOut(ApiModel):
@@ -39,13 +52,13 @@ class ConsumerPage(ApiModel):
 
 
 class BlockIn(ApiModel):
-    reason: str = Field(min_length=3, max_length=MAX_REASON, description="Why (audited, told to the consumer).")
+    reason: Text = Field(min_length=3, max_length=MAX_REASON, description="Why (audited, told to the consumer).")
 
 
 class KeyIn(ApiModel):
-    name: str = Field(min_length=1, max_length=128, description="What the key is for, e.g. 'ci' or 'prod-eu'.")
+    name: Text = Field(min_length=1, max_length=128, description="What the key is for, e.g. 'ci' or 'prod-eu'.")
     expires_at: datetime | None = Field(default=None, description="When the key stops working (ISO 8601, future).")
-    service_ids: list[str] | None = Field(
+    service_ids: list[ServiceRef] | None = Field(
         default=None, max_length=100, description="Services it may call; absent: every service subscribed to."
     )
     requests_per_minute: int | None = Field(
@@ -111,13 +124,15 @@ class PlansOut(ApiModel):
 
 
 class SubscribeIn(ApiModel):
-    service_id: str = Field(min_length=1, max_length=36)
-    plan: str | None = Field(default=None, max_length=64, description="A plan of the service; absent: its default.")
-    message: str | None = Field(default=None, max_length=4000, description="For the reviewer, when approval is needed.")
+    service_id: Text = Field(min_length=1, max_length=36)
+    plan: Text | None = Field(default=None, max_length=64, description="A plan of the service; absent: its default.")
+    message: Text | None = Field(
+        default=None, max_length=4000, description="For the reviewer, when approval is needed."
+    )
 
 
 class PlanChangeIn(ApiModel):
-    plan: str = Field(min_length=1, max_length=64)
+    plan: Text = Field(min_length=1, max_length=64)
 
 
 class AccessRequestOut(ApiModel):
@@ -176,7 +191,7 @@ class SubscriptionPage(ApiModel):
 
 class AccessDecisionIn(ApiModel):
     decision: Literal["approve", "reject"]
-    comment: str = Field(default="", max_length=4000, description="Why; shown to the consumer.")
+    comment: Text = Field(default="", max_length=4000, description="Why; shown to the consumer.")
 
 
 class AccessDecisionAccepted(ApiModel):
@@ -190,10 +205,15 @@ class CredentialIn(ApiModel):
     scheme: Literal["bearer", "header"] = Field(
         description="bearer: sent as `Authorization: Bearer <value>`; header: sent as `<headerName>: <value>`."
     )
-    header_name: str | None = Field(
+    header_name: Text | None = Field(
         default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
     )
-    value: str = Field(min_length=1, max_length=4096, description="Never returned, never logged.")
+    value: Text = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Sent as the header's value (no control characters); never returned, never logged.",
+    )
 
 
 class CredentialOut(ApiModel):

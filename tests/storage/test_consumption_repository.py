@@ -103,3 +103,16 @@ def test_access_loads_service_grant_credential_and_secrets(database_url: str) ->
         assert access.load_access(session, "alice", "no-such-service", BOX) is None
         with pytest.raises(ConflictError):
             access.subscribe(session, "alice", services.get(session, service_id), PLAN, None, ALICE, pending=False)
+
+
+def test_the_gateway_records_last_use_in_batches_without_going_back_in_time(database_url: str) -> None:
+    with session_scope() as session:
+        consumers.ensure(session, "alice", ALICE)
+        key, _ = api_keys.create(session, "alice", KeySpec("k"), PEPPER, ALICE)
+    later, earlier = datetime(2030, 1, 2, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
+    with session_scope() as session:
+        api_keys.mark_used(session, {key.id: later, "no-such-key": later})
+    with session_scope() as session:
+        api_keys.mark_used(session, {key.id: earlier})
+    with session_scope() as session:
+        assert api_keys.get(session, "alice", key.id).last_used_at == later
