@@ -30,7 +30,7 @@ from core.settings import Settings
 from storage.database import session_scope
 from storage.encryption import box_for
 from storage.models import AccessRequest, Consumer, Service, ServiceSubscription, new_id
-from storage.repositories import access, audit, credentials, services
+from storage.repositories import access_requests, audit, credentials, service_subscriptions, services
 from storage.repositories.services import Actor
 
 
@@ -50,12 +50,12 @@ def subscribe(
         consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
         reason = approval_reason(service.spec)
         if reason is None:
-            subscription = access.subscribe(
+            subscription = service_subscriptions.subscribe(
                 session, consumer.id, service, plan, currency_of(service.spec), actor, pending=False
             )
             credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
             return subscription, None
-        if access.open_subscription(session, consumer.id, service.id) is not None:
+        if service_subscriptions.open_subscription(session, consumer.id, service.id) is not None:
             raise ConflictError(f"consumer {consumer.id} already has an open subscription to {service.id}")
     request_id = new_id()
     flow_run_id = orch.start_access_approval(request_id)  # no transaction open while Prefect answers
@@ -78,12 +78,14 @@ def _store_pending(
     with session_scope() as session:
         consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
         reason = approval_reason(service.spec) or "approval required when the request was made"
-        subscription = access.subscribe(
+        subscription = service_subscriptions.subscribe(
             session, consumer.id, service, plan, currency_of(service.spec), actor, pending=True
         )
         timeout = settings.consumption.access_approval_timeout_seconds
-        request = access.open_request(session, subscription, service, reason, body.message, timeout, actor, request_id)
-        access.set_flow_run(session, request.id, flow_run_id)
+        request = access_requests.open_request(
+            session, subscription, service, reason, body.message, timeout, actor, request_id
+        )
+        access_requests.set_flow_run(session, request.id, flow_run_id)
         credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
         return subscription, request
 
@@ -96,7 +98,7 @@ def _admissible(
     service = services.get(session, body.service_id)
     require_readable(principal, service.id, service.provider_id, service.status)
     if service.status == ServiceStatus.DEPRECATED.value:
-        if not access.was_subscribed(session, consumer.id, service.id):
+        if not service_subscriptions.was_subscribed(session, consumer.id, service.id):
             raise ConflictError(f"service {service.id} is deprecated: it takes no new subscribers")
     elif service.status != ServiceStatus.ACTIVE.value:
         raise ConflictError(f"service {service.id} is {service.status}; only active services can be subscribed to")
@@ -113,7 +115,7 @@ def own_subscription(
 ) -> ServiceSubscription:
     """The named consumer's subscription (another's is 404)."""
     consumer = account(session, principal, consumer_id, actor)
-    subscription = access.get_subscription(session, subscription_id, for_update=True)
+    subscription = service_subscriptions.get_subscription(session, subscription_id, for_update=True)
     if subscription.consumer_id != consumer.id:
         raise NotFoundError(f"subscription {subscription_id} not found")
     return subscription
@@ -125,11 +127,15 @@ def cancel(
     """End a pending or active subscription; a pending one's approval run is cancelled too. Returns its id."""
     with session_scope() as session:
         subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
-        request = access.request_for(session, subscription.id)
-        flow_run_id = request.flow_run_id if request is not None and request.status == access.PENDING else None
+        request = access_requests.request_for(session, subscription.id)
+        flow_run_id = (
+            request.flow_run_id if request is not None and request.status == service_subscriptions.PENDING else None
+        )
         if request is not None:
-            access.withdraw(session, request, access.CANCELLED, reason or "cancelled by the consumer", actor)
-        access.end(session, subscription, access.CANCELLED, reason, actor)
+            access_requests.withdraw(
+                session, request, service_subscriptions.CANCELLED, reason or "cancelled by the consumer", actor
+            )
+        service_subscriptions.end(session, subscription, service_subscriptions.CANCELLED, reason, actor)
     if flow_run_id:
         orch.discard(flow_run_id)  # best effort: a resumed leftover finds the request closed and changes nothing
     return subscription_id
@@ -142,7 +148,7 @@ def change_plan(
     with session_scope() as session:
         subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
         require_active(account(session, principal, consumer_id, actor))
-        if subscription.status not in access.OPEN:
+        if subscription.status not in service_subscriptions.OPEN:
             raise ConflictError(f"subscription {subscription_id} is {subscription.status}")
         service = services.get(session, subscription.service_id)
         if service.status not in (ServiceStatus.ACTIVE.value, ServiceStatus.DEPRECATED.value):
@@ -152,7 +158,7 @@ def change_plan(
             names = [p.name for p in plans_of(service.spec, settings.consumption.default_plan)]
             detail = {"pointer": "/plan", "message": f"must be one of {names}", "code": "unknown_plan"}
             raise SpecValidationError(f"service {service.id} has no plan {plan_name!r}", [detail])
-        access.change_plan(session, subscription, plan, actor)
+        service_subscriptions.change_plan(session, subscription, plan, actor)
     return subscription_id
 
 
@@ -170,16 +176,18 @@ def decide(
     A request past its deadline is closed `expired` here (409), whether or not the sweep got to it.
     """
     with session_scope() as session:
-        request = access.get_request(session, request_id, for_update=True)
+        request = access_requests.get_request(session, request_id, for_update=True)
         if not may_review(principal, request):
             if principal.role is Role.CONSUMER:
                 raise NotFoundError(f"access request {request_id} not found")
             raise ForbiddenError(f"only provider {request.provider_id!r}, governance or admin decide this request")
-        if request.status == access.PENDING and request.expires_at <= datetime.now(UTC):
-            access.withdraw(session, request, access.EXPIRED, "no decision before the deadline", reviewer)
+        if request.status == service_subscriptions.PENDING and request.expires_at <= datetime.now(UTC):
+            access_requests.withdraw(
+                session, request, service_subscriptions.EXPIRED, "no decision before the deadline", reviewer
+            )
     with session_scope() as session:
-        request = access.get_request(session, request_id, for_update=True)
-        if request.status != access.PENDING or request.flow_run_id is None:
+        request = access_requests.get_request(session, request_id, for_update=True)
+        if request.status != service_subscriptions.PENDING or request.flow_run_id is None:
             raise ConflictError(f"access request {request_id} is {request.status}; it waits for no decision")
         run_input = {"decision": decision, "reviewer": reviewer.id, "reviewer_role": reviewer.role, "comment": comment}
         orch.resume_with(request.flow_run_id, run_input)
@@ -219,7 +227,7 @@ def request_view(request: AccessRequest, orch: Orchestrator) -> AccessRequestOut
 def subscription_view(
     session: Session, subscription: ServiceSubscription, service: Service, orch: Orchestrator
 ) -> SubscriptionOut:
-    request = access.request_for(session, subscription.id)
+    request = access_requests.request_for(session, subscription.id)
     return SubscriptionOut(
         id=subscription.id,
         consumer_id=subscription.consumer_id,
@@ -243,13 +251,13 @@ def subscription_view(
     )
 
 
-def requests_filter(principal: Principal, status: str | None, service_id: str | None) -> access.RequestFilter:
+def requests_filter(principal: Principal, status: str | None, service_id: str | None) -> access_requests.RequestFilter:
     """Providers see requests for their services, consumers their own, staff all."""
     if principal.is_staff:
-        return access.RequestFilter(status=status, service_id=service_id)
+        return access_requests.RequestFilter(status=status, service_id=service_id)
     if principal.role is Role.PROVIDER:
-        return access.RequestFilter(status=status, service_id=service_id, provider_id=principal.subject)
-    return access.RequestFilter(status=status, service_id=service_id, consumer_id=principal.subject)
+        return access_requests.RequestFilter(status=status, service_id=service_id, provider_id=principal.subject)
+    return access_requests.RequestFilter(status=status, service_id=service_id, consumer_id=principal.subject)
 
 
 def may_see_request(principal: Principal, request: AccessRequest) -> bool:

@@ -10,7 +10,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from storage.database import session_scope
-from storage.repositories import access
+from storage.repositories import access_requests, service_subscriptions
 from storage.repositories.services import Actor
 from tasks._common import backoff, jitter
 
@@ -52,9 +52,9 @@ class ExpiryInput(BaseModel):
 def open_access_wait(ref: AccessRef) -> AccessWait:
     """Find the request (the API stores it right after starting this run) and how long it may wait."""
     with session_scope() as session:
-        request = access.get_request(session, ref.access_request_id)  # NotFoundError: retried until stored
+        request = access_requests.get_request(session, ref.access_request_id)  # NotFoundError: retried until stored
         if ref.flow_run_id and request.flow_run_id is None:
-            access.set_flow_run(session, request.id, ref.flow_run_id)
+            access_requests.set_flow_run(session, request.id, ref.flow_run_id)
         remaining = (request.expires_at - datetime.now(UTC)).total_seconds()
         return AccessWait(status=request.status, timeout_seconds=max(1, int(remaining)))
 
@@ -65,7 +65,7 @@ def record_access_decision(inp: DecisionInput) -> str:
     decision = inp.decision
     reviewer = Actor(decision.reviewer, decision.reviewer_role)
     with session_scope() as session:
-        request = access.decide(
+        request = access_requests.decide(
             session, inp.access_request_id, decision.decision == "approve", reviewer, decision.comment or None
         )
         return request.status
@@ -76,7 +76,9 @@ def expire_overdue(inp: ExpiryInput) -> list[str]:
     """Close every pending request past its deadline as `expired` (its subscription too); returns their ids."""
     now = inp.now or datetime.now(UTC)
     with session_scope() as session:
-        overdue = access.overdue(session, now)
+        overdue = access_requests.overdue(session, now)
         for request in overdue:
-            access.withdraw(session, request, access.EXPIRED, "no decision before the deadline", EXPIRER)
+            access_requests.withdraw(
+                session, request, service_subscriptions.EXPIRED, "no decision before the deadline", EXPIRER
+            )
         return [r.id for r in overdue]

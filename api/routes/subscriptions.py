@@ -25,7 +25,7 @@ from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
 from core.errors import NotFoundError
 from storage.database import session_scope
-from storage.repositories import access, services
+from storage.repositories import access_requests, service_subscriptions, services
 
 router = APIRouter(tags=["access"])
 ConsumerOrAdmin = Annotated[Principal, Depends(require_roles(Role.CONSUMER, Role.ADMIN))]
@@ -69,7 +69,7 @@ def subscribe(
 
 def _one(subscription_id: str, orch: OrchestratorDep) -> SubscriptionOut:
     with session_scope() as session:
-        subscription = access.get_subscription(session, subscription_id)
+        subscription = service_subscriptions.get_subscription(session, subscription_id)
         return subscriptions.subscription_view(
             session, subscription, services.get(session, subscription.service_id), orch
         )
@@ -90,8 +90,8 @@ def list_subscriptions(
     """The consumer's subscriptions, newest first."""
     with session_scope() as session:
         consumer = account(session, principal, consumer_id, access_rules.actor_for(principal, request))
-        filters = access.SubscriptionFilter(consumer_id=consumer.id, status=status)
-        rows, total = access.list_subscriptions(session, filters, offset, limit)
+        filters = service_subscriptions.SubscriptionFilter(consumer_id=consumer.id, status=status)
+        rows, total = service_subscriptions.list_subscriptions(session, filters, offset, limit)
         items = [subscriptions.subscription_view(session, s, service, orch) for s, service in rows]
         return SubscriptionPage(items=items, total=total, offset=offset, limit=limit)
 
@@ -168,8 +168,8 @@ def list_subscribers(
     """Who has (or asked for) access to the service: its provider, governance and admin."""
     service = services.get(session, service_id)
     access_rules.require_internals(principal, service_id, service.provider_id, service.status)
-    filters = access.SubscriptionFilter(service_id=service_id, status=status)
-    rows, total = access.list_subscriptions(session, filters, offset, limit)
+    filters = service_subscriptions.SubscriptionFilter(service_id=service_id, status=status)
+    rows, total = service_subscriptions.list_subscriptions(session, filters, offset, limit)
     items = [subscriptions.subscription_view(session, s, svc, orch) for s, svc in rows]
     return SubscriptionPage(items=items, total=total, offset=offset, limit=limit)
 
@@ -186,7 +186,7 @@ def list_access_requests(
 ) -> AccessRequestPage:
     """Oldest first: a provider sees its services' requests, a consumer its own, governance and admin all."""
     filters = subscriptions.requests_filter(principal, status, service_id)
-    rows, total = access.list_requests(session, filters, offset, limit)
+    rows, total = access_requests.list_requests(session, filters, offset, limit)
     items = [subscriptions.request_view(r, orch) for r in rows]
     return AccessRequestPage(items=items, total=total, offset=offset, limit=limit)
 
@@ -198,7 +198,7 @@ def read_access_request(
     request_id: str, session: DbSession, orch: OrchestratorDep, principal: AnyRole
 ) -> AccessRequestOut:
     """One access request with its approve-access run."""
-    request = access.get_request(session, request_id)
+    request = access_requests.get_request(session, request_id)
     if not subscriptions.may_see_request(principal, request):
         raise NotFoundError(f"access request {request_id} not found")
     return subscriptions.request_view(request, orch)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from core.domain import ServiceStatus
 from core.plans import Plan
 from storage.database import session_scope
-from storage.repositories import access, api_keys, consumers, outbox, services, versions
+from storage.repositories import access_requests, api_keys, consumers, outbox, service_subscriptions, services, versions
 from storage.repositories.api_keys import KeySpec
 from storage.repositories.services import SYSTEM, Actor, event_data
 from tests.support.specs import make_spec
@@ -60,13 +60,13 @@ def _access(session: Session, service_id: str) -> None:
     cancels (subscription_cancelled), asks again and the request lapses (access_expired)."""
     consumer = consumers.ensure(session, _consumer_of(service_id), PROVIDER).id
     service, plan = services.get(session, service_id), Plan(name="basic", requests_per_minute=10)
-    first = access.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
-    request = access.open_request(session, first, service, "restricted", None, 60, PROVIDER)
-    access.decide(session, request.id, True, GOVERNANCE, "fine")
-    access.end(session, first, access.CANCELLED, "done", PROVIDER)
-    second = access.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
-    lapsing = access.open_request(session, second, service, "restricted", None, 60, PROVIDER)
-    access.withdraw(session, lapsing, access.EXPIRED, "no decision", SYSTEM)
+    first = service_subscriptions.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
+    request = access_requests.open_request(session, first, service, "restricted", None, 60, PROVIDER)
+    access_requests.decide(session, request.id, True, GOVERNANCE, "fine")
+    service_subscriptions.end(session, first, service_subscriptions.CANCELLED, "done", PROVIDER)
+    second = service_subscriptions.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
+    lapsing = access_requests.open_request(session, second, service, "restricted", None, 60, PROVIDER)
+    access_requests.withdraw(session, lapsing, service_subscriptions.EXPIRED, "no decision", SYSTEM)
 
 
 def _consumer_events(session: Session, service_id: str) -> None:
