@@ -13,6 +13,7 @@ from storage.encryption import SecretBox
 from storage.models import AuditLog, Service, ServiceCredential, ServiceSubscription
 from storage.repositories.credentials import UpstreamCredential, credential_of, live_signing_secrets
 from storage.repositories.service_subscriptions import ACTIVE
+from storage.repositories.service_subscriptions import subscribe as subscribe  # where the first data model had it
 
 SUSPENDED = "suspended"
 
