@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from api.schemas import ApiModel, FlowRunOut
+from api.schemas import ApiModel, FlowRunOut, Page
 
 MAX_REASON = 2000
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -44,11 +44,8 @@ class ConsumerOut(ApiModel):
     created_by: str
 
 
-class ConsumerPage(ApiModel):
-    items: list[ConsumerOut]
-    total: int
-    offset: int
-    limit: int
+class ConsumerPage(Page[ConsumerOut]):
+    pass
 
 
 class BlockIn(ApiModel):
@@ -83,11 +80,8 @@ class KeyOut(ApiModel):
     last_used_at: datetime | None
 
 
-class KeyPage(ApiModel):
-    items: list[KeyOut]
-    total: int
-    offset: int
-    limit: int
+class KeyPage(Page[KeyOut]):
+    pass
 
 
 class KeyCreated(ApiModel):
@@ -153,11 +147,8 @@ class AccessRequestOut(ApiModel):
     flow_run: FlowRunOut | None
 
 
-class AccessRequestPage(ApiModel):
-    items: list[AccessRequestOut]
-    total: int
-    offset: int
-    limit: int
+class AccessRequestPage(Page[AccessRequestOut]):
+    pass
 
 
 class SubscriptionOut(ApiModel):
@@ -182,11 +173,8 @@ class SubscriptionOut(ApiModel):
     access_request: AccessRequestOut | None = None
 
 
-class SubscriptionPage(ApiModel):
-    items: list[SubscriptionOut]
-    total: int
-    offset: int
-    limit: int
+class SubscriptionPage(Page[SubscriptionOut]):
+    pass
 
 
 class AccessDecisionIn(ApiModel):

@@ -1,16 +1,18 @@
 """What the access routes do: plans, subscriptions, and decisions on access requests.
 
-A subscription to a service that needs approval starts an `approve-access` run (through the
-orchestrator, before anything is stored, as publications do) and waits `pending`; the decision
-resumes that run, which records it. Everything else takes effect in one transaction.
+A subscription to a service that needs approval waits `pending` with an access request and the
+`approve-access` run it owes (durable intake: api/intake.py), all in one transaction; the decision
+resumes that run, which records it. Everything else takes effect in one transaction too.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from api import intake
 from api.access import require_readable
 from api.auth import Principal, Role
 from api.consumers import account, require_active
@@ -24,14 +26,17 @@ from api.consumption_schemas import (
 from api.orchestrator import Orchestrator
 from api.status_report import flow_run_view
 from core.domain import ServiceStatus
-from core.errors import ConflictError, ForbiddenError, NotFoundError, SpecValidationError
+from core.errors import ConflictError, ForbiddenError, NotFoundError, SpecValidationError, UpstreamUnavailableError
 from core.plans import Plan, approval_reason, choose_plan, currency_of, plans_of
 from core.settings import Settings
 from storage.database import session_scope
 from storage.encryption import box_for
-from storage.models import AccessRequest, Consumer, Service, ServiceSubscription, new_id
+from storage.models import AccessRequest, Consumer, Service, ServiceSubscription
 from storage.repositories import access_requests, audit, credentials, service_subscriptions, services
+from storage.repositories.service_subscriptions import CANCELLED, EXPIRED, OPEN, PENDING
 from storage.repositories.services import Actor
+
+log = logging.getLogger("marketplace.access")
 
 
 def plans_view(service: Service, settings: Settings) -> PlansOut:
@@ -43,50 +48,24 @@ def plans_view(service: Service, settings: Settings) -> PlansOut:
 
 
 def subscribe(
-    settings: Settings, orch: Orchestrator, principal: Principal, consumer_id: str, body: SubscribeIn, actor: Actor
+    settings: Settings, principal: Principal, consumer_id: str, body: SubscribeIn, actor: Actor
 ) -> tuple[ServiceSubscription, AccessRequest | None]:
-    """Open access at once, or (when the service needs approval) start the approval run and wait."""
+    """Open access at once, or (when the service needs approval) open the request and owe its
+    approve-access run, in one transaction (the run starter creates the run after the commit)."""
+    box = box_for(settings.consumption)
     with session_scope() as session:
         consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
-        reason = approval_reason(service.spec)
-        if reason is None:
-            subscription = service_subscriptions.subscribe(
-                session, consumer.id, service, plan, currency_of(service.spec), actor, pending=False
-            )
-            credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
-            return subscription, None
-        if service_subscriptions.open_subscription(session, consumer.id, service.id) is not None:
-            raise ConflictError(f"consumer {consumer.id} already has an open subscription to {service.id}")
-    request_id = new_id()
-    flow_run_id = orch.start_access_approval(request_id)  # no transaction open while Prefect answers
-    try:
-        return _store_pending(settings, consumer_id, principal, body, actor, request_id, flow_run_id)
-    except ConflictError:  # the same subscription, asked for at the same moment, was stored first
-        orch.discard(flow_run_id)
-        raise
-
-
-def _store_pending(
-    settings: Settings,
-    consumer_id: str,
-    principal: Principal,
-    body: SubscribeIn,
-    actor: Actor,
-    request_id: str,
-    flow_run_id: str,
-) -> tuple[ServiceSubscription, AccessRequest]:
-    with session_scope() as session:
-        consumer, service, plan = _admissible(session, settings, principal, consumer_id, body, actor)
-        reason = approval_reason(service.spec) or "approval required when the request was made"
+        reason, currency = approval_reason(service.spec), currency_of(service.spec)
+        pending = reason is not None
         subscription = service_subscriptions.subscribe(
-            session, consumer.id, service, plan, currency_of(service.spec), actor, pending=True
+            session, consumer.id, service, plan, currency, actor, pending=pending
         )
+        credentials.ensure_signing_secret(session, service.id, box, actor)  # every call to it is signed
+        if reason is None:
+            return subscription, None
         timeout = settings.consumption.access_approval_timeout_seconds
-        request = access_requests.open_request(
-            session, subscription, service, reason, body.message, timeout, actor, request_id
-        )
-        access_requests.set_flow_run(session, request.id, flow_run_id)
-        credentials.ensure_signing_secret(session, service.id, box_for(settings.consumption), actor)
+        request = access_requests.open_request(session, subscription, service, reason, body.message, timeout, actor)
+        intake.owe(session, intake.access_approval_run(settings.prefect, service, consumer.id, request.id))
         return subscription, request
 
 
@@ -128,17 +107,22 @@ def cancel(
     with session_scope() as session:
         subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
         request = access_requests.request_for(session, subscription.id)
-        flow_run_id = (
-            request.flow_run_id if request is not None and request.status == service_subscriptions.PENDING else None
-        )
+        waiting = request is not None and request.status == PENDING
+        flow_run_id = access_requests.flow_run_of(session, request) if request is not None and waiting else None
         if request is not None:
-            access_requests.withdraw(
-                session, request, service_subscriptions.CANCELLED, reason or "cancelled by the consumer", actor
-            )
-        service_subscriptions.end(session, subscription, service_subscriptions.CANCELLED, reason, actor)
-    if flow_run_id:
-        orch.discard(flow_run_id)  # best effort: a resumed leftover finds the request closed and changes nothing
+            access_requests.withdraw(session, request, CANCELLED, reason or "cancelled by the consumer", actor)
+        service_subscriptions.end(session, subscription, CANCELLED, reason, actor)
+    if flow_run_id:  # a run not created yet finds the request closed when it starts, and ends at once
+        _cancel_run(orch, flow_run_id)
     return subscription_id
+
+
+def _cancel_run(orch: Orchestrator, flow_run_id: str) -> None:
+    """Best effort: a waiting run left behind, if ever resumed, finds the request closed and changes nothing."""
+    try:
+        orch.cancel(flow_run_id)
+    except UpstreamUnavailableError:
+        log.warning("could not cancel approve-access run %s of a cancelled subscription", flow_run_id)
 
 
 def change_plan(
@@ -148,7 +132,7 @@ def change_plan(
     with session_scope() as session:
         subscription = own_subscription(session, principal, consumer_id, subscription_id, actor)
         require_active(account(session, principal, consumer_id, actor))
-        if subscription.status not in service_subscriptions.OPEN:
+        if subscription.status not in OPEN:
             raise ConflictError(f"subscription {subscription_id} is {subscription.status}")
         service = services.get(session, subscription.service_id)
         if service.status not in (ServiceStatus.ACTIVE.value, ServiceStatus.DEPRECATED.value):
@@ -181,16 +165,17 @@ def decide(
             if principal.role is Role.CONSUMER:
                 raise NotFoundError(f"access request {request_id} not found")
             raise ForbiddenError(f"only provider {request.provider_id!r}, governance or admin decide this request")
-        if request.status == service_subscriptions.PENDING and request.expires_at <= datetime.now(UTC):
-            access_requests.withdraw(
-                session, request, service_subscriptions.EXPIRED, "no decision before the deadline", reviewer
-            )
+        if request.status == PENDING and request.expires_at <= datetime.now(UTC):
+            access_requests.withdraw(session, request, EXPIRED, "no decision before the deadline", reviewer)
     with session_scope() as session:
         request = access_requests.get_request(session, request_id, for_update=True)
-        if request.status != service_subscriptions.PENDING or request.flow_run_id is None:
+        if request.status != PENDING:
             raise ConflictError(f"access request {request_id} is {request.status}; it waits for no decision")
+        flow_run_id = access_requests.flow_run_of(session, request)
+        if flow_run_id is None:
+            raise ConflictError(f"the approval run of access request {request_id} is not started yet; retry shortly")
         run_input = {"decision": decision, "reviewer": reviewer.id, "reviewer_role": reviewer.role, "comment": comment}
-        orch.resume_with(request.flow_run_id, run_input)
+        orch.resume_with(flow_run_id, run_input)
         audit.append(
             session,
             service_id=request.service_id,
@@ -198,13 +183,13 @@ def decide(
             action="access_decision_submitted",
             **reviewer.audit_origin(),
             reason=comment or decision,
-            flow_run_id=request.flow_run_id,
+            flow_run_id=flow_run_id,
             details={"accessRequestId": request.id, "decision": decision},
         )
-        return request.flow_run_id
+        return flow_run_id
 
 
-def request_view(request: AccessRequest, orch: Orchestrator) -> AccessRequestOut:
+def request_view(session: Session, request: AccessRequest, orch: Orchestrator) -> AccessRequestOut:
     return AccessRequestOut(
         id=request.id,
         subscription_id=request.subscription_id,
@@ -220,7 +205,7 @@ def request_view(request: AccessRequest, orch: Orchestrator) -> AccessRequestOut
         reviewer=request.reviewer,
         reviewer_role=request.reviewer_role,
         comment=request.comment,
-        flow_run=flow_run_view(request.flow_run_id, orch),
+        flow_run=flow_run_view(access_requests.flow_run_of(session, request), orch),
     )
 
 
@@ -247,7 +232,7 @@ def subscription_view(
         activated_at=subscription.activated_at,
         ended_at=subscription.ended_at,
         ended_reason=subscription.ended_reason,
-        access_request=request_view(request, orch) if request is not None else None,
+        access_request=request_view(session, request, orch) if request is not None else None,
     )
 
 

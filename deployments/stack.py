@@ -22,11 +22,15 @@ import httpx
 
 from core.logging import configure_logging, resolve_format, write_prefect_logging_config
 from core.settings import PROJECT_ROOT, Environment, get_settings
+from deployments.stack_settings import StackSettings
 from storage.migrate import upgrade
 
 log = logging.getLogger("marketplace.stack")
 BIN = Path(sys.executable).parent
 STOP_MARGIN_SECONDS = 5.0  # past the API's own grace period before SIGKILL
+RESTART_FIRST_SECONDS = 1.0  # a dead part's first restart waits this long; each further one doubles
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0  # a part that ran this long before dying starts over at the first delay
 # `prefect` for the long-running Prefect processes: their imports out of the collector's walks.
 PREFECT_FROZEN = [sys.executable, "-m", "deployments.prefect_cli"]
 
@@ -73,13 +77,32 @@ class StackConfig:
         return f"http://{self.host}:{self.api_port}"
 
 
+@dataclass
+class Part:
+    """One long-running child: how to start it again, and how its restarts went."""
+
+    name: str
+    argv: list[str]
+    niceness: int
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+    restart_due: float | None = None  # monotonic time of the pending restart, once its death was seen
+
+
 class Stack:
-    """Starts the parts in dependency order and stops them in reverse, by their process ids."""
+    """Starts the parts in dependency order, restarts a part that dies (`supervise`), and stops them in
+    reverse, by their process ids."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.env = self._environment()
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.parts: list[Part] = []
+
+    @property
+    def processes(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """Each part's current process, in start order."""
+        return [(part.name, part.proc) for part in self.parts]
 
     def _environment(self) -> dict[str, str]:
         c = self.config
@@ -185,7 +208,9 @@ class Stack:
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
             nice = self._nice("WORKER__NICE", settings.nice)
             for n in range(processes):  # the first is "worker"; more are "worker-2", ...
-                self._spawn("worker" if n == 0 else f"worker-{n + 1}", argv, niceness=nice)
+                name = "worker" if n == 0 else f"worker-{n + 1}"
+                ledger = self.config.prefect_home / "workers" / f"{name}.json"  # what a restart reports crashed
+                self._spawn(name, [*argv, "--ledger", str(ledger)], niceness=nice)
         else:
             nice = self._nice("WORKER__NICE", get_settings().worker.nice)
             self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], niceness=nice)
@@ -214,7 +239,7 @@ class Stack:
                 log.warning("%s (pid %s) ignored SIGTERM for %g s; killing it", name, proc.pid, timeout)
                 proc.kill()
                 proc.wait()
-        self.processes.clear()
+        self.parts.clear()
 
     def _stop_timeout(self, name: str) -> float:
         if name == "api":
@@ -222,8 +247,35 @@ class Stack:
         return self.config.stop_timeout_seconds
 
     def pid_of(self, name: str) -> int:
-        """The newest process of that part (a restarted part is listed again)."""
-        return next(p.pid for n, p in reversed(self.processes) if n == name)
+        """The current process of that part (a new one after a restart)."""
+        return next(part.proc.pid for part in self.parts if part.name == name)
+
+    def supervise(self, now: float | None = None) -> None:
+        """Restart every part that died, after a backoff (1 s, doubling to 30 s; back to 1 s once a part
+        has run for a minute). Called about twice a second by the stack runner; only Ctrl-C stops it."""
+        now = time.monotonic() if now is None else now
+        for part in self.parts:
+            code = part.proc.poll()
+            if code is None:
+                continue
+            if part.restart_due is None:
+                uptime = now - part.started_at
+                if uptime >= RESTART_RESET_SECONDS:
+                    part.restarts = 0
+                delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2**part.restarts)
+                part.restart_due = now + delay
+                log.error(
+                    "%s (pid %s) exited with code %s after %.0f s; restarting it in %g s",
+                    part.name,
+                    part.proc.pid,
+                    code,
+                    uptime,
+                    delay,
+                )
+            elif now >= part.restart_due:
+                part.restarts += 1
+                self._spawn(part.name, part.argv, part.niceness)
+                log.warning("restarted %s (pid %s, restart %d)", part.name, part.proc.pid, part.restarts)
 
     def _nice(self, setting: str, default: int) -> int:
         """A part's niceness: batch work yields the cores to the API, whose callers are waiting (on
@@ -259,7 +311,11 @@ class Stack:
         )
         if niceness:
             _nice_session(proc.pid, niceness)
-        self.processes.append((name, proc))
+        part = next((p for p in self.parts if p.name == name), None)
+        if part is None:
+            self.parts.append(Part(name, argv, niceness, proc, time.monotonic()))
+        else:  # a restart: the part keeps its place in the stop order
+            part.proc, part.started_at, part.restart_due = proc, time.monotonic(), None
         log.info("started %s (pid %s)", name, proc.pid)
 
     def _run(self, argv: list[str]) -> None:
@@ -338,8 +394,11 @@ def main() -> None:
     settings = get_settings()
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
-    api = settings.api
-    stack = Stack(StackConfig(api_port=api.port, host=api.host))
+    api, local = settings.api, StackSettings()
+    config = StackConfig(
+        api_port=api.port, host=api.host, prefect_port=local.prefect_port, prefect_home=local.prefect_home
+    )
+    stack = Stack(config)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -357,8 +416,8 @@ def main() -> None:
             stack.config.prefect_port,
         )
         while True:
-            stack._check_alive()
-            time.sleep(1)
+            stack.supervise()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         log.info("shutting down")
     finally:

@@ -99,14 +99,36 @@ def _transport_problems(parts: SplitResult, production: bool, insecure_ok: bool)
             if production
             else "http:// endpoints need endpoint_tests.allow_insecure_endpoints; use https"
         )
-    # By spelling only (literal addresses in any encoding, localhost names): resolving here would
-    # be slow and prove nothing, since DNS can answer differently later. The endpoint tests check
-    # every address they connect to (core.egress).
-    host = parts.hostname or ""
-    problem = None if insecure_ok else egress.host_problem(host)
-    if problem is not None:
-        problems.append(f"endpoint host {host!r} {problem}; only publicly routable hosts are accepted")
-    return problems
+    problem = None if insecure_ok else _host_problem(parts.hostname or "")
+    return [*problems, problem] if problem else problems
+
+
+def _host_problem(host: str) -> str | None:
+    # By spelling only (literal addresses in any encoding, localhost and metadata names): resolving
+    # here would be slow and prove nothing, since DNS can answer differently later. A name that
+    # *resolves* to a private address is the endpoint tests' to refuse: they check every address
+    # they connect to (core.egress).
+    problem = egress.host_problem(host)
+    return f"endpoint host {host!r} {problem}; only publicly routable hosts are accepted" if problem else None
+
+
+def endpoint_host_issues(spec: dict[str, Any], settings: Settings) -> list[Issue]:
+    """The endpoint URL rule the API applies at submit: no loopback, private, link-local or metadata host.
+
+    Unless insecure endpoints are allowed (never in production). Only the host's spelling is judged,
+    as in phase 2, without DNS: a lookup at submit would be slow, make accepting a spec depend on a
+    resolver, and be racy (the name can point elsewhere by the time the endpoint is called). Hosts
+    that resolve to private addresses are refused by the pipeline's endpoint tests.
+    """
+    url = _obj(spec.get("endpoint")).get("url")
+    if not isinstance(url, str) or egress.EgressPolicy.for_endpoints(settings).allow_private:
+        return []
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # an unparsable URL is phase 2's to report, with the rest of the URL rules
+        return []
+    problem = _host_problem(host) if host else None
+    return [Issue(code="endpoint_url", message=problem, pointer="/endpoint/url")] if problem else []
 
 
 def _is_dns_name(host: str) -> bool:

@@ -61,7 +61,7 @@ def subscribe(
 ) -> SubscriptionOut:
     """`201` and `active` at once, or `202` and `pending` with the access request an approve-access run waits on."""
     actor = access_rules.actor_for(principal, request)
-    subscription, pending = subscriptions.subscribe(settings, orch, principal, consumer_id, body, actor)
+    subscription, pending = subscriptions.subscribe(settings, principal, consumer_id, body, actor)
     if pending is not None:
         response.status_code = 202
     return _one(subscription.id, orch)
@@ -187,7 +187,7 @@ def list_access_requests(
     """Oldest first: a provider sees its services' requests, a consumer its own, governance and admin all."""
     filters = subscriptions.requests_filter(principal, status, service_id)
     rows, total = access_requests.list_requests(session, filters, offset, limit)
-    items = [subscriptions.request_view(r, orch) for r in rows]
+    items = [subscriptions.request_view(session, r, orch) for r in rows]
     return AccessRequestPage(items=items, total=total, offset=offset, limit=limit)
 
 
@@ -201,7 +201,7 @@ def read_access_request(
     request = access_requests.get_request(session, request_id)
     if not subscriptions.may_see_request(principal, request):
         raise NotFoundError(f"access request {request_id} not found")
-    return subscriptions.request_view(request, orch)
+    return subscriptions.request_view(session, request, orch)
 
 
 @router.post(

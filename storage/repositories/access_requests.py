@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from storage.consumption_feed import access_name, announce
-from storage.models import AccessRequest, Service, ServiceSubscription, new_id
+from storage.models import AccessRequest, FlowRunRequest, Service, ServiceSubscription, new_id
 from storage.repositories.service_subscriptions import (
     ACTIVE,
     EXPIRED,
@@ -71,6 +71,20 @@ def get_request(session: Session, request_id: str, *, for_update: bool = False) 
 
 def request_for(session: Session, subscription_id: str) -> AccessRequest | None:
     return session.scalars(select(AccessRequest).where(AccessRequest.subscription_id == subscription_id)).one_or_none()
+
+
+def run_key(request_id: str) -> str:
+    """The idempotency key of the request's approve-access run (one run per request)."""
+    return f"access-{request_id}"
+
+
+def flow_run_of(session: Session, request: AccessRequest) -> str | None:
+    """The request's approve-access run: recorded by the run itself, or by the run starter once it
+    created it (None while it waits to be created)."""
+    if request.flow_run_id is not None:
+        return request.flow_run_id
+    query = select(FlowRunRequest.flow_run_id).where(FlowRunRequest.idempotency_key == run_key(request.id))
+    return session.scalars(query.limit(1)).first()
 
 
 def set_flow_run(session: Session, request_id: str, flow_run_id: str) -> None:

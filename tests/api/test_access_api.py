@@ -8,6 +8,7 @@ the API resumed it with the decision.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -132,8 +133,19 @@ def subscribe_pending(client: TestClient, service_id: str) -> dict[str, str]:
     body = response.json()
     assert body["status"] == "pending"
     request = body["accessRequest"]
-    assert request["status"] == "pending" and request["flowRun"]["id"]
-    return {"subscription": body["id"], "request": request["id"], "run": request["flowRun"]["id"]}
+    assert request["status"] == "pending"
+    return {"subscription": body["id"], "request": request["id"], "run": started_run(client, body["id"])}
+
+
+def started_run(client: TestClient, subscription_id: str, timeout: float = 30.0) -> str:
+    """The approve-access run's id, once the run starter has created it (the API answers before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"{SUBSCRIPTIONS}/{subscription_id}").json()["accessRequest"]["flowRun"]
+        if run and run["id"]:
+            return str(run["id"])
+        assert time.monotonic() < deadline, f"no approve-access run started for {subscription_id}"
+        time.sleep(0.02)
 
 
 def test_restricted_access_waits_and_the_providers_approval_resumes_the_run(client: TestClient) -> None:

@@ -54,7 +54,7 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
             "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
             "MARKETPLACE_WORKER__HEARTBEAT_SECONDS": str(HEARTBEAT),
             "MARKETPLACE_WORKER__CRASH_AFTER_SECONDS": str(CRASH_AFTER),
-            "MARKETPLACE_API__REALTIME_PRIORITY": "true",  # as by default (the suite turns it off in-process)
+            "MARKETPLACE_API__REALTIME_PRIORITY": "true",  # the opt-in, checked by test_publish_e2e
         }
         workdir = tmp_path_factory.mktemp("e2e")
         with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:

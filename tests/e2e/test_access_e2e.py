@@ -39,7 +39,7 @@ def subscription(api: httpx.Client, consumer: str, subscription_id: str) -> dict
 
 def waiting_run(api: httpx.Client, consumer: str, subscription_id: str) -> dict[str, Any] | None:
     request = subscription(api, consumer, subscription_id)["accessRequest"]
-    return request if request["flowRun"]["state"] == "PAUSED" else None
+    return request if (request["flowRun"] or {}).get("state") == "PAUSED" else None
 
 
 def test_access_approved_from_the_prefect_ui_opens_the_subscription(

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
-from tasks.validation import compact_size, validate_metadata
+from tasks.validation import compact_size, endpoint_host_issues, validate_metadata
 from tests.support.openapi_docs import openapi_document
 from tests.support.secrets import CONSUMPTION
 from tests.tasks.test_spec_schema import EXAMPLE
@@ -118,6 +118,25 @@ def test_http_loopback_accepted_only_with_allow_insecure(spec: dict[str, Any], u
     spec["endpoint"]["url"] = url
     assert findings(spec, INSECURE) == []
     assert len(findings(spec, DEV)) == 2  # http and loopback, both reported
+
+
+@pytest.mark.parametrize("url", [*LOOPBACK_AND_PRIVATE, "https://metadata.google.internal/computeMetadata/v1/"])
+def test_the_submit_time_host_rule_is_phase_twos_own(spec: dict[str, Any], url: str) -> None:
+    spec["endpoint"]["url"] = url
+    [issue] = endpoint_host_issues(spec, PROD)
+    assert (issue.code, issue.pointer) == ("endpoint_url", "/endpoint/url")
+    assert issue in validate_metadata(spec, PROD).errors  # the same finding, the same words
+    assert endpoint_host_issues(spec, DEV) == [issue]  # insecure endpoints not allowed
+    assert endpoint_host_issues(spec, INSECURE) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.acme.example/v1", "http://api.acme.example/v1", "https://8.8.8.8/v1", "https://[::1/v1", 42]
+)
+def test_the_submit_time_host_rule_leaves_the_rest_to_phase_two(spec: dict[str, Any], url: object) -> None:
+    # Names are not resolved at submit; http, unparsable URLs and odd types are phase 2's to report.
+    spec["endpoint"]["url"] = url
+    assert endpoint_host_issues(spec, PROD) == []
 
 
 def test_http_refused_in_production(spec: dict[str, Any]) -> None:
