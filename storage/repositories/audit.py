@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session
 from storage.models import AuditLog
 
 
-def append(
-    session: Session,
+def append(session: Session, **fields: Any) -> AuditLog:
+    """Add one audit record (`entry`'s fields); the database refuses to change it later."""
+    record = entry(**fields)
+    session.add(record)  # written with the caller's next flush or commit
+    return record
+
+
+def entry(
     *,
     service_id: str | None,
     action: str,
@@ -31,13 +37,13 @@ def append(
     after: dict[str, Any] | None = None,
     consumer_id: str | None = None,
 ) -> AuditLog:
-    """Add one audit record; the database refuses to change it later.
+    """One audit record, not added to any session yet.
 
     `actor_ip` and `user_agent` are the caller's when a request made the change (None for flows);
     `before` and `after` hold what changed (status, fields), so the record stands on its own;
     `consumer_id` names the consumer a consumption record is about (keys, access, blocking).
     """
-    entry = AuditLog(
+    return AuditLog(
         service_id=service_id,
         action=action,
         actor=actor,
@@ -53,8 +59,6 @@ def append(
         after=after,
         consumer_id=consumer_id,
     )
-    session.add(entry)  # written with the caller's next flush or commit
-    return entry
 
 
 def for_service(session: Session, service_id: str, offset: int = 0, limit: int | None = None) -> Sequence[AuditLog]:

@@ -17,8 +17,15 @@ EVENT_SCHEMA_VERSION = "1.0"
 
 
 def add(session: Session, *, aggregate_id: str, event_type: str, data: dict[str, Any]) -> OutboxEvent:
-    """Queue an event in the caller's transaction (CloudEvents-style envelope). Written with the caller's
-    next flush or commit; its `id` (the relay's order) is assigned then."""
+    """Queue an event in the caller's transaction. Written with the caller's next flush or commit; its
+    `id` (the relay's order) is assigned then."""
+    queued = event(aggregate_id=aggregate_id, event_type=event_type, data=data)
+    session.add(queued)
+    return queued
+
+
+def event(*, aggregate_id: str, event_type: str, data: dict[str, Any]) -> OutboxEvent:
+    """An event (CloudEvents-style envelope), not added to any session yet."""
     event_id = new_id()
     payload = {
         "specversion": "1.0",
@@ -31,9 +38,7 @@ def add(session: Session, *, aggregate_id: str, event_type: str, data: dict[str,
         "dataschemaversion": EVENT_SCHEMA_VERSION,
         "data": data,
     }
-    event = OutboxEvent(event_id=event_id, aggregate_id=aggregate_id, event_type=event_type, payload=payload)
-    session.add(event)
-    return event
+    return OutboxEvent(event_id=event_id, aggregate_id=aggregate_id, event_type=event_type, payload=payload)
 
 
 def for_aggregate(session: Session, aggregate_id: str) -> Sequence[OutboxEvent]:

@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.database import on_commit
-from storage.models import FlowRunRequest, utcnow
+from storage.bulk import insert_new
+from storage.database import mark_services_changed, on_commit
+from storage.models import FlowRunRequest, new_id, utcnow
 
 QUEUED = "queued"
 STARTED = "started"
@@ -37,8 +38,9 @@ class RunSpec:
 
 
 def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
-    """Owe a flow run; due at once."""
+    """Owe a flow run; due at once. Written with the caller's next flush or commit."""
     request = FlowRunRequest(
+        id=new_id(),
         kind=spec.kind,
         deployment=spec.deployment,
         parameters=spec.parameters,
@@ -51,8 +53,9 @@ def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
         attempts=0,
         next_attempt_at=utcnow(),
     )
-    session.add(request)
-    session.flush()
+    insert_new(session, request)  # on the intake's hot path (storage/bulk.py)
+    if spec.service_id is not None:  # a queued run shows in the service's status report
+        mark_services_changed(session, [spec.service_id])
     on_commit(session, _announce)
     return request
 

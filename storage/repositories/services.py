@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from core.domain import ServiceStatus, can_transition
 from core.errors import DuplicateServiceError, InvalidTransitionError, NotFoundError
+from storage.bulk import insert_new
+from storage.database import mark_services_changed
 from storage.models import Service, ServiceArchive, ServiceVersion, new_id
 from storage.repositories import audit, outbox
 
@@ -78,19 +80,19 @@ def create_submitted(
         spec=spec,
         status=service.status,
     )
-    with _unique(session, spec):  # one savepoint and one flush for all of it
-        session.add_all([service, version])
-        audit.append(
-            session,
-            service_id=service.id,
-            action="submitted",
-            **actor.audit_origin(),
-            to_status=service.status,
-            reason="submitted for publication",
-            details={"version": service.version},
-            after={"status": service.status, "version": service.version},
-        )
-        outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
+    record = audit.entry(
+        service_id=service.id,
+        action="submitted",
+        **actor.audit_origin(),
+        to_status=service.status,
+        reason="submitted for publication",
+        details={"version": service.version},
+        after={"status": service.status, "version": service.version},
+    )
+    event = outbox.event(aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
+    with _unique(session, spec):  # the intake's hot path: plain INSERTs (storage/bulk.py), in one savepoint
+        insert_new(session, service, version, record, event)
+    mark_services_changed(session, [service.id])
     return service
 
 

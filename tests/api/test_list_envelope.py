@@ -13,6 +13,7 @@ from storage.database import session_scope
 from storage.repositories import approvals, audit, services, versions
 from storage.repositories.services import SYSTEM
 from tests.support import auth
+from tests.support.runs import with_started_run
 from tests.support.specs import make_spec
 
 SERVICES = "/api/v1/services"
@@ -20,10 +21,10 @@ ENVELOPE = {"items", "total", "offset", "limit"}
 
 
 def submit(client: TestClient, name: str) -> dict[str, Any]:
+    """Submit, and wait for the run the submission owes to be created."""
     response = client.post(SERVICES, json=make_spec(name=name), headers=auth.provider())
     assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return with_started_run(client, response.json())
 
 
 def make_live(service_id: str) -> None:

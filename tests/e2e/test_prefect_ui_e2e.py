@@ -74,8 +74,9 @@ def test_the_prefect_ui_shows_the_runs_name_tasks_logs_and_report(
             mutate(spec)
         accepted = api.post("/api/v1/services", json=spec)
         assert accepted.status_code == 202, accepted.text
-        service_id, flow_run_id = accepted.json()["serviceId"], accepted.json()["flowRunId"]
+        service_id = accepted.json()["serviceId"]
         status = wait_until_settled(service_id)
+    flow_run_id = status["flowRun"]["id"]
     run_url = status["flowRun"]["url"]
     ui_url = run_url.removesuffix(f"/runs/flow-run/{flow_run_id}")
     assert ui_url != run_url, run_url
