@@ -153,6 +153,13 @@ def test_the_api_read_cache_ignores_consumption_names(redis_cache: str) -> None:
     cache.listen()
     near = cache._near
     assert near is not None
+    subscribed = threading.Event()
+    for _ in range(200):  # messages sent before the listener subscribed would never arrive
+        if near.version("mkt:generation:service:zzz") is not None:
+            subscribed.set()
+            break
+        subscribed.wait(0.05)
+    assert subscribed.is_set()
     client = redis.Redis.from_url(redis_cache)
     client.publish(CHANNEL, "mkt:consumption:key:abc mkt:consumption:stamp:1")
     client.publish(CHANNEL, "mkt:generation:service:zzz")  # after the first: once it is seen, so was that
