@@ -6,6 +6,8 @@ MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS, and so on.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -393,9 +395,6 @@ class ConsumptionSettings(BaseModel):
 
 
 def _urlsafe_bytes(value: str) -> bytes:
-    import base64
-    import binascii
-
     try:
         return base64.urlsafe_b64decode(value.encode())
     except (binascii.Error, ValueError):
