@@ -17,7 +17,20 @@ from api.middleware import install_observability
 from api.openapi import install_security_document
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
-from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
+from api.routes import (
+    approvals,
+    audit,
+    consumers,
+    credentials,
+    events,
+    health,
+    schemas,
+    search,
+    services,
+    subscriptions,
+    versions,
+    webhooks,
+)
 from api.run_starter import RunStarter, StarterPolicy
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
@@ -90,6 +103,9 @@ def create_app() -> FastAPI:
     app.include_router(schemas.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(consumers.router, prefix=API_PREFIX)
+    app.include_router(subscriptions.router, prefix=API_PREFIX)
+    app.include_router(credentials.router, prefix=API_PREFIX)
     return app
 
 

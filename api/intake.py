@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.run_names import RunKind, RunLabel, publish_run_label, run_label
 from core.settings import PrefectSettings
 from storage.models import Service
-from storage.repositories import run_requests
+from storage.repositories import access_requests, run_requests
 from storage.repositories.run_requests import RunSpec
 
 
@@ -69,6 +69,20 @@ def registry_sync_run(settings: PrefectSettings, service: Service) -> RunSpec:
         service_id=service.id,
         run_name=label.name,
         tags=label.tags,
+    )
+
+
+def access_approval_run(settings: PrefectSettings, service: Service, consumer_id: str, request_id: str) -> RunSpec:
+    """The run that waits for the decision on a consumer's access (`approve-access acme/chat for alice`)."""
+    label = _label(RunKind.APPROVE_ACCESS, service)
+    return RunSpec(
+        kind=RunKind.APPROVE_ACCESS.value,
+        deployment=settings.approve_access_deployment,
+        parameters={"access_request_id": request_id},
+        idempotency_key=access_requests.run_key(request_id),
+        service_id=service.id,
+        run_name=f"{label.name} for {consumer_id}",
+        tags=(*label.tags, f"consumer:{consumer_id}"),
     )
 
 

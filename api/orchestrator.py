@@ -104,7 +104,7 @@ class Orchestrator:
             self._states.forget(flow_run_id)
         if result.status != SetStateStatus.ACCEPT:
             reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
-            raise ConflictError(f"the publish run cannot be resumed: {reason}")
+            raise ConflictError(f"the waiting run cannot be resumed: {reason}")
 
     def cancel(self, flow_run_id: str) -> None:
         """Cancel a scheduled run (a retirement that should no longer happen)."""

@@ -228,6 +228,7 @@ class AuditEntry(HistoryEntry):
 
     id: int
     service_id: str | None
+    consumer_id: str | None = None
     actor_ip: str | None = None
     user_agent: str | None = None
 

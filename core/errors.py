@@ -77,3 +77,7 @@ class RateLimitedError(DomainError):
 class UpstreamUnavailableError(DomainError):
     status_code = 503
     code = "upstream_unavailable"
+
+
+class ConsumerBlockedError(ForbiddenError):
+    code = "consumer_blocked"

@@ -21,6 +21,7 @@ class RunKind(StrEnum):
     DEPRECATE = "deprecate"
     RETIRE = "retire"
     SYNC_REGISTRY = "sync-registry"
+    APPROVE_ACCESS = "approve-access"
 
 
 @dataclass(frozen=True)

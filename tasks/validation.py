@@ -157,6 +157,28 @@ def _pricing_issues(pricing: dict[str, Any]) -> list[Issue]:
         issues += _per_token_issues(units)
     if model in REQUIRED_UNIT and REQUIRED_UNIT[model] not in units:
         issues.append(_pricing("/pricing/rates", f"{model} pricing needs a {REQUIRED_UNIT[model]!r} rate"))
+    return issues + _plan_issues(pricing)
+
+
+def _plan_issues(pricing: dict[str, Any]) -> list[Issue]:
+    """Plan names are unique, one default at most, a priced plan names its currency, a free service charges nothing."""
+    plans = [p if isinstance(p, dict) else {} for p in pricing.get("plans") or []]
+    names = [p.get("name") for p in plans]
+    issues = [
+        _pricing(f"/pricing/plans/{i}/name", f"duplicate plan name {name!r}")
+        for i, name in enumerate(names)
+        if name in names[:i]
+    ]
+    defaults = [i for i, p in enumerate(plans) if p.get("default") is True]
+    issues += [_pricing(f"/pricing/plans/{i}/default", "only one plan may be the default") for i in defaults[1:]]
+    for i, plan in enumerate(plans):
+        price = plan.get("pricePerMonth")
+        if not isinstance(price, int | float) or price <= 0:
+            continue
+        if pricing.get("model") == "free":
+            issues.append(_pricing(f"/pricing/plans/{i}/pricePerMonth", "free services cannot charge: price must be 0"))
+        elif not pricing.get("currency"):
+            issues.append(_pricing("/pricing/currency", "a plan with a price needs a currency (ISO 4217, e.g. 'USD')"))
     return issues
 
 

@@ -35,11 +35,13 @@ def entry(
     user_agent: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    consumer_id: str | None = None,
 ) -> AuditLog:
     """One audit record, not added to any session yet.
 
     `actor_ip` and `user_agent` are the caller's when a request made the change (None for flows);
-    `before` and `after` hold what changed (status, fields), so the record stands on its own.
+    `before` and `after` hold what changed (status, fields), so the record stands on its own;
+    `consumer_id` names the consumer a consumption record is about (keys, access, blocking).
     """
     return AuditLog(
         service_id=service_id,
@@ -55,6 +57,7 @@ def entry(
         user_agent=user_agent[:512] if user_agent else None,
         before=before,
         after=after,
+        consumer_id=consumer_id,
     )
 
 
@@ -72,6 +75,7 @@ def count_for_service(session: Session, service_id: str) -> int:
 @dataclass(frozen=True)
 class AuditFilter:
     service_id: str | None = None
+    consumer_id: str | None = None
     actor: str | None = None
     action: str | None = None
     since: datetime | None = None
@@ -83,6 +87,8 @@ def search(session: Session, filters: AuditFilter, offset: int, limit: int) -> t
     query = select(AuditLog)
     if filters.service_id:
         query = query.where(AuditLog.service_id == filters.service_id)
+    if filters.consumer_id:
+        query = query.where(AuditLog.consumer_id == filters.consumer_id)
     if filters.actor:
         query = query.where(AuditLog.actor == filters.actor)
     if filters.action:

@@ -144,6 +144,10 @@ def _unique(session: Session, spec: dict[str, Any]) -> Iterator[None]:
         raise _duplicate(spec) from exc
 
 
+def exists(session: Session, service_id: str) -> bool:
+    return session.scalar(select(Service.id).where(Service.id == service_id)) is not None
+
+
 def get(session: Session, service_id: str, *, for_update: bool = False) -> Service:
     """One service, or NotFoundError."""
     query = select(Service).where(Service.id == service_id)

@@ -4,6 +4,7 @@ many errors there were in all."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from storage.database import session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
 from tests.support import auth
+from tests.support.secrets import TEST_ENCRYPTION_KEY, TEST_PEPPER
 from tests.support.specs import make_spec
 
 SERVICES = "/api/v1/services"
@@ -86,6 +88,8 @@ def test_new_versions_and_updates_to_a_new_version_are_refused_too(client: TestC
 def test_production_refuses_them_and_accepts_public_hosts(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARKETPLACE_ENVIRONMENT", "production")
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_SECRET", "p" * 40)
+    monkeypatch.setenv("MARKETPLACE_CONSUMPTION__KEY_PEPPER", TEST_PEPPER)
+    monkeypatch.setenv("MARKETPLACE_CONSUMPTION__ENCRYPTION_KEYS", json.dumps({"t1": TEST_ENCRYPTION_KEY}))
     get_settings.cache_clear()
     assert get_settings().is_production
     headers = auth.provider()  # signed with the production secret

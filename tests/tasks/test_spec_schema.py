@@ -43,6 +43,24 @@ def test_every_error_is_reported_with_its_pointer(spec: dict[str, Any]) -> None:
     }
 
 
+def test_plans_and_access_approval_are_part_of_pricing(spec: dict[str, Any]) -> None:
+    spec["pricing"]["accessApproval"] = True
+    spec["pricing"]["plans"] = [
+        {"name": "pro", "requestsPerMinute": 600, "tokensPerMonth": 10**9, "pricePerMonth": 49.5, "default": True}
+    ]
+    assert schema_errors(spec) == []
+    spec["pricing"]["accessApproval"] = "yes"
+    spec["pricing"]["plans"] = [{"name": "Pro Plan", "requestsPerMinute": 0, "burst": 5}, {"requestsPerMinute": 1}]
+    found = {(i.code, i.pointer) for i in schema_errors(spec)}
+    assert found == {
+        ("type", "/pricing/accessApproval"),
+        ("pattern", "/pricing/plans/0/name"),
+        ("minimum", "/pricing/plans/0/requestsPerMinute"),
+        ("additionalProperties", "/pricing/plans/0/burst"),
+        ("required", "/pricing/plans/1/name"),
+    }
+
+
 def test_issues_are_sorted_by_location(spec: dict[str, Any]) -> None:
     spec["sla"]["availability"] = 101
     spec["category"] = "poetry"

@@ -13,6 +13,7 @@ from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
 from tasks.validation import compact_size, endpoint_host_issues, validate_metadata
 from tests.support.openapi_docs import openapi_document
+from tests.support.secrets import CONSUMPTION
 from tests.tasks.test_spec_schema import EXAMPLE
 
 DEV = Settings(environment=Environment.DEVELOPMENT)
@@ -23,6 +24,7 @@ PROD = Settings(
     environment=Environment.PRODUCTION,
     database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace"),
     auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret-of-32-characters-or-more")),
+    consumption=CONSUMPTION,
 )
 
 
@@ -217,6 +219,40 @@ def pricing(model: str, *rates: tuple[str, float], currency: str | None = "USD")
 def test_pricing_consistency(spec: dict[str, Any], body: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     spec["pricing"] = body
     assert findings(spec) == expected
+
+
+def plan(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "requestsPerMinute": 60, **fields}
+
+
+@pytest.mark.parametrize(
+    ("plans", "model", "expected"),
+    [
+        ([plan("free"), plan("pro", pricePerMonth=49, default=True)], "per-token", []),
+        ([plan("a"), plan("a")], "per-token", [("pricing", "/pricing/plans/1/name")]),
+        ([plan("a", default=True), plan("b", default=True)], "per-token", [("pricing", "/pricing/plans/1/default")]),
+        ([plan("paid", pricePerMonth=5)], "free", [("pricing", "/pricing/plans/0/pricePerMonth")]),
+        ([plan("gratis", pricePerMonth=0)], "free", []),
+    ],
+)
+def test_plan_consistency(
+    spec: dict[str, Any], plans: list[dict[str, Any]], model: str, expected: list[tuple[str, str]]
+) -> None:
+    spec["pricing"] = {"model": model, "currency": "USD", "plans": plans}
+    if model == "per-token":
+        spec["pricing"]["rates"] = [{"unit": "input_tokens", "price": 1}]
+    assert findings(spec) == expected
+
+
+def test_a_priced_plan_needs_a_currency(spec: dict[str, Any]) -> None:
+    spec["pricing"] = {"model": "free", "plans": [plan("p", pricePerMonth=0)]}
+    assert findings(spec) == []
+    spec["pricing"] = {
+        "model": "subscription",
+        "rates": [{"unit": "month", "price": 1}],
+        "plans": [plan("p", pricePerMonth=9)],
+    }
+    assert ("pricing", "/pricing/currency") in findings(spec)
 
 
 # --- data residency -----------------------------------------------------------------------
