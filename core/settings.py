@@ -298,6 +298,76 @@ class ApiSettings(BaseModel):
     )
 
 
+class GatewaySettings(BaseModel):
+    """The data plane (gateway/): where it listens, what it talks to, how it limits and times calls."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(default=8080, description="Port the gateway listens on (`make up` starts one process).")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for rate limits, quotas and the usage hand-off, shared by every gateway process "
+        "(defaults to cache.redis_url); unset: in-process limits and a local journal (one process only).",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Socket timeout of Redis calls; a slower Redis counts as down."
+    )
+    redis_retry_seconds: float = Field(
+        default=2.0, gt=0, description="After a Redis failure, how long limits are counted in-process before retrying."
+    )
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, description="Upstream: opening a connection.")
+    first_byte_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Upstream: from sending the request to the response's status line."
+    )
+    total_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Upstream: the whole call, a stream's last byte included."
+    )
+    pool_size: int = Field(default=256, ge=1, description="Upstream connections kept per process (all providers).")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive upstream failures of one provider that open its circuit."
+    )
+    breaker_reset_seconds: float = Field(
+        default=10.0, gt=0, description="How long an open circuit refuses calls (503) before one trial call."
+    )
+    default_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Tokens reserved against a token quota for a call that names no max_tokens and whose plan "
+        "sets no limit of its own.",
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    journal_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "gateway-journal",
+        description="Local append-only journal of usage records, used when Redis is down or not configured.",
+    )
+    journal_fsync: bool = Field(
+        default=True, description="fsync each group of journal appends before the answers complete."
+    )
+    keys_file: Path = Field(
+        default=PROJECT_ROOT / "var" / "gateway-keys.json",
+        description="Development and tests: API keys, subscriptions and provider credentials from a JSON file "
+        "(gateway/keys_file.py), read again when it changes.",
+    )
+    directory_refresh_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a process checks the database's change counter for key, consumer, subscription "
+        "and service changes (announcements over Redis pub/sub reach it sooner).",
+    )
+
+
+class UsageSettings(BaseModel):
+    """The usage writer: records handed off by the gateway, batched into the database."""
+
+    batch_size: int = Field(default=1000, ge=1, description="Records written per database transaction at most.")
+    idle_claim_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Records another (dead) gateway process took from the stream but did not acknowledge for this "
+        "long are claimed and written by a live one.",
+    )
+    retry_seconds: float = Field(default=1.0, gt=0, description="Pause after a failed database write before retrying.")
+
+
 class Settings(BaseSettings):
     """Everything configurable, with embedded defaults that need no set-up."""
 
@@ -325,6 +395,8 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    usage: UsageSettings = UsageSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -1,0 +1,30 @@
+"""`python -m gateway`: one gateway process on uvicorn with uvloop and httptools."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from core.logging import configure_logging, resolve_format
+from core.settings import Environment, Settings
+from gateway.app import GatewayApp
+
+
+def main() -> None:
+    settings = Settings()
+    development = settings.environment is Environment.DEVELOPMENT
+    configure_logging(settings.log_level, resolve_format(settings.log_format, development))
+    uvicorn.run(
+        GatewayApp(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.api.shutdown_grace_seconds),
+    )
+
+
+if __name__ == "__main__":
+    main()

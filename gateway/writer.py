@@ -1,0 +1,182 @@
+"""The usage writer: records handed off to the Redis stream or the journal, batched into the database.
+
+Every gateway process runs one. From the stream it reads as a member of one consumer group, so
+each record goes to one writer; it acknowledges (and deletes) entries only after their rows are
+committed, and claims entries a dead process had read but not acknowledged. It also replays
+journal segments nobody holds. Inserts are idempotent (request id + time), so a record written
+twice (a retried batch, a replayed journal after a crash) is one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from core.settings import UsageSettings
+from gateway.handoff import STREAM
+from gateway.journal import Journal, claimed_segments, read_segment
+from gateway.usage import UsageRecord
+from storage.repositories import usage as usage_repo
+
+log = logging.getLogger("marketplace.gateway.writer")
+GROUP = "usage-writers"
+JOURNAL_ROTATE_SECONDS = 1.0
+
+
+def rows_of(lines: Sequence[bytes]) -> list[dict[str, Any]]:
+    rows = []
+    for line in lines:
+        record = UsageRecord.from_json(line)
+        row = {f.name: getattr(record, f.name) for f in fields(record)}
+        row["occurred_at"] = datetime.fromtimestamp(record.occurred_at, UTC)
+        rows.append(row)
+    return rows
+
+
+def store(engine: Engine, lines: Sequence[bytes]) -> None:
+    """Insert the records in one transaction (creating a month's partition when one is missing)."""
+    rows = rows_of(lines)
+    with Session(engine) as session:
+        try:
+            usage_repo.insert_records(session, rows)
+        except DBAPIError as exc:
+            if "no partition" not in str(exc):
+                raise
+            session.rollback()
+            usage_repo.ensure_partitions(session, [r["occurred_at"] for r in rows])
+            usage_repo.insert_records(session, rows)
+        session.commit()
+
+
+class UsageWriter:
+    def __init__(self, engine: Engine, redis: Redis | None, journal: Journal, settings: UsageSettings) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.journal = journal
+        self.settings = settings
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._prepare_partitions)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._journal_loop()))
+        if self.redis is not None:
+            self._tasks.append(loop.create_task(self._stream_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.journal.rotate()
+        with contextlib.suppress(Exception):
+            await self.drain_journal()  # what is left is replayed by the next writer otherwise
+
+    def _prepare_partitions(self) -> None:
+        try:
+            with Session(self.engine) as session:
+                usage_repo.ensure_partitions(session, [datetime.now(UTC)])
+                session.commit()
+        except DBAPIError:
+            log.warning("could not create this month's usage partitions now; will on first write", exc_info=True)
+
+    async def _stream_loop(self) -> None:
+        assert self.redis is not None
+        claimed_at = 0.0
+        while True:
+            try:
+                await self._ensure_group()
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time - claimed_at >= self.settings.idle_claim_seconds:
+                    claimed_at = loop_time
+                    await self._claim_abandoned()
+                await self._read_new()
+            except (RedisError, OSError) as exc:
+                log.warning("usage stream unavailable (%s); retrying", exc)
+                await asyncio.sleep(self.settings.retry_seconds)
+
+    async def _ensure_group(self) -> None:
+        assert self.redis is not None
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+
+    async def _read_new(self) -> None:
+        assert self.redis is not None
+        answer: Any = await self.redis.xreadgroup(
+            GROUP, self.consumer, {STREAM: ">"}, count=self.settings.batch_size, block=200
+        )
+        streams = answer.items() if isinstance(answer, dict) else answer or []
+        for _stream, entries in streams:
+            await self._commit(list(entries))
+
+    async def _claim_abandoned(self) -> None:
+        """Entries another writer read and never acknowledged (it died) are ours after a while."""
+        assert self.redis is not None
+        idle_ms = int(self.settings.idle_claim_seconds * 1000)
+        start = "0-0"
+        while True:
+            answer = await self.redis.xautoclaim(
+                STREAM, GROUP, self.consumer, idle_ms, start_id=start, count=self.settings.batch_size
+            )
+            start, entries = answer[0], list(answer[1])
+            if entries:
+                await self._commit(entries)
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Store the entries, retrying until the database takes them; then acknowledge and delete them."""
+        assert self.redis is not None
+        lines = [fields[b"r"] for _, fields in entries if fields and b"r" in fields]
+        await self._store_until_done(lines)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        await pipe.execute()
+
+    async def _store_until_done(self, lines: list[bytes]) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(store, self.engine, lines)
+                return
+            except DBAPIError as exc:
+                log.warning("usage records not stored yet (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(self.settings.retry_seconds)
+
+    async def _journal_loop(self) -> None:
+        while True:
+            await asyncio.sleep(JOURNAL_ROTATE_SECONDS)
+            if self.journal.appended:
+                self.journal.rotate()  # its records become replayable now
+            try:
+                await self.drain_journal()
+            except DBAPIError as exc:
+                log.warning("journal replay waits for the database (%s)", type(exc).__name__)
+
+    async def drain_journal(self) -> None:
+        await asyncio.to_thread(self._replay, self.journal.folder)
+
+    def _replay(self, folder: Path) -> None:
+        with claimed_segments(folder) as segments:
+            for path, fd in segments:
+                lines = read_segment(fd)
+                for start in range(0, len(lines), self.settings.batch_size):
+                    store(self.engine, lines[start : start + self.settings.batch_size])
+                path.unlink(missing_ok=True)
