@@ -6,12 +6,13 @@ MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS, and so on.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,9 @@ class Environment(StrEnum):
 
 
 DEV_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+# Deliberately public, like DEV_JWT_SECRET: accepted only in development (see Settings below).
+DEV_KEY_PEPPER = "development-only-key-pepper-do-not-use-in-production"
+DEV_ENCRYPTION_KEY = "ZGV2ZWxvcG1lbnQtb25seS1mZXJuZXQta2V5LTAwMDA="  # base64 of "development-only-fernet-key-0000"
 
 
 class DatabaseSettings(BaseModel):
@@ -50,6 +54,9 @@ class PrefectSettings(BaseModel):
         default="retire-service/retire-service", description="Deployment of the retirement flow."
     )
     sync_deployment: str = Field(default="sync-registry/sync-registry", description="Deployment of the registry sync.")
+    approve_access_deployment: str = Field(
+        default="approve-access/approve-access", description="Deployment of the access approval flow."
+    )
     request_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout for calls to the Prefect API.")
     start_timeout_seconds: float = Field(
         default=20.0,
@@ -366,6 +373,88 @@ class UsageSettings(BaseModel):
         "long are claimed and written by a live one.",
     )
     retry_seconds: float = Field(default=1.0, gt=0, description="Pause after a failed database write before retrying.")
+class PlanSettings(BaseModel):
+    """The plan a service gets when its pricing publishes none."""
+
+    name: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Plan name.")
+    requests_per_minute: int = Field(default=60, ge=1, description="Requests per minute per consumer and service.")
+    key_requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute per key.")
+    requests_per_month: int | None = Field(default=None, ge=1, description="Requests per calendar month (UTC).")
+    tokens_per_month: int | None = Field(default=1_000_000, ge=1, description="Tokens per calendar month (UTC).")
+    max_tokens_per_request: int | None = Field(
+        default=None, ge=1, description="Tokens reserved for a request that names no max_tokens."
+    )
+    price_per_month: Decimal = Field(default=Decimal(0), ge=0, description="Flat monthly price of the plan.")
+
+
+class ConsumptionSettings(BaseModel):
+    key_pepper: SecretStr = Field(
+        default=SecretStr(DEV_KEY_PEPPER),
+        description="Server-side secret mixed into every API key hash (HMAC-SHA256); must be set outside "
+        "development, at least 32 characters in production. Changing it invalidates every key.",
+    )
+    encryption_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"dev": SecretStr(DEV_ENCRYPTION_KEY)},
+        description="Fernet keys (url-safe base64 of 32 bytes) by key id, as a JSON object, that encrypt "
+        "provider credentials and signing secrets at rest. The first (or `encryption_key_id`) encrypts; all "
+        "decrypt, so a new key can be added in front and old rows re-encrypted (python -m storage.encryption).",
+    )
+    encryption_key_id: str | None = Field(default=None, description="Id of the key that encrypts (default: first).")
+    max_keys_per_consumer: int = Field(default=100, ge=1, description="Live API keys a consumer may hold.")
+    key_rotation_max_grace_seconds: int = Field(
+        default=7 * 24 * 3600, ge=0, description="Longest time a rotated key keeps working after its rotation."
+    )
+    signing_rotation_max_grace_seconds: int = Field(
+        default=7 * 24 * 3600, ge=0, description="Longest time a replaced signing secret is still signed with."
+    )
+    access_approval_timeout_seconds: int = Field(
+        default=7 * 24 * 3600, ge=1, description="How long an access request waits for a decision before it expires."
+    )
+    default_plan: PlanSettings = Field(default_factory=PlanSettings, description="Plan of services that publish none.")
+    change_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=1.0,
+        description="How often a gateway reads the consumption change counter (the only signal without Redis; "
+        "a safety net beside Redis pub/sub).",
+    )
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        if not keys:
+            raise ValueError("at least one encryption key is needed")
+        for key_id, key in keys.items():
+            if not key_id or len(key_id) > 32 or not key_id.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"encryption key id {key_id!r} must be 1-32 letters, digits, '-' or '_'")
+            if len(_urlsafe_bytes(key.get_secret_value())) != 32:
+                raise ValueError(f"encryption key {key_id!r} must be url-safe base64 of 32 bytes (a Fernet key)")
+        return keys
+
+    @model_validator(mode="after")
+    def _primary_known(self) -> ConsumptionSettings:
+        if self.encryption_key_id is not None and self.encryption_key_id not in self.encryption_keys:
+            raise ValueError(f"encryption_key_id {self.encryption_key_id!r} is not one of encryption_keys")
+        return self
+
+    def uses_placeholders(self) -> list[str]:
+        """Which secrets still hold the public development values."""
+        found = []
+        if self.key_pepper.get_secret_value() == DEV_KEY_PEPPER:
+            found.append("consumption.key_pepper (MARKETPLACE_CONSUMPTION__KEY_PEPPER)")
+        if any(k.get_secret_value() == DEV_ENCRYPTION_KEY for k in self.encryption_keys.values()):
+            found.append("consumption.encryption_keys (MARKETPLACE_CONSUMPTION__ENCRYPTION_KEYS)")
+        return found
+
+
+def _urlsafe_bytes(value: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.urlsafe_b64decode(value.encode())
+    except (binascii.Error, ValueError):
+        return b""
 
 
 class Settings(BaseSettings):
@@ -397,10 +486,12 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     gateway: GatewaySettings = GatewaySettings()
     usage: UsageSettings = UsageSettings()
+    consumption: ConsumptionSettings = ConsumptionSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         self._check_auth()
+        self._check_consumption()
         unsigned = self.webhooks.governance_urls and not self.webhooks.secret.get_secret_value()
         if self.environment is not Environment.DEVELOPMENT and unsigned:
             raise ValueError("webhooks.secret must be set to sign webhooks (MARKETPLACE_WEBHOOKS__SECRET)")
@@ -420,6 +511,13 @@ class Settings(BaseSettings):
             raise ValueError("auth.jwt_secret must be set outside development (MARKETPLACE_AUTH__JWT_SECRET)")
         elif self.is_production and len(auth.jwt_secret.get_secret_value()) < 32:
             raise ValueError("auth.jwt_secret must be at least 32 characters in production")
+
+    def _check_consumption(self) -> None:
+        placeholders = self.consumption.uses_placeholders()
+        if self.environment is not Environment.DEVELOPMENT and placeholders:
+            raise ValueError(f"set real secrets outside development: {', '.join(placeholders)}")
+        if self.is_production and len(self.consumption.key_pepper.get_secret_value()) < 32:
+            raise ValueError("consumption.key_pepper must be at least 32 characters in production")
 
     @property
     def is_production(self) -> bool:

@@ -246,6 +246,12 @@ class ReadCache:
         if isinstance(self._backend, RedisBackend):
             self._backend.publish(keys)
 
+    def announce(self, names: list[str]) -> None:
+        """Publish names on the invalidation channel for other listeners (gateways: storage/consumption_feed.py).
+        Redis only; without it the database change counter is their signal."""
+        if names and isinstance(self._backend, RedisBackend):
+            self._backend.publish(names)
+
     def _token(self, generation_key: str) -> str:
         if self._stamp is not None:
             return f"s{self._stamp()}"

@@ -82,6 +82,8 @@ def _session_factory() -> sessionmaker[Session]:
     event.listen(factory, "after_flush", _collect_changed_services)
     event.listen(factory, "after_commit", _invalidate_cache)
     event.listen(factory, "after_rollback", lambda session: session.info.pop(CHANGED, None))
+    event.listen(factory, "after_commit", _announce_consumption_changes)
+    event.listen(factory, "after_rollback", _forget_consumption_changes)
     return factory
 
 
@@ -119,6 +121,18 @@ def _invalidate_cache(session: Session) -> None:
         from storage.cache import get_cache
 
         get_cache().invalidate(changed)
+
+
+def _announce_consumption_changes(session: Session) -> None:
+    from storage.consumption_feed import publish_committed
+
+    publish_committed(session)
+
+
+def _forget_consumption_changes(session: Session) -> None:
+    from storage.consumption_feed import discard_pending
+
+    discard_pending(session)
 
 
 def read_change_stamp() -> int:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -193,6 +194,7 @@ class AuditLog(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    consumer_id: Mapped[str | None] = mapped_column(String(128), index=True)  # consumption records: whose
 
 
 class IdempotencyKey(Base):
@@ -220,7 +222,7 @@ class OutboxEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
-    aggregate_id: Mapped[str] = mapped_column(String(36), index=True)
+    aggregate_id: Mapped[str] = mapped_column(String(128), index=True)  # a service id, or a consumer id
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | dead
@@ -266,7 +268,10 @@ class WebhookAttempt(Base):
 
 
 class Subscription(Base):
-    """A consumer's callback for news about a service (deprecation, retirement)."""
+    """A consumer's callback for news about a service (deprecation, retirement).
+
+    Not access to the service: that is a ServiceSubscription (a plan the consumer may call under).
+    """
 
     __tablename__ = "subscriptions"
     __table_args__ = (UniqueConstraint("service_id", "callback_url", name="uq_subscriptions_service_url"),)
@@ -339,3 +344,164 @@ class UsageRecord(Base):
     currency: Mapped[str] = mapped_column(String(3))
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(String(64))
+# --- Consumption: who may call which service, with which key, under which plan. ---
+# The gateway reads these (storage/repositories/api_keys.load_key, access.load_access) and keeps
+# them in memory; every change is announced (storage/consumption_feed.py). See docs/consumption.md.
+
+
+class Consumer(Base):
+    """A consumer account; its id is the `sub` of the consumer's bearer tokens."""
+
+    __tablename__ = "consumers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # active | blocked
+    blocked_at: Mapped[datetime | None] = mapped_column()
+    blocked_by: Mapped[str | None] = mapped_column(String(128))
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    """A consumer's API key. The secret is never stored: only HMAC-SHA256(pepper, id.secret).
+
+    Presented as `mk_live_<id>_<secret>`: the id finds this row by primary key. A key works while
+    it is not revoked, not past `expires_at` (rotation sets it to the end of the grace time) and
+    its consumer is active.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(ForeignKey("consumers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(64))  # hex HMAC-SHA256
+    hash_scheme: Mapped[str] = mapped_column(String(16))  # "hmac-sha256" (room for a pepper rotation)
+    last4: Mapped[str] = mapped_column(String(4))  # the secret's last characters, to tell keys apart
+    service_ids: Mapped[list[Any] | None] = mapped_column(JSON)  # None: every service subscribed to
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)  # per-key limit below the plan's
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    rotated_from_id: Mapped[str | None] = mapped_column(String(32))
+    replaced_by_id: Mapped[str | None] = mapped_column(String(32))
+    last_used_at: Mapped[datetime | None] = mapped_column()  # written by the gateway, in batches
+
+
+OPEN_SUBSCRIPTION = "status IN ('pending', 'active')"
+
+
+class ServiceSubscription(Base):
+    """A consumer's access to a service under one plan of its pricing.
+
+    `pending` while an approval is awaited, then `active`; it ends `rejected`, `expired` or
+    `cancelled`. The plan's limits are copied in when it starts, so a later pricing change
+    does not move a running subscription's limits. At most one open (pending or active)
+    subscription per consumer and service.
+    """
+
+    __tablename__ = "service_subscriptions"
+    __table_args__ = (
+        Index(
+            "uq_service_subscriptions_open",
+            "consumer_id",
+            "service_id",
+            unique=True,
+            postgresql_where=sql_text(OPEN_SUBSCRIPTION),
+            sqlite_where=sql_text(OPEN_SUBSCRIPTION),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    consumer_id: Mapped[str] = mapped_column(ForeignKey("consumers.id"), index=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    plan_name: Mapped[str] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]] = mapped_column()  # the plan as published when subscribed
+    requests_per_minute: Mapped[int] = mapped_column(Integer)
+    key_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    requests_per_month: Mapped[int | None] = mapped_column(BigInteger)  # None: unlimited
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    max_tokens_per_request: Mapped[int | None] = mapped_column(Integer)
+    price_per_month: Mapped[Any] = mapped_column(Numeric(14, 4))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    activated_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(128))
+    ended_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AccessRequest(Base):
+    """A subscription waiting for the provider's or governance's approval (an approve-access run)."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("service_subscriptions.id"), unique=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(String(128), index=True)
+    consumer_id: Mapped[str] = mapped_column(ForeignKey("consumers.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)  # why approval is needed
+    message: Mapped[str | None] = mapped_column(Text)  # the consumer's justification
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected, expired, cancelled
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_at: Mapped[datetime | None] = mapped_column()
+    reviewer: Mapped[str | None] = mapped_column(String(128))
+    reviewer_role: Mapped[str | None] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class ServiceCredential(Base):
+    """What the marketplace sends the provider instead of the consumer's key; encrypted at rest."""
+
+    __tablename__ = "service_credentials"
+
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    scheme: Mapped[str] = mapped_column(String(16))  # bearer | header
+    header_name: Mapped[str] = mapped_column(String(128))
+    ciphertext: Mapped[str] = mapped_column(Text)  # Fernet token of the value
+    key_id: Mapped[str] = mapped_column(String(32))  # which configured encryption key made it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class SigningSecret(Base):
+    """A per-service secret the gateway signs its calls with (core/signing.py); encrypted at rest.
+
+    The newest is current; an older one keeps being signed with until `expires_at` (rotation
+    grace), so a provider can roll its verifier over without refusing calls.
+    """
+
+    __tablename__ = "signing_secrets"
+    __table_args__ = (
+        Index("ix_signing_secrets_service_created", "service_id", "id"),
+        Index(
+            "uq_signing_secrets_current",
+            "service_id",
+            unique=True,
+            postgresql_where=sql_text("expires_at IS NULL"),
+            sqlite_where=sql_text("expires_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    revealed_at: Mapped[datetime | None] = mapped_column()  # shown to the provider (once)
+    expires_at: Mapped[datetime | None] = mapped_column()  # None while current

@@ -33,6 +33,8 @@ import redis
 
 log = logging.getLogger("marketplace.cache")
 CHANNEL = "mkt:invalidations"
+# Names on the channel that are the gateways' (storage/consumption_feed.py), not this cache's.
+CONSUMPTION_PREFIX = "mkt:consumption:"
 
 
 class NearCache:
@@ -184,7 +186,10 @@ class NearCache:
         if message is None or message.get("type") != "message":
             return
         data = message["data"]
-        keys = (data.decode() if isinstance(data, bytes) else str(data)).split()
+        words = (data.decode() if isinstance(data, bytes) else str(data)).split()
+        keys = [key for key in words if not key.startswith(CONSUMPTION_PREFIX)]
+        if not keys:
+            return
         with self._lock:
             for key in keys:
                 self._tokens.pop(key, None)

@@ -29,11 +29,13 @@ def append(
     user_agent: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    consumer_id: str | None = None,
 ) -> AuditLog:
     """Add one audit record; the database refuses to change it later.
 
     `actor_ip` and `user_agent` are the caller's when a request made the change (None for flows);
-    `before` and `after` hold what changed (status, fields), so the record stands on its own.
+    `before` and `after` hold what changed (status, fields), so the record stands on its own;
+    `consumer_id` names the consumer a consumption record is about (keys, access, blocking).
     """
     entry = AuditLog(
         service_id=service_id,
@@ -49,6 +51,7 @@ def append(
         user_agent=user_agent[:512] if user_agent else None,
         before=before,
         after=after,
+        consumer_id=consumer_id,
     )
     session.add(entry)
     session.flush()
@@ -64,6 +67,7 @@ def for_service(session: Session, service_id: str) -> Sequence[AuditLog]:
 @dataclass(frozen=True)
 class AuditFilter:
     service_id: str | None = None
+    consumer_id: str | None = None
     actor: str | None = None
     action: str | None = None
     since: datetime | None = None
@@ -75,6 +79,8 @@ def search(session: Session, filters: AuditFilter, offset: int, limit: int) -> t
     query = select(AuditLog)
     if filters.service_id:
         query = query.where(AuditLog.service_id == filters.service_id)
+    if filters.consumer_id:
+        query = query.where(AuditLog.consumer_id == filters.consumer_id)
     if filters.actor:
         query = query.where(AuditLog.actor == filters.actor)
     if filters.action:

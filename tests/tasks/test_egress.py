@@ -37,6 +37,7 @@ from tasks.endpoint_checks import check_auth, check_health, check_latency, check
 from tasks.endpoint_conformance import check_conformance
 from tasks.endpoint_tests import transient
 from tests.support.provider import good_spec
+from tests.support.secrets import CONSUMPTION
 
 ALL_CHECKS = (check_health, check_auth, check_conformance, check_security, check_latency)
 PUBLIC_V4 = "8.8.8.8"  # never dialled: the connection seam maps it to a loopback server
@@ -45,6 +46,7 @@ PROD = Settings(
     database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace"),
     auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret-of-32-characters-or-more")),
     endpoint_tests=EndpointTestSettings(timeout_seconds=3, latency_samples=2),
+    consumption=CONSUMPTION,
 )
 DEV_INSECURE = Settings(endpoint_tests=EndpointTestSettings(allow_insecure_endpoints=True, timeout_seconds=3))
 STRICT = EgressPolicy(allow_private=False)
@@ -277,7 +279,9 @@ def test_names_are_not_judged_by_spelling() -> None:
 
 
 def test_the_policies_follow_the_environment() -> None:
-    test_env = Settings(environment=Environment.TEST, auth=AuthSettings(jwt_secret=SecretStr("t" * 40)))
+    test_env = Settings(
+        environment=Environment.TEST, auth=AuthSettings(jwt_secret=SecretStr("t" * 40)), consumption=CONSUMPTION
+    )
     prod_insecure = PROD.model_copy(update={"endpoint_tests": EndpointTestSettings(allow_insecure_endpoints=True)})
     assert EgressPolicy.for_endpoints(DEV_INSECURE).allow_private
     assert not EgressPolicy.for_endpoints(Settings()).allow_private

@@ -19,6 +19,7 @@ from core.domain import Outcome, Phase, Severity
 from core.settings import PROJECT_ROOT, AuthSettings, EndpointTestSettings, Environment, PolicySettings, Settings
 from tasks.policy import ENTRYPOINT, PolicyEvaluationError, _engine, check_policies, evaluate_policies, policy_input
 from tests.support.openapi_docs import openapi_document
+from tests.support.secrets import CONSUMPTION
 
 CLEAN_SPEC: dict[str, Any] = {
     "name": "acme-chat",
@@ -41,6 +42,7 @@ def make_settings(*, insecure: bool = False, **policy: Any) -> Settings:
     return Settings(
         environment=Environment.TEST,
         auth=AuthSettings(jwt_secret=SecretStr("test-secret")),
+        consumption=CONSUMPTION,
         policy=PolicySettings(**policy),
         endpoint_tests=EndpointTestSettings(allow_insecure_endpoints=insecure),
     )

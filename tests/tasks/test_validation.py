@@ -13,6 +13,7 @@ from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
 from tasks.validation import compact_size, validate_metadata
 from tests.support.openapi_docs import openapi_document
+from tests.support.secrets import CONSUMPTION
 from tests.tasks.test_spec_schema import EXAMPLE
 
 DEV = Settings(environment=Environment.DEVELOPMENT)
@@ -23,6 +24,7 @@ PROD = Settings(
     environment=Environment.PRODUCTION,
     database=DatabaseSettings(url="postgresql+psycopg://u:p@db.example/marketplace"),
     auth=AuthSettings(jwt_secret=SecretStr("a-real-production-secret-of-32-characters-or-more")),
+    consumption=CONSUMPTION,
 )
 
 

@@ -1,7 +1,7 @@
 """Usage records of gateway calls; on PostgreSQL partitioned by month (declarative partitioning).
 
-Revision ID: 0005_gateway_usage
-Revises: 0004
+Revision ID: 0006_gateway_usage
+Revises: 0005_consumption
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_gateway_usage"
-down_revision = "0004"
+revision = "0006_gateway_usage"
+down_revision = "0005_consumption"
 branch_labels = None
 depends_on = None
 
