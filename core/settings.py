@@ -349,16 +349,11 @@ class GatewaySettings(BaseModel):
     journal_fsync: bool = Field(
         default=True, description="fsync each group of journal appends before the answers complete."
     )
-    keys_file: Path = Field(
-        default=PROJECT_ROOT / "var" / "gateway-keys.json",
-        description="Development and tests: API keys, subscriptions and provider credentials from a JSON file "
-        "(gateway/keys_file.py), read again when it changes.",
-    )
     directory_refresh_seconds: float = Field(
         default=0.5,
         gt=0,
-        description="How often a process checks the database's change counter for key, consumer, subscription "
-        "and service changes (announcements over Redis pub/sub reach it sooner).",
+        description="How often a process checks whether services changed (a fingerprint read); changes "
+        "announced over Redis reach it sooner. Keys and access follow consumption.change_poll_seconds.",
     )
 
 
@@ -373,6 +368,8 @@ class UsageSettings(BaseModel):
         "long are claimed and written by a live one.",
     )
     retry_seconds: float = Field(default=1.0, gt=0, description="Pause after a failed database write before retrying.")
+
+
 class PlanSettings(BaseModel):
     """The plan a service gets when its pricing publishes none."""
 

@@ -23,7 +23,6 @@ from gateway.directory_db import DatabaseDirectory
 from gateway.errors import GatewayError, not_found
 from gateway.handoff import Handoff
 from gateway.journal import Journal
-from gateway.keys_file import FileKeySource
 from gateway.limits import Limits
 from gateway.openai_compat import ROUTES
 from gateway.proxy import Gateway
@@ -96,7 +95,7 @@ class GatewayApp:
         redis = redis_client(url, g.redis_timeout_seconds) if url else None
         engine = build_engine(s.database.url, pool_size=2, max_overflow=2)
         directory = self._directory or DatabaseDirectory(
-            engine, FileKeySource(g.keys_file), g.directory_refresh_seconds
+            engine, s.consumption, g.directory_refresh_seconds, s.cache.redis_url
         )
         await directory.start()
         limits = Limits(redis, g.redis_retry_seconds)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from gateway.asgi import Scope, header
-from gateway.directory import ApiKey, Plan, ServiceRoute, Subscription
+from gateway.directory import Access, ApiKey, Plan, ServiceRoute, Subscription
 from gateway.errors import GatewayError, not_found, unauthorized
 from gateway.limits import Ask, Verdict, bucket_keys, month_of, quota_key
 
@@ -50,9 +50,9 @@ def callable_service(route: ServiceRoute | None, wanted: str) -> ServiceRoute:
     return route
 
 
-def subscription_for(key: ApiKey, route: ServiceRoute) -> Subscription:
-    sub = key.subscription(route.id)
-    if sub is None:
+def subscription_for(key: ApiKey, route: ServiceRoute, access: Access) -> Subscription:
+    sub = access.subscription
+    if sub is None or not key.may_call(route.id):
         raise GatewayError(
             403, "not_subscribed", f"this key has no subscription to service {route.name} (or may not call it)"
         )
@@ -80,13 +80,14 @@ def reservation(plan: Plan, route: ServiceRoute, max_tokens: int | None, body_si
 def ask_for(key: ApiKey, sub: Subscription, route: ServiceRoute, occurred_at: float, reserve: int) -> Ask:
     plan = sub.plan
     bucket, key_bucket = bucket_keys(key.consumer_id, route.id, key.id)
+    key_rpm = key.requests_per_minute or plan.key_requests_per_minute or 0
     has_quota = plan.requests_per_month is not None or plan.tokens_per_month is not None
     period, _ = month_of(occurred_at)
     return Ask(
         bucket=bucket,
         rpm=plan.requests_per_minute or 0,
-        key_bucket=key_bucket if key.requests_per_minute else "",
-        key_rpm=key.requests_per_minute or 0,
+        key_bucket=key_bucket if key_rpm else "",
+        key_rpm=key_rpm,
         quota=quota_key(key.consumer_id, sub.id, period) if has_quota else "",
         requests_per_month=-1 if plan.requests_per_month is None else plan.requests_per_month,
         tokens_per_month=-1 if plan.tokens_per_month is None else plan.tokens_per_month,

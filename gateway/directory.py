@@ -7,7 +7,6 @@ so a revoked key stops working on every process within about a second.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +21,7 @@ class Plan:
 
     name: str
     requests_per_minute: int | None = None
+    key_requests_per_minute: int | None = None
     requests_per_month: int | None = None
     tokens_per_month: int | None = None
     max_tokens_per_request: int | None = None
@@ -29,7 +29,7 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A consumer's subscription to one service under a plan."""
+    """A consumer's active subscription to one service under a plan."""
 
     id: str
     service_id: str
@@ -42,17 +42,22 @@ class ApiKey:
 
     id: str
     consumer_id: str
-    subscriptions: Mapping[str, Subscription]  # service id -> subscription
     allowed_services: frozenset[str] | None = None  # None: every subscribed service
-    requests_per_minute: int | None = None  # a limit of the key's own, on top of the plan's
-    refused: str | None = None  # why the key may not be used now (revoked, expired, consumer blocked)
-    expires_at: float | None = None  # epoch seconds
+    requests_per_minute: int | None = None  # the key's own limit (None: the plan's per-key limit, if any)
+    refused: str | None = None  # why the key may not be used (revoked, consumer blocked)
+    expires_at: float | None = None  # epoch seconds (a rotated key's grace ends here too)
 
-    def subscription(self, service_id: str) -> Subscription | None:
-        """The subscription this key may use for the service, or None."""
-        if self.allowed_services is not None and service_id not in self.allowed_services:
-            return None
-        return self.subscriptions.get(service_id)
+    def may_call(self, service_id: str) -> bool:
+        return self.allowed_services is None or service_id in self.allowed_services
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one consumer may do with one service, and how the provider is called for it."""
+
+    subscription: Subscription | None  # None: no active subscription
+    credential: tuple[str, str] | None = None  # (header, value) the provider gave the marketplace
+    signing_secrets: tuple[str, ...] = ()  # current first
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +98,7 @@ class ServiceRoute:
 
 
 class AccessDirectory(Protocol):
-    """Keys, services and the headers a provider gets; every lookup answers from memory when it can."""
+    """Keys, services and access; every lookup answers from memory when it can."""
 
     async def start(self) -> None:
         """Load what is needed and begin following changes."""
@@ -110,5 +115,8 @@ class AccessDirectory(Protocol):
     def model(self, model: str) -> ServiceRoute | None:
         """The service a `model` value names (name, provider/name, or id), or None."""
 
-    def upstream_headers(self, route: ServiceRoute, key: ApiKey, request_id: str) -> dict[str, str]:
-        """The provider credential and the signed marketplace headers for one call."""
+    async def access(self, key: ApiKey, route: ServiceRoute) -> Access:
+        """The key's consumer's access to the service."""
+
+    async def subscribed(self, key: ApiKey) -> list[str]:
+        """Ids of the services the key's consumer has an active subscription to (not on the hot path)."""

@@ -11,14 +11,16 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from core.settings import GatewaySettings
+from core.signing import signed_headers
 from gateway import checks
 from gateway.asgi import Receive, Scope, Send, encode_headers, read_body, send_whole
-from gateway.directory import AccessDirectory, ApiKey, ServiceRoute, Subscription
+from gateway.directory import Access, AccessDirectory, ApiKey, ServiceRoute, Subscription
 from gateway.errors import GatewayError
 from gateway.handoff import Handoff, Settlement
 from gateway.limits import Limits, Verdict
@@ -51,6 +53,7 @@ class Call:
     key: ApiKey | None = None
     service: ServiceRoute | None = None
     subscription: Subscription | None = None
+    access: Access | None = None
     verdict: Verdict | None = None
     reserved: int = 0
     quota: str = ""
@@ -69,7 +72,8 @@ async def authorize(gw: Gateway, call: Call, scope: Scope, body_size: int, max_t
     """Key, service, subscription, then limits and quota in one script; raises the refusal."""
     assert call.service is not None
     assert call.key is not None
-    call.subscription = sub = checks.subscription_for(call.key, call.service)
+    call.access = await gw.directory.access(call.key, call.service)
+    call.subscription = sub = checks.subscription_for(call.key, call.service, call.access)
     reserve = checks.reservation(sub.plan, call.service, max_tokens, body_size, gw.settings.default_max_tokens)
     ask = checks.ask_for(call.key, sub, call.service, call.occurred_at, reserve)
     call.verdict = verdict = await gw.limits.check(ask)
@@ -87,8 +91,7 @@ async def forward(gw: Gateway, call: Call, url: str, body: bytes, send: Send, ss
     """Call the provider and answer the consumer with what it says."""
     assert call.service is not None
     assert call.key is not None
-    headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
-    headers.update(gw.directory.upstream_headers(call.service, call.key, call.request_id))
+    headers = upstream_headers(call, url)
     breaker = gw.upstream.breaker(call.service.provider_id)
     breaker.before_call(call.service.provider_id)
     try:
@@ -112,6 +115,30 @@ async def forward(gw: Gateway, call: Call, url: str, body: bytes, send: Send, ss
             await _relay_whole(gw, call, response, send)
     finally:
         response.release()
+
+
+def upstream_headers(call: Call, url: str) -> dict[str, str]:
+    """The provider's credential and the signed marketplace headers; never the consumer's key."""
+    assert call.key is not None
+    assert call.access is not None
+    headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
+    if call.access.credential is not None:
+        headers[call.access.credential[0]] = call.access.credential[1]
+    if call.access.signing_secrets:
+        path = urlsplit(url).path or "/"
+        headers.update(
+            signed_headers(
+                call.access.signing_secrets,
+                method="POST",
+                path=path,
+                consumer_id=call.key.consumer_id,
+                request_id=call.request_id,
+                timestamp=int(time.time()),
+            )
+        )
+    else:  # the provider has not fetched a signing secret yet: who, unsigned
+        headers.update({"X-Marketplace-Consumer": call.key.consumer_id, "X-Marketplace-Request-Id": call.request_id})
+    return headers
 
 
 def _answer_headers(call: Call, response: aiohttp.ClientResponse) -> dict[str, str]:

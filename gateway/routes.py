@@ -71,9 +71,9 @@ async def models(gw: Gateway, scope: Scope, send: Send) -> None:
         await proxy.fail(gw, call, send, exc)
         return
     data = []
-    for service_id in sorted(key.subscriptions):
+    for service_id in sorted(await gw.directory.subscribed(key)):
         route = gw.directory.service(service_id)
-        if route is None or route.status not in ("active", "deprecated") or key.subscription(service_id) is None:
+        if route is None or route.status not in ("active", "deprecated") or not key.may_call(service_id):
             continue
         created = int(route.published_at.timestamp()) if route.published_at else int(time.time())
         data.append({"id": route.name, "object": "model", "created": created, "owned_by": route.provider_id})

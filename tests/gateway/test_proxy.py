@@ -5,18 +5,28 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from core.plans import Plan
+from core.signing import verify
 from storage.models import UsageRecord
-from tests.gateway.conftest import SECRET, Setup
-from tests.support.gateway import add_service, key_entry, set_status
+from tests.gateway.conftest import Setup
+from tests.support.gateway import GatewayProcess, add_service, consumer_with_key, set_credential, set_status
 
-AUTH = {"Authorization": f"Bearer {SECRET}"}
 CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+
+
+def chat(gw: GatewayProcess, setup: Setup, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.post(f"{gw.url}/v1/chat/completions", json=body or CHAT, headers=setup.auth)
+
+
+def invoke(gw: GatewayProcess, setup: Setup, service_id: str) -> httpx.Response:
+    return httpx.post(f"{gw.url}/api/v1/services/{service_id}/invoke", json={"input": {}}, headers=setup.auth)
 
 
 def rows(setup: Setup, expected: int, timeout: float = 10) -> list[UsageRecord]:
@@ -36,8 +46,10 @@ def rows(setup: Setup, expected: int, timeout: float = 10) -> list[UsageRecord]:
 
 def test_invoke_and_chat_pass_through_with_usage_and_cost(setup: Setup) -> None:
     with setup.gateway() as gw:
-        invoked = httpx.post(f"{gw.url}/api/v1/services/{setup.service_id}/invoke", json={"input": {}}, headers=AUTH)
-        chat = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        invoked = httpx.post(
+            f"{gw.url}/api/v1/services/{setup.service_id}/invoke", json={"input": {}}, headers=setup.auth
+        )
+        chat = chat(gw, setup)
     assert invoked.status_code == 200, invoked.text
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"] == "Hello there!"
@@ -54,21 +66,35 @@ def test_invoke_and_chat_pass_through_with_usage_and_cost(setup: Setup) -> None:
     assert record.ttfb_ms <= record.latency_ms
 
 
-def test_the_consumer_key_never_reaches_the_provider(setup: Setup) -> None:
-    from tests.support.gateway import write_keys
-
-    write_keys(setup.keys_file, setup.keys, {setup.service_id: {"Authorization": "Bearer upstream-credential"}})
+def test_the_provider_gets_its_credential_and_signed_headers_never_the_consumer_key(setup: Setup) -> None:
+    secrets = set_credential(setup.service_id, "upstream-credential")
     with setup.gateway() as gw:
-        assert httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH).status_code == 200
-    _, headers, _ = setup.provider.requests[-1]
+        answer = chat(gw, setup)
+    assert answer.status_code == 200
+    path, headers, _ = setup.provider.requests[-1]
     assert headers["authorization"] == "Bearer upstream-credential"
-    assert SECRET not in str(headers)
+    assert setup.token not in str(headers)
+    request_id = answer.headers["X-Request-ID"]
+    assert headers["x-marketplace-consumer"] == "consumer-1"
+    assert headers["x-marketplace-request-id"] == request_id
+    verify(
+        headers["x-marketplace-signature"],
+        secrets,
+        method="POST",
+        path=path,
+        consumer_id="consumer-1",
+        request_id=request_id,
+        now=time.time(),
+    )
 
 
 def test_streaming_passes_events_as_they_arrive_and_records_usage(setup: Setup) -> None:
     setup.provider.chunk_delay = 0.3
     body = {**CHAT, "stream": True}
-    with setup.gateway() as gw, httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+    with (
+        setup.gateway() as gw,
+        httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, headers=setup.auth) as r,
+    ):
         start = time.monotonic()
         events, first_at = [], None
         for line in r.iter_lines():
@@ -76,6 +102,7 @@ def test_streaming_passes_events_as_they_arrive_and_records_usage(setup: Setup) 
                 first_at = first_at or time.monotonic() - start
                 events.append(line)
         total = time.monotonic() - start
+    gw.stop()
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     # seven events 0.3 s apart: the first arrived long before the last, so nothing was held back
@@ -94,11 +121,11 @@ def test_provider_failures_answer_502_and_504_and_charge_nothing(setup: Setup) -
     env = {"MARKETPLACE_GATEWAY__FIRST_BYTE_TIMEOUT_SECONDS": "0.5", "MARKETPLACE_GATEWAY__BREAKER_FAILURES": "50"}
     with setup.gateway(**env) as gw:
         setup.provider.mode = "error500"
-        failed = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        failed = chat(gw, setup)
         setup.provider.mode = "hang"
-        timed_out = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        timed_out = chat(gw, setup)
         setup.provider.mode = "close"
-        dropped = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        dropped = chat(gw, setup)
     assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_error")
     assert (timed_out.status_code, timed_out.json()["error"]["code"]) == (504, "upstream_timeout")
     assert dropped.status_code == 502
@@ -112,10 +139,10 @@ def test_the_breaker_opens_after_repeated_failures(setup: Setup) -> None:
     env = {"MARKETPLACE_GATEWAY__BREAKER_FAILURES": "3", "MARKETPLACE_GATEWAY__BREAKER_RESET_SECONDS": "60"}
     with setup.gateway(**env) as gw:
         setup.provider.mode = "error500"
-        codes = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH).status_code for _ in range(5)]
+        codes = [chat(gw, setup).status_code for _ in range(5)]
         calls = len(setup.provider.requests)
         setup.provider.mode = "ok"
-        refused = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH)
+        refused = chat(gw, setup)
     assert codes == [502, 502, 502, 503, 503]
     assert calls == 3  # an open circuit does not call the provider
     assert refused.status_code == 503
@@ -125,19 +152,23 @@ def test_the_breaker_opens_after_repeated_failures(setup: Setup) -> None:
 
 def test_lifecycle_statuses_at_the_gateway(setup: Setup) -> None:
     url = setup.provider.url
-    deprecated = add_service(setup.db_url, url, name="old-chat", status="deprecated")
-    retired = add_service(setup.db_url, url, name="gone-chat", status="retired")
-    suspended = add_service(setup.db_url, url, name="bad-chat")
-    pending = add_service(setup.db_url, url, name="new-chat", status="testing")
-    sunset = datetime.now(UTC) + timedelta(days=30)
-    set_status(setup.db_url, deprecated, "deprecated", deprecated_at=datetime.now(UTC), sunset_at=sunset)
-    set_status(setup.db_url, suspended, "suspended", reason="abuse report under review")
+    deprecated = add_service(url, name="old-chat")
+    retired = add_service(url, name="gone-chat")
+    suspended = add_service(url, name="bad-chat")
+    pending = add_service(url, name="new-chat", status="testing")
     all_ids = [setup.service_id, deprecated, retired, suspended, pending]
-    setup.set_keys([key_entry(SECRET, "consumer-1", all_ids)])
+    _, token = consumer_with_key("consumer-2", all_ids, Plan(name="p", requests_per_minute=100))
+    setup.token = token
+    sunset = datetime.now(UTC) + timedelta(days=30)
+    set_status(deprecated, "deprecated", deprecated_at=datetime.now(UTC), sunset_at=sunset)
+    set_status(retired, "retired")
+    set_status(suspended, "suspended", reason="abuse report under review")
     with setup.gateway() as gw:
-        answers = {sid: httpx.post(f"{gw.url}/api/v1/services/{sid}/invoke", json={}, headers=AUTH) for sid in all_ids}
-        unknown = httpx.post(f"{gw.url}/api/v1/services/nope/invoke", json={}, headers=AUTH)
-        by_model = httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "acme/old-chat"}, headers=AUTH)
+        answers = {sid: invoke(gw, setup, sid) for sid in all_ids}
+        unknown = httpx.post(f"{gw.url}/api/v1/services/nope/invoke", json={}, headers=setup.auth)
+        by_model = httpx.post(
+            f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "acme/old-chat"}, headers=setup.auth
+        )
     assert answers[setup.service_id].status_code == 200
     assert answers[deprecated].status_code == 200
     assert answers[deprecated].headers["Deprecation"].startswith("@")
@@ -152,13 +183,13 @@ def test_lifecycle_statuses_at_the_gateway(setup: Setup) -> None:
 
 
 def test_keys_and_subscriptions_are_checked(setup: Setup) -> None:
-    other = add_service(setup.db_url, setup.provider.url, name="other-chat")
+    other = add_service(setup.provider.url, name="other-chat")
     with setup.gateway() as gw:
         anonymous = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT)
         wrong = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer nope"})
-        x_api_key = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers={"X-API-Key": SECRET})
-        unsubscribed = httpx.post(f"{gw.url}/api/v1/services/{other}/invoke", json={}, headers=AUTH)
-        no_model = httpx.post(f"{gw.url}/v1/chat/completions", json={"messages": []}, headers=AUTH)
+        x_api_key = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers={"X-API-Key": setup.token})
+        unsubscribed = httpx.post(f"{gw.url}/api/v1/services/{other}/invoke", json={}, headers=setup.auth)
+        no_model = httpx.post(f"{gw.url}/v1/chat/completions", json={"messages": []}, headers=setup.auth)
     assert anonymous.status_code == 401
     assert wrong.status_code == 401
     assert wrong.json()["error"]["type"] == "authentication_error"
@@ -170,9 +201,9 @@ def test_keys_and_subscriptions_are_checked(setup: Setup) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(setup: Setup) -> None:
-    setup.set_keys([key_entry(SECRET, "consumer-1", [setup.service_id], requests_per_minute=3)])
+    setup.new_consumer("consumer-2", Plan(name="tiny", requests_per_minute=3))
     with setup.gateway() as gw:
-        answers = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH) for _ in range(4)]
+        answers = [chat(gw, setup) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["X-RateLimit-Remaining"] for a in answers[:3]] == ["2", "1", "0"]
     refused = answers[3]
@@ -182,10 +213,11 @@ def test_rate_limit_answers_429_with_retry_after(setup: Setup) -> None:
 
 
 def test_over_quota_says_which_quota_and_when_it_resets(setup: Setup) -> None:
-    plan = {"requests_per_month": 2, "tokens_per_month": 1_000_000}
-    setup.set_keys([key_entry(SECRET, "consumer-1", [setup.service_id], **plan)])
+    setup.new_consumer(
+        "consumer-2", Plan(name="q", requests_per_minute=100, requests_per_month=2, tokens_per_month=10**6)
+    )
     with setup.gateway() as gw:
-        answers = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=AUTH) for _ in range(3)]
+        answers = [chat(gw, setup) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     error = answers[2].json()["error"]
     assert (error["code"], error["quota"], error["limit"]) == ("quota_exceeded", "requests_per_month", 2)
@@ -197,13 +229,12 @@ def test_over_quota_says_which_quota_and_when_it_resets(setup: Setup) -> None:
 @pytest.mark.parametrize("max_tokens", [100])
 def test_token_quota_reserves_then_settles_real_usage(setup: Setup, max_tokens: int) -> None:
     # room for one reservation of ~100 output tokens + the prompt estimate, not two at once
-    plan = {"tokens_per_month": 190}
-    setup.set_keys([key_entry(SECRET, "consumer-1", [setup.service_id], **plan)])
+    setup.new_consumer("consumer-2", Plan(name="t", requests_per_minute=100, tokens_per_month=190))
     body = {**CHAT, "max_tokens": max_tokens}
     with setup.gateway() as gw:
         # each call settles to its real 12 tokens, so several fit one after the other
-        answers = [httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH) for _ in range(3)]
-        too_big = httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "max_tokens": 500}, headers=AUTH)
+        answers = [httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=setup.auth) for _ in range(3)]
+        too_big = httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "max_tokens": 500}, headers=setup.auth)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert too_big.status_code == 429
     assert too_big.json()["error"]["quota"] == "tokens_per_month"

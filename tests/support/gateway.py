@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
-from sqlalchemy import create_engine, update
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 
-from core.settings import PROJECT_ROOT
+from core.plans import Plan
+from core.settings import PROJECT_ROOT, get_settings
+from storage.database import mark_services_changed, session_scope
+from storage.encryption import box_for
 from storage.models import AuditLog, Service
+from storage.repositories import access, api_keys, consumers, credentials, services
+from storage.repositories.api_keys import KeySpec
+from storage.repositories.services import Actor
 from tests.support.services import free_port
 
 PRICING = {
@@ -32,12 +36,11 @@ PRICING = {
 }
 
 
-def add_service(db_url: str, base_url: str, *, name: str = "fake-chat", status: str = "active", **columns: Any) -> str:
+def add_service(base_url: str, *, name: str = "fake-chat", status: str = "active", **columns: Any) -> str:
     """A service row as the publish pipeline leaves it, calling `base_url`."""
     service_id = str(uuid.uuid4())
     spec = {"name": name, "version": "1.0.0", "endpoint": {"url": base_url}, "pricing": PRICING}
-    engine = create_engine(db_url)
-    with Session(engine) as session:
+    with session_scope() as session:
         session.add(
             Service(
                 id=service_id,
@@ -54,45 +57,56 @@ def add_service(db_url: str, base_url: str, *, name: str = "fake-chat", status: 
                 **columns,
             )
         )
-        session.commit()
-    engine.dispose()
     return service_id
 
 
-def set_status(db_url: str, service_id: str, status: str, reason: str | None = None, **columns: Any) -> None:
+def set_status(service_id: str, status: str, reason: str | None = None, **columns: Any) -> None:
     """Move a service (as the lifecycle flows and admin routes do), with the audit record of a suspension."""
-    engine = create_engine(db_url)
-    with Session(engine) as session:
+    with session_scope() as session:
         values = {"status": status, "updated_at": datetime.now(UTC), **columns}
         session.execute(update(Service).where(Service.id == service_id).values(**values))
         if reason is not None:
             session.add(
                 AuditLog(service_id=service_id, action="suspend", actor="admin", to_status=status, reason=reason)
             )
-        session.commit()
-    engine.dispose()
+        mark_services_changed(session, [service_id])  # a Core UPDATE: say so, as repositories do
 
 
-def key_entry(
-    secret: str, consumer: str, service_ids: list[str], *, key_id: str | None = None, **plan: Any
-) -> dict[str, Any]:
-    """One key of a keys file, subscribed to each service under a plan with these limits."""
-    return {
-        "secret": secret,
-        "id": key_id or f"key-{consumer}",
-        "consumer_id": consumer,
-        "subscriptions": [
-            {"id": f"sub-{consumer}-{sid[:8]}", "service_id": sid, "plan": {"name": "test", **plan}}
-            for sid in service_ids
-        ],
-    }
+def consumer_with_key(
+    consumer_id: str,
+    service_ids: list[str],
+    plan: Plan,
+    *,
+    key_services: list[str] | None = None,
+    key_rpm: int | None = None,
+) -> tuple[str, str]:
+    """A consumer subscribed to each service under `plan`, and a new key of it: (key id, token).
+    Uses the configured database (MARKETPLACE_DATABASE__URL), as the API would."""
+    actor = Actor(consumer_id, "consumer")
+    pepper = get_settings().consumption.key_pepper.get_secret_value()
+    with session_scope() as session:
+        consumers.ensure(session, consumer_id, actor)
+        for service_id in service_ids:
+            access.subscribe(session, consumer_id, services.get(session, service_id), plan, "USD", actor, pending=False)
+        spec = KeySpec("test", service_ids=key_services, requests_per_minute=key_rpm)
+        key, issued = api_keys.create(session, consumer_id, spec, pepper, actor)
+    return key.id, issued.token
 
 
-def write_keys(path: Path, keys: list[dict[str, Any]], credentials: dict[str, dict[str, str]] | None = None) -> None:
-    """Replace the keys file at once (a reader never sees half of it)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"keys": keys, "credentials": credentials or {}}))
-    os.replace(tmp, path)
+def set_credential(service_id: str, value: str) -> list[str]:
+    """The provider's credential for the service, and its signing secrets (current first)."""
+    box = box_for(get_settings().consumption)
+    actor = Actor("acme", "provider")
+    with session_scope() as session:
+        credentials.set_credential(session, service_id, "bearer", "Authorization", value, box, actor)
+        credentials.ensure_signing_secret(session, service_id, box, actor)
+    with session_scope() as session:
+        return credentials.live_signing_secrets(session, service_id, box, datetime.now(UTC))
+
+
+def revoke(consumer_id: str, key_id: str) -> None:
+    with session_scope() as session:
+        api_keys.revoke(session, consumer_id, key_id, "test", Actor("root", "admin"))
 
 
 class GatewayProcess:
