@@ -46,17 +46,15 @@ def rows(setup: Setup, expected: int, timeout: float = 10) -> list[UsageRecord]:
 
 def test_invoke_and_chat_pass_through_with_usage_and_cost(setup: Setup) -> None:
     with setup.gateway() as gw:
-        invoked = httpx.post(
-            f"{gw.url}/api/v1/services/{setup.service_id}/invoke", json={"input": {}}, headers=setup.auth
-        )
-        chat = chat(gw, setup)
+        invoked = invoke(gw, setup, setup.service_id)
+        chatted = chat(gw, setup)
     assert invoked.status_code == 200, invoked.text
-    assert chat.status_code == 200, chat.text
-    assert chat.json()["choices"][0]["message"]["content"] == "Hello there!"
-    assert chat.headers["X-RateLimit-Limit"] == "1000"
-    assert int(chat.headers["X-RateLimit-Remaining"]) == 998
+    assert chatted.status_code == 200, chatted.text
+    assert chatted.json()["choices"][0]["message"]["content"] == "Hello there!"
+    assert chatted.headers["X-RateLimit-Limit"] == "1000"
+    assert int(chatted.headers["X-RateLimit-Remaining"]) == 998
     found = rows(setup, 2)
-    assert [r.request_id for r in found] == [invoked.headers["X-Request-ID"], chat.headers["X-Request-ID"]]
+    assert [r.request_id for r in found] == [invoked.headers["X-Request-ID"], chatted.headers["X-Request-ID"]]
     record = found[1]
     assert (record.route, record.status, record.input_tokens, record.output_tokens) == ("chat.completions", 200, 5, 7)
     # 0.0001 per request + 5 x 0.5/1e6 + 7 x 1.5/1e6, exactly
