@@ -344,6 +344,8 @@ class UsageRecord(Base):
     currency: Mapped[str] = mapped_column(String(3))
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(String(64))
+
+
 # --- Consumption: who may call which service, with which key, under which plan. ---
 # The gateway reads these (storage/repositories/api_keys.load_key, access.load_access) and keeps
 # them in memory; every change is announced (storage/consumption_feed.py). See docs/consumption.md.
