@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -33,11 +33,22 @@ from storage.database import build_engine
 log = logging.getLogger("marketplace.gateway")
 INVOKE = re.compile(r"^/api/v1/services/([^/]+)/invoke$")
 WRITER_REDIS_TIMEOUT = 10.0
+REDIS_CONNECTIONS = 64
 
 
 def redis_client(url: str, timeout: float) -> Redis:
-    # no retries inside the client: a failure must reach the fail-open logic at once
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    """A client whose failures reach the fail-open logic at once (no retries inside it). Its pool is
+    bounded and blocking: a burst of calls waits for a connection (up to the timeout) rather than
+    opening one per call, and never fails for want of one."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis(connection_pool=pool)
 
 
 class GatewayApp:
