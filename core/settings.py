@@ -368,6 +368,12 @@ class UsageSettings(BaseModel):
         "long are claimed and written by a live one.",
     )
     retry_seconds: float = Field(default=1.0, gt=0, description="Pause after a failed database write before retrying.")
+    linger_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        description="After a batch smaller than batch_size, how long the writer lets records gather before "
+        "reading again: fewer, larger transactions (the records are already safe in Redis or the journal).",
+    )
 
 
 class PlanSettings(BaseModel):

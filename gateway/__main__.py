@@ -21,6 +21,9 @@ def main() -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # the gateway uses no client address; skip the middleware on every call
+        server_header=False,
+        date_header=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.api.shutdown_grace_seconds),
     )

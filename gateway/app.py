@@ -26,6 +26,7 @@ from gateway.journal import Journal
 from gateway.limits import Limits
 from gateway.openai_compat import ROUTES
 from gateway.proxy import Gateway
+from gateway.resp import RespClient
 from gateway.upstream import Upstream
 from gateway.writer import UsageWriter
 from storage.database import build_engine
@@ -103,7 +104,7 @@ class GatewayApp:
         s = self.settings
         g = s.gateway
         url = g.redis_url or s.cache.redis_url
-        redis = redis_client(url, g.redis_timeout_seconds) if url else None
+        redis = RespClient(url, g.redis_timeout_seconds) if url else None
         engine = build_engine(s.database.url, pool_size=2, max_overflow=2)
         directory = self._directory or DatabaseDirectory(
             engine, s.consumption, g.directory_refresh_seconds, s.cache.redis_url
@@ -118,7 +119,8 @@ class GatewayApp:
         self.writer = UsageWriter(engine, writer_redis, journal, s.usage)
         await self.writer.start()
         self._closers = [self.writer.stop, upstream.close, directory.close]
-        self._closers += [c.aclose for c in (redis, writer_redis) if c is not None]
+        self._closers += [c.close for c in (redis,) if c is not None]
+        self._closers += [c.aclose for c in (writer_redis,) if c is not None]
         self._closers.append(engine.dispose)
 
     async def shutdown(self) -> None:

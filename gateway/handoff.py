@@ -13,11 +13,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from gateway.journal import Journal
 from gateway.limits import Limits
+from gateway.resp import Arg, RedisReplyError, RespClient
 from gateway.usage import UsageRecord
 
 log = logging.getLogger("marketplace.gateway.handoff")
@@ -36,7 +34,7 @@ class Settlement:
 
 
 class Handoff:
-    def __init__(self, redis: Redis | None, limits: Limits, journal: Journal) -> None:
+    def __init__(self, redis: RespClient | None, limits: Limits, journal: Journal) -> None:
         self.redis = redis
         self.limits = limits
         self.journal = journal
@@ -83,19 +81,17 @@ class Handoff:
             try:
                 await self._to_redis(lines, shared)
                 return
-            except (RedisError, OSError) as exc:
+            except (RedisReplyError, OSError) as exc:
                 self.limits.redis_failed(exc)
         self._unsettled = shared[-100_000:]  # applied with the first group Redis takes again
         await asyncio.to_thread(self.journal.append, lines)
 
     async def _to_redis(self, lines: list[bytes], settles: list[Settlement]) -> None:
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=False)
-        for line in lines:
-            pipe.xadd(STREAM, {"r": line})
+        commands: list[tuple[Arg, ...]] = [("XADD", STREAM, "*", "r", line) for line in lines]
         for s in settles:
             if s.requests:
-                pipe.hincrby(s.quota, "r", s.requests)
+                commands.append(("HINCRBY", s.quota, "r", s.requests))
             if s.tokens:
-                pipe.hincrby(s.quota, "t", s.tokens)
-        await pipe.execute()
+                commands.append(("HINCRBY", s.quota, "t", s.tokens))
+        await self.redis.pipeline(commands)

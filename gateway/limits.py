@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from gateway.resp import RedisReplyError, RespClient
 
 log = logging.getLogger("marketplace.gateway.limits")
 SCRIPT = (Path(__file__).parent / "limits_script.lua").read_text()
@@ -119,12 +118,11 @@ class LocalLimits:
 class Limits:
     """Redis when configured and answering; this process's memory otherwise (fail-open)."""
 
-    def __init__(self, redis: Redis | None, retry_seconds: float) -> None:
+    def __init__(self, redis: RespClient | None, retry_seconds: float) -> None:
         self.redis = redis
         self.local = LocalLimits()
         self._retry_seconds = retry_seconds
         self._down_until = 0.0
-        self._script = redis.register_script(SCRIPT) if redis is not None else None
 
     @property
     def redis_up(self) -> bool:
@@ -137,17 +135,17 @@ class Limits:
         self._down_until = time.monotonic() + self._retry_seconds
 
     async def check(self, ask: Ask) -> Verdict:
-        if self._script is not None and self.redis_up:
+        if self.redis_up:
             try:
                 return await self._shared(ask)
-            except (RedisError, OSError) as exc:
+            except (RedisReplyError, OSError) as exc:
                 self.redis_failed(exc)
         return self.local.check(ask)
 
     async def _shared(self, ask: Ask) -> Verdict:
-        assert self._script is not None
-        keys = [ask.bucket, ask.key_bucket, ask.quota]
-        args = [0, ask.rpm, ask.key_rpm, ask.requests_per_month, ask.tokens_per_month, ask.reserve]
-        raw = await self._script(keys=keys, args=[*args, QUOTA_GRACE_SECONDS])
+        assert self.redis is not None
+        keys: list[str | int] = [ask.bucket, ask.key_bucket, ask.quota]
+        args: list[str | int] = [0, ask.rpm, ask.key_rpm, ask.requests_per_month, ask.tokens_per_month, ask.reserve]
+        raw = await self.redis.evalsha(SCRIPT, keys, [*args, QUOTA_GRACE_SECONDS])
         verdict, limit, remaining, reset_ms, requests_used, tokens_used = (int(v) for v in raw)
         return Verdict(verdict, limit, remaining, reset_ms, requests_used, tokens_used, shared=True)

@@ -35,6 +35,7 @@ from storage.repositories import usage as usage_repo
 log = logging.getLogger("marketplace.gateway.writer")
 GROUP = "usage-writers"
 JOURNAL_ROTATE_SECONDS = 1.0
+DRAIN_SECONDS = 10.0
 
 
 def rows_of(lines: Sequence[bytes]) -> list[dict[str, Any]]:
@@ -84,9 +85,20 @@ class UsageWriter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # what is left would be written by the next writer; a clean stop writes it now (bounded)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self._drain_stream()
         self.journal.rotate()
         with contextlib.suppress(Exception):
-            await self.drain_journal()  # what is left is replayed by the next writer otherwise
+            await self.drain_journal()
+
+    async def _drain_stream(self) -> None:
+        if self.redis is None:
+            return
+        await self._ensure_group()
+        while await self._read_new(block=None) > 0:
+            pass
 
     def _prepare_partitions(self) -> None:
         try:
@@ -98,16 +110,21 @@ class UsageWriter:
 
     async def _stream_loop(self) -> None:
         assert self.redis is not None
-        claimed_at = 0.0
+        claimed_at, grouped = 0.0, False
         while True:
             try:
-                await self._ensure_group()
+                if not grouped:
+                    await self._ensure_group()
+                    grouped = True
                 loop_time = asyncio.get_running_loop().time()
                 if loop_time - claimed_at >= self.settings.idle_claim_seconds:
                     claimed_at = loop_time
                     await self._claim_abandoned()
-                await self._read_new()
+                if await self._read_new() < self.settings.batch_size:
+                    # a small batch: let records gather, so the database sees few, large transactions
+                    await asyncio.sleep(self.settings.linger_seconds)
             except (RedisError, OSError) as exc:
+                grouped = False
                 log.warning("usage stream unavailable (%s); retrying", exc)
                 await asyncio.sleep(self.settings.retry_seconds)
 
@@ -116,14 +133,18 @@ class UsageWriter:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
             await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
 
-    async def _read_new(self) -> None:
+    async def _read_new(self, block: int | None = 200) -> int:
+        """Store what arrived (waiting up to `block` ms for something); how many records it was."""
         assert self.redis is not None
         answer: Any = await self.redis.xreadgroup(
-            GROUP, self.consumer, {STREAM: ">"}, count=self.settings.batch_size, block=200
+            GROUP, self.consumer, {STREAM: ">"}, count=self.settings.batch_size, block=block
         )
         streams = answer.items() if isinstance(answer, dict) else answer or []
+        count = 0
         for _stream, entries in streams:
+            count += len(entries)
             await self._commit(list(entries))
+        return count
 
     async def _claim_abandoned(self) -> None:
         """Entries another writer read and never acknowledged (it died) are ours after a while."""

@@ -42,7 +42,8 @@ def insert_records(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         return
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(UsageRecord).on_conflict_do_nothing(), list(rows))
+    # the table, not the ORM class: a plain executemany, without the ORM's bulk bookkeeping per row
+    session.execute(module.insert(UsageRecord.__table__).on_conflict_do_nothing(), list(rows))
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis as sync_redis
 
-from gateway.app import redis_client
 from gateway.limits import SCRIPT, Ask, LocalLimits, Verdict
+from gateway.resp import RespClient
 from tests.support.services import REDIS_URL, require_tcp
 
 T = 5_000_000  # an explicit clock (ms); 0 would make the script read the server's
@@ -88,18 +88,17 @@ def test_concurrent_reservations_never_overshoot(r: sync_redis.Redis) -> None:
     ask = Ask(ASK.bucket, 0, "", 0, ASK.quota, 50, -1, 0)
 
     async def go() -> list[int]:
-        client = redis_client(REDIS_URL, 5.0)  # as the gateway makes it
-        script = client.register_script(SCRIPT)
-        keys = [ask.bucket, ask.key_bucket, ask.quota]
+        client = RespClient(REDIS_URL, 5.0)  # the gateway's client: one connection, pipelined
+        keys: list[str | int] = [ask.bucket, ask.key_bucket, ask.quota]
 
         async def one() -> int:
-            raw = await script(keys=keys, args=[0, 0, 0, 50, -1, 0, 3600])
+            raw = await client.evalsha(SCRIPT, keys, [0, 0, 0, 50, -1, 0, 3600])
             return int(raw[0])
 
         try:
             return await asyncio.gather(*(one() for _ in range(200)))
         finally:
-            await client.aclose()
+            await client.close()
 
     verdicts = asyncio.run(go())
     assert verdicts.count(1) == 50
