@@ -15,7 +15,7 @@ from api.idempotency import IdempotencyMiddleware
 from api.middleware import install_observability
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
-from api.routes import approvals, audit, events, health, schemas, search, services, versions, webhooks
+from api.routes import approvals, audit, events, health, schemas, search, services, usage, versions, webhooks
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
 from core.settings import get_settings
@@ -58,6 +58,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     app.include_router(search.router, prefix=API_PREFIX)  # before /services/{service_id}
+    app.include_router(usage.router, prefix=API_PREFIX)
     app.include_router(services.router, prefix=API_PREFIX)
     app.include_router(versions.router, prefix=API_PREFIX)
     app.include_router(approvals.router, prefix=API_PREFIX)
