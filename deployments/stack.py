@@ -1,4 +1,4 @@
-"""The whole stack as child processes: Prefect server, work pool + deployments, worker, API.
+"""The whole stack as child processes: Prefect server, work pool + deployments, worker, API, gateway.
 
 `python -m deployments.stack` is what `make up` runs; the end-to-end tests and the benchmarks
 start the same stack on free ports with a PostgreSQL-backed Prefect server.
@@ -49,6 +49,7 @@ class StackConfig:
 
     api_port: int = 8000
     prefect_port: int = 4200
+    gateway_port: int | None = 8080  # None: no gateway
     host: str = "127.0.0.1"
     prefect_home: Path = PROJECT_ROOT / ".prefect"
     prefect_database_url: str | None = None  # None: Prefect's own SQLite under prefect_home
@@ -71,6 +72,10 @@ class StackConfig:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
 
 
 class Stack:
@@ -142,6 +147,8 @@ class Stack:
         if self.env.get("MARKETPLACE_KAFKA__BOOTSTRAP_SERVERS"):
             self.start_relay()
         self.start_api()
+        if self.config.gateway_port is not None:
+            self.start_gateway()
 
     def start_prefect_server(self) -> None:
         """The Prefect server: one process, or with messaging on Redis, the API server (UI included)
@@ -199,6 +206,13 @@ class Stack:
         self._spawn("api", uvicorn_argv("api.app:app", c.host, c.api_port, c.api_shutdown_grace_seconds))
         self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
 
+    def start_gateway(self, name: str = "gateway") -> None:
+        """The data plane: a process of its own on its own port (more processes scale it out)."""
+        c = self.config
+        env = {**self.env, "MARKETPLACE_GATEWAY__PORT": str(c.gateway_port), "MARKETPLACE_GATEWAY__HOST": c.host}
+        self._spawn(name, [sys.executable, "-m", "gateway"], env=env)
+        self._wait_http(f"{c.gateway_url}/health", name, timeout=60)
+
     def stop(self) -> None:
         """Stop the parts newest first, each before the next: the API finishes its requests,
         the worker lets go of the server, the server goes last. SIGTERM, then SIGKILL after a
@@ -217,7 +231,7 @@ class Stack:
         self.processes.clear()
 
     def _stop_timeout(self, name: str) -> float:
-        if name == "api":
+        if name in ("api", "gateway"):  # both finish in-flight calls (the gateway its usage hand-off too)
             return self.config.api_shutdown_grace_seconds + STOP_MARGIN_SECONDS
         return self.config.stop_timeout_seconds
 
@@ -245,14 +259,14 @@ class Stack:
                 parts.extend(tail)
         return "\n".join(parts)
 
-    def _spawn(self, name: str, argv: list[str], niceness: int = 0) -> None:
+    def _spawn(self, name: str, argv: list[str], niceness: int = 0, env: dict[str, str] | None = None) -> None:
         out = self._log_file(name)
         # Own session: Ctrl-C reaches only this runner, which then stops the parts in order
         # (API first, so in-flight requests finish). argv is ours, never from input.
         proc = subprocess.Popen(  # noqa: S603
             ["nice", "-n", str(niceness), *argv] if niceness else argv,
             cwd=PROJECT_ROOT,
-            env=self.env,
+            env=env or self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -339,7 +353,7 @@ def main() -> None:
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
     api = settings.api
-    stack = Stack(StackConfig(api_port=api.port, host=api.host))
+    stack = Stack(StackConfig(api_port=api.port, host=api.host, gateway_port=settings.gateway.port))
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -350,9 +364,10 @@ def main() -> None:
     try:
         stack.start()
         log.info(
-            "API on %s (docs %s/docs), Prefect UI on http://%s:%s — Ctrl-C stops everything",
+            "API on %s (docs %s/docs), gateway on %s, Prefect UI on http://%s:%s — Ctrl-C stops everything",
             stack.config.api_url,
             stack.config.api_url,
+            stack.config.gateway_url,
             stack.config.host,
             stack.config.prefect_port,
         )
