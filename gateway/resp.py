@@ -42,21 +42,46 @@ def encode(args: tuple[Arg, ...]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
+    """One connection: its own queue of commands awaiting replies, so a reply can only ever
+    resolve a command sent on the same connection."""
+
     def __init__(self, client: RespClient) -> None:
         self.client = client
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.dead: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
 
+    def send(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.dead is not None:
+            future.set_exception(self.dead)
+            return future
+        self.waiting.append((future, time.monotonic()))
+        self.out.append(encode(args))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        return future
+
+    def flush(self) -> None:
+        """Everything queued this loop turn leaves in one write."""
+        self.flush_scheduled = False
+        data, self.out = b"".join(self.out), []
+        if self.transport is None or self.transport.is_closing():
+            self.fail(RedisUnavailable("Redis connection closed"))
+        else:
+            self.transport.write(data)
+
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        waiting = self.client.waiting
-        while (reply := self.reader.gets()) is not False:
-            if not waiting:
-                break
-            future, _ = waiting.popleft()
+        while self.waiting and (reply := self.reader.gets()) is not False:
+            future, _ = self.waiting.popleft()
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -64,8 +89,22 @@ class _Protocol(asyncio.Protocol):
             else:
                 future.set_result(reply)
 
+    def overdue(self, timeout: float) -> bool:
+        return bool(self.waiting) and time.monotonic() - self.waiting[0][1] > timeout
+
+    def fail(self, exc: Exception) -> None:
+        """This connection is done: every command still waiting on it fails, and any later one too."""
+        self.dead = self.dead or exc
+        if self.transport is not None:
+            self.transport.abort()
+        while self.waiting:
+            future, _ = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client.lost(self, RedisUnavailable(f"Redis connection lost: {exc or 'closed'}"))
+        self.fail(RedisUnavailable(f"Redis connection lost: {exc or 'closed'}"))
+        self.client.lost(self)
 
 
 class RespClient:
@@ -75,11 +114,8 @@ class RespClient:
         self.db = int(parts.path.lstrip("/") or 0)
         self.password = parts.password
         self.timeout = timeout
-        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
         self._scripts: dict[str, str] = {}  # sha -> source
 
@@ -99,7 +135,7 @@ class RespClient:
                 setup: list[tuple[Arg, ...]] = [("AUTH", self.password)] if self.password else []
                 setup += [("SELECT", self.db)] if self.db else []
                 for command in setup:
-                    await self._send(protocol, command)
+                    await protocol.send(command)
             self._protocol = protocol
             done.set_result(protocol)
             if self._watchdog is None or self._watchdog.done():
@@ -111,31 +147,14 @@ class RespClient:
         finally:
             self._connecting = None
 
-    def _send(self, protocol: _Protocol, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting.append((future, time.monotonic()))
-        self._out.append(encode(args))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush, protocol)
-        return future
-
-    def _flush(self, protocol: _Protocol) -> None:
-        """Everything queued this loop turn leaves in one write (what a lost connection held fails
-        with it, or at the latest when the watchdog sees it overdue)."""
-        self._flush_scheduled = False
-        data, self._out = b"".join(self._out), []
-        if protocol.transport is not None and not protocol.transport.is_closing():
-            protocol.transport.write(data)
-
     async def execute(self, *args: Arg) -> Any:
         protocol = await self._connection()
-        return await self._send(protocol, args)
+        return await protocol.send(args)
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
         """Several commands sent together; every reply (raises the first error after all arrived)."""
         protocol = await self._connection()
-        futures = [self._send(protocol, c) for c in commands]
+        futures = [protocol.send(c) for c in commands]
         return list(await asyncio.gather(*futures))
 
     async def evalsha(self, source: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
@@ -152,22 +171,14 @@ class RespClient:
         """Fail whatever waits too long: a hung Redis must not hold calls beyond the timeout."""
         while True:
             await asyncio.sleep(min(0.05, self.timeout / 4))
-            if self.waiting and time.monotonic() - self.waiting[0][1] > self.timeout:
-                protocol, self._protocol = self._protocol, None
-                if protocol is not None and protocol.transport is not None:
-                    protocol.transport.abort()
-                self._fail_waiting(RedisUnavailable(f"Redis did not answer within {self.timeout} s"))
+            protocol = self._protocol
+            if protocol is not None and protocol.overdue(self.timeout):
+                self._protocol = None
+                protocol.fail(RedisUnavailable(f"Redis did not answer within {self.timeout} s"))
 
-    def lost(self, protocol: _Protocol, exc: Exception) -> None:
+    def lost(self, protocol: _Protocol) -> None:
         if protocol is self._protocol:
             self._protocol = None
-            self._fail_waiting(exc)
-
-    def _fail_waiting(self, exc: Exception) -> None:
-        while self.waiting:
-            future, _ = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(exc)
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None
