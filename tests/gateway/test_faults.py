@@ -136,6 +136,9 @@ def test_with_redis_down_the_gateway_keeps_serving_and_recording(
     gw = setup.gateway(MARKETPLACE_GATEWAY__REDIS_URL=url, MARKETPLACE_CACHE__REDIS_URL=url).start()
     try:
         before = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=setup.auth) for _ in range(10)]
+        # records in the stream are as durable as that Redis (this one keeps nothing on disk): let
+        # the writer store them first, so the test is about what happens once Redis is gone
+        exactly_once(setup.db_url, [r.headers["X-Request-ID"] for r in before])
         redis_proc.kill()
         redis_proc.wait()
         during = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=setup.auth) for _ in range(40)]
