@@ -52,7 +52,8 @@ def test_invoke_and_chat_pass_through_with_usage_and_cost(setup: Setup) -> None:
     assert chatted.status_code == 200, chatted.text
     assert chatted.json()["choices"][0]["message"]["content"] == "Hello there!"
     assert chatted.headers["X-RateLimit-Limit"] == "1000"
-    assert int(chatted.headers["X-RateLimit-Remaining"]) == 998
+    # two calls taken from a bucket of 1000 (refilling 1000/min, so perhaps one came back meanwhile)
+    assert int(chatted.headers["X-RateLimit-Remaining"]) in (998, 999)
     found = rows(setup, 2)
     assert [r.request_id for r in found] == [invoked.headers["X-Request-ID"], chatted.headers["X-Request-ID"]]
     record = found[1]
