@@ -329,6 +329,13 @@ class GatewaySettings(BaseModel):
         default=300.0, gt=0, description="Upstream: the whole call, a stream's last byte included."
     )
     pool_size: int = Field(default=256, ge=1, description="Upstream connections kept per process (all providers).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes `python -m gateway` starts on the one port (uvicorn's workers); each has "
+        "its own event loop, connection pool and Redis connection. More processes use more cores.",
+    )
     breaker_failures: int = Field(
         default=5, ge=1, description="Consecutive upstream failures of one provider that open its circuit."
     )
@@ -360,6 +367,11 @@ class GatewaySettings(BaseModel):
 class UsageSettings(BaseModel):
     """The usage writer: records handed off by the gateway, batched into the database."""
 
+    inline: bool = Field(
+        default=True,
+        description="Each gateway process runs a usage writer too (the embedded default). false: run "
+        "`python -m gateway.writer` processes instead, so that database work never shares a process with calls.",
+    )
     batch_size: int = Field(default=1000, ge=1, description="Records written per database transaction at most.")
     idle_claim_seconds: float = Field(
         default=5.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from core.logging import configure_logging, resolve_format
@@ -13,8 +15,12 @@ def main() -> None:
     settings = Settings()
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
+    workers = settings.gateway.workers
+    app: Any = GatewayApp(settings) if workers == 1 else "gateway.app:from_environment"
     uvicorn.run(
-        GatewayApp(settings),
+        app,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=settings.gateway.host,
         port=settings.gateway.port,
         loop="uvloop",

@@ -7,6 +7,7 @@ and the usage writer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -22,7 +23,7 @@ from gateway.directory import AccessDirectory
 from gateway.directory_db import DatabaseDirectory
 from gateway.errors import GatewayError, not_found
 from gateway.handoff import Handoff
-from gateway.journal import Journal
+from gateway.journal import Journal, rotate_forever
 from gateway.limits import Limits
 from gateway.openai_compat import ROUTES
 from gateway.proxy import Gateway
@@ -115,12 +116,16 @@ class GatewayApp:
         upstream = Upstream(g)
         await upstream.open()
         self.gw = Gateway(g, directory, limits, upstream, Handoff(redis, limits, journal))
-        writer_redis = redis_client(url, WRITER_REDIS_TIMEOUT) if url else None
-        self.writer = UsageWriter(engine, writer_redis, journal, s.usage)
-        await self.writer.start()
-        self._closers = [self.writer.stop, upstream.close, directory.close]
-        self._closers += [c.close for c in (redis,) if c is not None]
-        self._closers += [c.aclose for c in (writer_redis,) if c is not None]
+        rotation = asyncio.get_running_loop().create_task(rotate_forever(journal))
+        self._closers = [rotation.cancel]
+        if s.usage.inline:
+            writer_redis = redis_client(url, WRITER_REDIS_TIMEOUT) if url else None
+            self.writer = UsageWriter(engine, writer_redis, journal, s.usage)
+            await self.writer.start()
+            self._closers += [self.writer.stop, *([writer_redis.aclose] if writer_redis is not None else [])]
+        else:
+            self._closers.append(journal.rotate)  # a clean stop leaves its segment replayable at once
+        self._closers += [upstream.close, directory.close, *([redis.close] if redis is not None else [])]
         self._closers.append(engine.dispose)
 
     async def shutdown(self) -> None:
@@ -131,3 +136,8 @@ class GatewayApp:
                     await result
             except Exception:
                 log.warning("gateway shutdown step failed", exc_info=True)
+
+
+def from_environment() -> GatewayApp:
+    """The app for a worker process started by uvicorn's supervisor (`python -m gateway` with workers > 1)."""
+    return GatewayApp(Settings())

@@ -9,6 +9,7 @@ database and deletes a segment only after its rows are committed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -61,6 +62,14 @@ class Journal:
             if self._fd is not None:
                 os.close(self._fd)  # closing releases the lock
                 self._fd = None
+
+
+async def rotate_forever(journal: Journal, seconds: float = 1.0) -> None:
+    """Close the current segment every `seconds` when it holds records, so writers can replay them."""
+    while True:
+        await asyncio.sleep(seconds)
+        if journal.appended:
+            journal.rotate()
 
 
 @contextlib.contextmanager

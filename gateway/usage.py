@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -30,9 +30,8 @@ class UsageRecord:
     error: str | None = None  # our error code when the call failed
 
     def to_json(self) -> bytes:
-        data = asdict(self)
-        data["cost"] = str(self.cost)
-        return orjson.dumps(data)
+        # orjson writes dataclasses itself (fast); the Decimal cost goes as its exact text
+        return orjson.dumps(self, default=str)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> UsageRecord:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import fields
@@ -20,16 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from core.settings import UsageSettings
+from core.logging import configure_logging, resolve_format
+from core.settings import Settings, UsageSettings
 from gateway.handoff import STREAM
 from gateway.journal import Journal, claimed_segments, read_segment
 from gateway.usage import UsageRecord
+from storage.database import build_engine
 from storage.repositories import usage as usage_repo
 
 log = logging.getLogger("marketplace.gateway.writer")
@@ -184,8 +188,6 @@ class UsageWriter:
     async def _journal_loop(self) -> None:
         while True:
             await asyncio.sleep(JOURNAL_ROTATE_SECONDS)
-            if self.journal.appended:
-                self.journal.rotate()  # its records become replayable now
             try:
                 await self.drain_journal()
             except DBAPIError as exc:
@@ -201,3 +203,31 @@ class UsageWriter:
                 for start in range(0, len(lines), self.settings.batch_size):
                     store(self.engine, lines[start : start + self.settings.batch_size])
                 path.unlink(missing_ok=True)
+
+
+async def run_writer(settings: Settings) -> None:
+    """A writer process: until SIGTERM/SIGINT, then it drains what it can and stops."""
+    engine = build_engine(settings.database.url, pool_size=2, max_overflow=2)
+    url = settings.gateway.redis_url or settings.cache.redis_url
+    redis = Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=10.0) if url else None
+    writer = UsageWriter(engine, redis, Journal(settings.gateway.journal_dir), settings.usage)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await writer.start()
+    await stop.wait()
+    await writer.stop()
+    if redis is not None:
+        await redis.aclose()
+    engine.dispose()
+
+
+def main() -> None:
+    """`python -m gateway.writer`: usage records from the stream and the journals into the database."""
+    settings = Settings()
+    configure_logging(settings.log_level, resolve_format(settings.log_format, settings.environment == "development"))
+    uvloop.run(run_writer(settings))
+
+
+if __name__ == "__main__":
+    main()
