@@ -111,8 +111,19 @@ def provider(workdir: Path, name: str, chunk_delay: float = 0.0) -> Iterator[str
         yield url
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (uvicorn's workers under its supervisor)."""
+    total = cpu_seconds(pid)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += tree_cpu(int(child))
+    return total
+
+
 @contextmanager
-def gateway(workdir: Path, db_url: str, redis_url: str, name: str = "gateway") -> Iterator[tuple[str, int]]:
+def gateway(
+    workdir: Path, db_url: str, redis_url: str, workers: int, name: str = "gateway"
+) -> Iterator[tuple[str, int, int]]:
+    """Gateway processes (usage written by a writer process of its own): url, gateway pid, writer pid."""
     port = free_port()
     env = {
         **os.environ,
@@ -123,11 +134,16 @@ def gateway(workdir: Path, db_url: str, redis_url: str, name: str = "gateway") -
         "MARKETPLACE_GATEWAY__PORT": str(port),
         "MARKETPLACE_GATEWAY__JOURNAL_DIR": str(workdir / "journal"),
         "MARKETPLACE_LOG_LEVEL": "WARNING",
+        "MARKETPLACE_USAGE__INLINE": "false",
+        "MARKETPLACE_GATEWAY__WORKERS": str(workers),
     }
-    with process([PY, "-m", "gateway"], workdir / f"{name}.log", env) as proc:
+    with (
+        process([PY, "-m", "gateway"], workdir / f"{name}.log", env) as proc,
+        process([PY, "-m", "gateway.writer"], workdir / "writer.log", env) as writer,
+    ):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health")
-        yield url, proc.pid
+        yield url, proc.pid, writer.pid
 
 
 def litellm_venv(cache: Path) -> Path | None:
@@ -281,13 +297,17 @@ def count_rows(db_url: str, expected: int, timeout: float = 120) -> int:
         engine.dispose()
 
 
-def throughput(url: str, pid: int, token: str, seconds: int, workdir: Path, db_url: str, before: int) -> dict[str, Any]:
-    """wrk through the gateway; CPU per call of the gateway process; usage rows against answers."""
-    cpu0 = cpu_seconds(pid)
+def throughput(
+    url: str, pids: tuple[int, int], token: str, seconds: int, workdir: Path, db_url: str, before: int
+) -> dict[str, Any]:
+    """wrk through the gateway; CPU per call of the gateway and of the usage writer; rows against answers."""
+    gateway_cpu, writer_cpu = tree_cpu(pids[0]), cpu_seconds(pids[1])
     result = wrk(url, token, seconds, 64, workdir)
-    result["cpu_ms_per_call"] = (cpu_seconds(pid) - cpu0) * 1000 / max(result["requests"], 1)
+    calls = max(result["requests"], 1)
+    result["cpu_ms_per_call"] = (tree_cpu(pids[0]) - gateway_cpu) * 1000 / calls
     answered = int(result["requests"] - result["non2xx"])
     result["rows"] = count_rows(db_url, before + answered) - before
+    result["writer_cpu_ms_per_call"] = (cpu_seconds(pids[1]) - writer_cpu) * 1000 / calls  # rows all written now
     result["answered"] = answered
     return result
 
@@ -298,20 +318,24 @@ def measure(args: argparse.Namespace, workdir: Path, stack: ExitStack, db_url: s
     slow = stack.enter_context(provider(workdir, "provider-stream", chunk_delay=0.005))
     ids = [add_service(fast, name="fake-chat"), add_service(slow, name="fake-chat-stream")]
     _, token = consumer_with_key("bench", ids, PLAN)
-    gw_url, gw_pid = stack.enter_context(gateway(workdir, db_url, redis_url))
+    gw_url, gw_pid, writer_pid = stack.enter_context(gateway(workdir, db_url, redis_url, args.workers))
     out: dict[str, Any] = {}
     targets = {"direct": (fast, token), "gateway": (gw_url, token)}
     peer = None if args.no_litellm else litellm_venv(Path(args.cache))
     if peer is not None:
         ll_url, out["litellm_pid"] = stack.enter_context(litellm(workdir, peer, fast))
         targets["litellm"] = (ll_url, MASTER_KEY)
-    side_by_side(targets, 50, 2, 1)  # warm-up
+    answered = side_by_side(targets, 50, 2, 1)["gateway"]["ok"]  # warm-up
     out["latency"] = side_by_side(targets, args.rate, args.seconds, args.rounds)
+    answered += out["latency"]["gateway"]["ok"]
     if peer is not None:  # the peer cannot hold the main rate: all three again at one it can
         out["latency_peer_rate"] = side_by_side(targets, args.peer_rate, args.seconds, args.rounds)
+        answered += out["latency_peer_rate"]["gateway"]["ok"]
     out["stream"] = streaming(slow, gw_url, token, args.stream_calls)
-    before = count_rows(db_url, 0, 0)
-    out["gateway"] = throughput(gw_url, gw_pid, token, args.wrk_seconds, workdir, db_url, before)
+    answered += args.stream_calls
+    before = count_rows(db_url, answered)
+    out["rows_before_wrk"] = {"rows": before, "answered": answered}
+    out["gateway"] = throughput(gw_url, (gw_pid, writer_pid), token, args.wrk_seconds, workdir, db_url, before)
     out["direct_wrk"] = wrk(fast, token, 10, 64, workdir)
     if peer is not None:
         cpu0 = cpu_seconds(out["litellm_pid"])
@@ -339,7 +363,10 @@ def table(out: dict[str, Any], args: argparse.Namespace) -> str:
         f"| {gw['rps']:.0f} | | ≥ 2,000 |",
         f"| wrk errors (non-2xx + socket) | | {gw['non2xx'] + gw['socket_errors']:.0f} | | 0 |",
         f"| gateway CPU per call (ms) | | {gw['cpu_ms_per_call']:.3f} | | ≤ 0.4 |",
-        f"| usage rows / answered calls | | {gw['rows']} / {gw['answered']} | | equal |",
+        f"| usage writer CPU per call (ms) | | {gw['writer_cpu_ms_per_call']:.3f} | | |",
+        f"| usage rows / answered calls, wrk run | | {gw['rows']} / {gw['answered']} | | equal |",
+        f"| usage rows / answered calls, before it | | {out['rows_before_wrk']['rows']} "
+        f"/ {out['rows_before_wrk']['answered']} | | equal |",
     ]
     if "litellm_wrk" in out:
         rows += _peer_rows(out, args)
@@ -371,7 +398,9 @@ def _peer_rows(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def record(text: str, command: str) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a") as f:
-        f.write(f"\n## Gateway latency and throughput — {stamp}\n\nCommand: `{command}` (2 cores)\n\n{text}\n")
+        f.write(
+            f"\n## Gateway latency and throughput — {stamp}\n\nCommand: `{command}` (2 cores, gateway processes: see the command's --workers, default 1)\n\n{text}\n"
+        )
 
 
 def main() -> None:
@@ -382,6 +411,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds (alternating targets)")
     parser.add_argument("--stream-calls", type=int, default=200)
     parser.add_argument("--wrk-seconds", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes (MARKETPLACE_GATEWAY__WORKERS)")
     parser.add_argument("--no-litellm", action="store_true", help="skip the peer")
     parser.add_argument(
         "--cache", default=str(Path(tempfile.gettempdir()) / "gw-bench"), help="LiteLLM's venv lives here"
