@@ -398,9 +398,7 @@ def _peer_rows(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def record(text: str, command: str) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a") as f:
-        f.write(
-            f"\n## Gateway latency and throughput — {stamp}\n\nCommand: `{command}` (2 cores, gateway processes: see the command's --workers, default 1)\n\n{text}\n"
-        )
+        f.write(f"\n## Gateway latency and throughput — {stamp}\n\nCommand: `{command}` (2 cores)\n\n{text}\n")
 
 
 def main() -> None:
