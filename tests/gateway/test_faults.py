@@ -4,8 +4,10 @@ and the embedded default (no Redis, SQLite). Every call that got an answer has e
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from core.plans import Plan
+from core.settings import PROJECT_ROOT as ROOT
 from storage.database import reset_engine
 from storage.migrate import upgrade
 from storage.repositories import usage as usage_repo
@@ -222,3 +225,25 @@ def test_the_embedded_default_serves_one_process_without_redis_on_sqlite(
     engine.dispose()
     assert total == 4
     assert sorted(r.status for r in rows) == [200, 200, 200, 429]
+
+
+def test_a_separate_writer_process_stores_what_the_gateways_hand_off(setup: Setup) -> None:
+    """MARKETPLACE_USAGE__INLINE=false: gateways only hand off; `python -m gateway.writer` stores."""
+    env = setup.env(MARKETPLACE_USAGE__INLINE="false")
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "gateway.writer"],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=(setup.workdir / "writer.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with setup.gateway(MARKETPLACE_USAGE__INLINE="false") as gw:
+            answered, failures = asyncio.run(load([gw.url], setup.auth, 2.0, 4))
+        counts = exactly_once(setup.db_url, answered)
+    finally:
+        writer.terminate()
+        writer.wait(30)
+    assert failures == 0
+    assert len(counts) == len(answered) > 50
+    assert set(counts.values()) == {1}
