@@ -18,16 +18,19 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core import keys as key_format
 from core.settings import ConsumptionSettings
 from gateway.directory import Access, ApiKey, Plan, Rates, ServiceRoute, Subscription
+from gateway.errors import GatewayError
 from storage.consumption_feed import (
     SERVICE_GENERATION_PREFIX,
     ChangeFeed,
@@ -43,6 +46,7 @@ from storage.repositories import api_keys, routing
 from storage.repositories.api_keys import KeyRecord
 
 log = logging.getLogger("marketplace.gateway.directory")
+T = TypeVar("T")
 REMEMBERED = 100_000  # keys (and access entries) kept before starting over
 
 
@@ -149,12 +153,25 @@ class DatabaseDirectory:
             found = self._keys[key_id]
         else:
             generation = self._generation
-            record = await asyncio.to_thread(self._load_key, key_id)
+            record = await self._read(self._load_key, key_id)
             found = (record, api_key_of(record)) if record is not None else None
             self._keep(self._keys, key_id, found, generation)
         if found is None or not found[0].matches(self.pepper, presented):
             return None
         return found[1]
+
+    async def _read(self, load: Callable[..., T], *args: Any) -> T:
+        """A database read off the event loop; 503 in our error shape when the database is away."""
+        try:
+            return await asyncio.to_thread(load, *args)
+        except DBAPIError as exc:
+            log.warning("directory read failed: %s", type(exc).__name__)
+            raise GatewayError(
+                503,
+                "directory_unavailable",
+                "the marketplace cannot check this key now; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from exc
 
     def _load_key(self, key_id: str) -> KeyRecord | None:
         with Session(self.engine) as session:
@@ -167,7 +184,7 @@ class DatabaseDirectory:
         found = self._access.get(cache_key)
         if found is None:
             generation = self._generation
-            found = await asyncio.to_thread(self._load_access, key.consumer_id, route.id)
+            found = await self._read(self._load_access, key.consumer_id, route.id)
             self._keep(self._access, cache_key, found, generation)
         return found
 
@@ -231,7 +248,7 @@ class DatabaseDirectory:
             try:
                 await asyncio.to_thread(self._reload_services, forced)
             except Exception:  # the database is away: keep serving from memory
-                log.warning("service refresh failed; serving what is in memory", exc_info=True)
+                log.warning("service refresh failed; serving what is in memory")
 
     def _reload_services(self, forced: bool) -> None:
         with Session(self.engine) as session:

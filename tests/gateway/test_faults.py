@@ -187,7 +187,7 @@ def test_postgres_unreachable_for_30_seconds_loses_no_record(setup: Setup) -> No
         gw.stop()
         proxy.stop()
     assert phases == ["cut", "restored"]
-    assert failures == 0  # the hot path never needed the database
+    assert failures == 0, f"{failures} calls failed while the database was away"  # the hot path needs none
     assert len(answered) > 500
     missing = [r for r in answered if r not in counts]
     assert not missing, f"{len(missing)} of {len(answered)} answered calls have no usage row"
