@@ -323,7 +323,10 @@ class GatewaySettings(BaseModel):
     )
     connect_timeout_seconds: float = Field(default=3.0, gt=0, description="Upstream: opening a connection.")
     first_byte_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Upstream: from sending the request to the response's status line."
+        default=30.0,
+        gt=0,
+        description="Upstream: the longest wait for the provider's next bytes — its first (the status line) and, "
+        "in a stream, each later one.",
     )
     total_timeout_seconds: float = Field(
         default=300.0, gt=0, description="Upstream: the whole call, a stream's last byte included."

@@ -64,12 +64,18 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=self.settings.pool_size, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
         )
+        # sock_read: no byte from the provider for this long (the first byte, or the next of a stream)
         timeout = aiohttp.ClientTimeout(
-            total=self.settings.total_timeout_seconds, sock_connect=self.settings.connect_timeout_seconds
+            total=self.settings.total_timeout_seconds,
+            sock_connect=self.settings.connect_timeout_seconds,
+            sock_read=self.settings.first_byte_timeout_seconds,
         )
         # auto_decompress off: bodies pass through as the provider encoded them
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
 
     async def close(self) -> None:
@@ -87,8 +93,7 @@ class Upstream:
         """POST and return once the status line and headers are in (the body is read by the caller)."""
         assert self.session is not None
         try:
-            async with asyncio.timeout(self.settings.first_byte_timeout_seconds):
-                return await self.session.post(url, data=body, headers=headers, allow_redirects=False)
+            return await self.session.post(url, data=body, headers=headers, allow_redirects=False)
         except TimeoutError as exc:
             raise GatewayError(504, "upstream_timeout", "the provider did not answer in time") from exc
         except aiohttp.ClientError as exc:
