@@ -68,7 +68,7 @@ class Call:
         return out
 
 
-async def authorize(gw: Gateway, call: Call, scope: Scope, body_size: int, max_tokens: int | None) -> None:
+async def authorize(gw: Gateway, call: Call, body_size: int, max_tokens: int | None) -> None:
     """Key, service, subscription, then limits and quota in one script; raises the refusal."""
     assert call.service is not None
     assert call.key is not None
@@ -109,7 +109,7 @@ async def forward(gw: Gateway, call: Call, url: str, body: bytes, send: Send, ss
                 f"the provider answered {response.status}",
                 extra={"upstreamStatus": response.status},
             )
-        if sse is not None or response.content_type == "text/event-stream":
+        if response.content_type == "text/event-stream":
             await _relay_stream(gw, call, response, send, sse or SseScanner(drop_usage_event=False))
         else:
             await _relay_whole(gw, call, response, send)

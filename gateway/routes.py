@@ -22,7 +22,7 @@ async def invoke(gw: Gateway, scope: Scope, receive: Receive, send: Send, servic
         body = await proxy.read_request(gw, receive)
         call.service = callable_service(gw.directory.service(service_id), service_id)
         max_tokens = _invoke_max_tokens(body)
-        await proxy.authorize(gw, call, scope, len(body), max_tokens)
+        await proxy.authorize(gw, call, len(body), max_tokens)
         await proxy.forward(gw, call, call.service.base_url, body, send, None)
     except GatewayError as exc:
         await proxy.fail(gw, call, send, exc)
@@ -49,7 +49,7 @@ async def openai(gw: Gateway, scope: Scope, receive: Receive, send: Send, path: 
         body = await proxy.read_request(gw, receive)
         data = openai_compat.parse(body)
         call.service = callable_service(gw.directory.model(data["model"]), data["model"])
-        await proxy.authorize(gw, call, scope, len(body), openai_compat.max_output_tokens(data))
+        await proxy.authorize(gw, call, len(body), openai_compat.max_output_tokens(data))
         sse = None
         if data.get("stream") is True:
             sse = SseScanner(drop_usage_event=openai_compat.ask_for_usage(data))
