@@ -144,7 +144,9 @@ def test_with_redis_down_the_gateway_keeps_serving_and_recording(
         exactly_once(setup.db_url, [r.headers["X-Request-ID"] for r in before])
         redis_proc.kill()
         redis_proc.wait()
+        started = time.monotonic()
         during = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=setup.auth) for _ in range(40)]
+        refilled = int((time.monotonic() - started) * 30 / 60)  # the bucket refills 30/min meanwhile
         start_redis()
         time.sleep(3)  # past the retry window: Redis is used again
         after = [httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=setup.auth) for _ in range(3)]
@@ -156,7 +158,7 @@ def test_with_redis_down_the_gateway_keeps_serving_and_recording(
     codes = [r.status_code for r in during]
     # fail-open to per-process counting: served, and the same limit (30/min) counted in memory
     assert set(codes) <= {200, 429}
-    assert codes.count(200) == 30
+    assert 30 <= codes.count(200) <= 30 + refilled
     assert after[0].status_code in (200, 429)
     assert set(counts.values()) == {1}
     assert len(counts) == len(answered)
