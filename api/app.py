@@ -12,31 +12,65 @@ from api import metrics
 from api.deps import refuse_nul_characters
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
+from api.methods import install_method_check
 from api.middleware import install_observability
+from api.openapi import install_security_document
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishRateLimiter
-from api.routes import approvals, audit, events, health, schemas, search, services, usage, versions, webhooks
+from api.routes import (
+    approvals,
+    audit,
+    consumers,
+    credentials,
+    events,
+    health,
+    schemas,
+    search,
+    services,
+    subscriptions,
+    usage,
+    versions,
+    webhooks,
+)
+from api.run_starter import RunStarter, StarterPolicy
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from storage.cache import get_cache
+from storage.database import get_engine
+from storage.repositories import run_requests
 
 API_PREFIX = "/api/v1"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    orchestrator = Orchestrator(get_settings().prefect)
+    settings = get_settings()
+    orchestrator = Orchestrator(settings.prefect)
     orchestrator.open()
     app.state.orchestrator = orchestrator
+    starter = run_starter_for(orchestrator, settings)
+    stop_listening = run_requests.when_enqueued(starter.wake)
+    starter.start()  # owed runs left by an earlier process are started now
     get_cache().listen()  # status reads from memory from the first one on
-    if get_settings().api.realtime_priority:
+    if settings.api.realtime_priority:
         make_process_realtime()  # see core/realtime.py
     freeze_startup_objects()  # the last step of start-up: see core/gc_pauses.py
     try:
         yield
     finally:
+        stop_listening()
+        starter.stop()
         orchestrator.close()
+
+
+def run_starter_for(orchestrator: Orchestrator, settings: Settings) -> RunStarter:
+    """The starter of owed flow runs; on PostgreSQL several API processes share the queue (row locks)."""
+    prefect = settings.prefect
+    policy = StarterPolicy(
+        prefect.start_poll_seconds, prefect.start_first_retry_seconds, prefect.start_max_retry_seconds
+    )
+    return RunStarter(orchestrator, policy, lock_rows=get_engine().dialect.name == "postgresql")
 
 
 def create_app() -> FastAPI:
@@ -51,9 +85,11 @@ def create_app() -> FastAPI:
         dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
+    install_security_document(app)  # bearer auth per operation in /openapi.json
     install_observability(app, settings)  # JSON logs, request ids, HTTP metrics
     app.state.rate_limiter = PublishRateLimiter(settings)
     app.add_middleware(IdempotencyMiddleware)
+    install_method_check(app)  # 405 with Allow for a known path asked with another method
     app.include_router(metrics.router)  # GET /metrics, unauthenticated: internal network only
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
@@ -66,6 +102,9 @@ def create_app() -> FastAPI:
     app.include_router(schemas.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(consumers.router, prefix=API_PREFIX)
+    app.include_router(subscriptions.router, prefix=API_PREFIX)
+    app.include_router(credentials.router, prefix=API_PREFIX)
     return app
 
 

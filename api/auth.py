@@ -12,8 +12,9 @@ HS256-signed-with-the-public-key tokens are refused.
 from __future__ import annotations
 
 import argparse
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from core.errors import ForbiddenError, UnauthorizedError
 from core.settings import AuthSettings, get_settings
@@ -35,6 +37,13 @@ class Role(StrEnum):
 
 STAFF = frozenset({Role.GOVERNANCE, Role.ADMIN})
 VERIFIED_TOKENS_MAX = 10_000  # tokens a verifier remembers as checked (see TokenVerifier)
+# The security scheme in the OpenAPI document; operations where a token is optional are declared
+# under the second name, which api.openapi rewrites into "bearerAuth, or none" (OpenAPI's `{}`).
+BEARER_SCHEME = "bearerAuth"
+OPTIONAL_BEARER_SCHEME = "bearerAuthOptional"
+# A compact JWS: header, payload and signature, base64url without padding (RFC 7515 7.1).
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+MALFORMED = "malformed token: a bearer token is a JWT of three base64url segments"
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class TokenVerifier:
         return principal
 
     def _verify(self, token: str) -> tuple[Principal, float]:
+        if not _JWT_SHAPE.fullmatch(token):
+            raise UnauthorizedError(MALFORMED)
         key = self._signing_key(token)
         options: jwt.types.Options = {"require": ["sub", "role", "exp"]}
         try:
@@ -133,6 +144,11 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise UnauthorizedError("the bearer token has expired") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
+        except jwt.DecodeError as exc:
+            # The right shape, but a segment is not base64url of JSON: say so, not how the decoder failed.
+            raise UnauthorizedError(MALFORMED) from exc
         except jwt.InvalidTokenError as exc:
             raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
         try:
@@ -148,7 +164,7 @@ class TokenVerifier:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError as exc:
-            raise UnauthorizedError(f"the bearer token is invalid: {exc}") from exc
+            raise UnauthorizedError(MALFORMED) from exc
         keys = self._keyset.keys
         if kid is None and len(keys) == 1:
             return keys[0]
@@ -209,25 +225,55 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-async def maybe_principal(request: Request) -> Principal | None:
-    """`optional_principal` as a dependency. Async on purpose: verifying a token is a few
-    microseconds of CPU, and a sync dependency would cost a hop to the thread pool and back."""
-    return optional_principal(request)
+class _BearerScheme(HTTPBearer):
+    """A JWT bearer token as a FastAPI dependency. Being an HTTPBearer, it is what declares the
+    API's security scheme in the OpenAPI document, and each operation that depends on it: the
+    dependency a route takes is the one source of its documented security. Its own reading of
+    the header (`optional_principal`) replaces HTTPBearer's, which would pass malformed headers
+    as anonymous.
+
+    Async on purpose: verifying a token is a few microseconds of CPU, and a sync dependency would
+    cost a hop to the thread pool and back.
+    """
+
+    def __init__(self, scheme_name: str) -> None:
+        description = "A JWT with `sub`, `role` and `exp` (`python -m api.auth --sub <id> --role <role>`)."
+        super().__init__(bearerFormat="JWT", scheme_name=scheme_name, description=description, auto_error=False)
 
 
-def require_roles(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency admitting only bearers of one of `roles` (async, as `maybe_principal`)."""
+class OptionalBearer(_BearerScheme):
+    """The caller, or None when anonymous; a token that is present must be valid."""
 
-    async def dependency(request: Request) -> Principal:
+    def __init__(self) -> None:
+        super().__init__(OPTIONAL_BEARER_SCHEME)
+
+    async def __call__(self, request: Request) -> Principal | None:  # type: ignore[override]
+        return optional_principal(request)
+
+
+class RoleBearer(_BearerScheme):
+    """Only a bearer of one of `roles`: 401 without a valid token, 403 with another role."""
+
+    def __init__(self, roles: Iterable[Role]) -> None:
+        super().__init__(BEARER_SCHEME)
+        self.roles = tuple(roles)
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         principal = optional_principal(request)
         if principal is None:
             raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
-        if principal.role not in roles:
-            allowed = ", ".join(r.value for r in roles)
+        if principal.role not in self.roles:
+            allowed = ", ".join(r.value for r in self.roles)
             raise ForbiddenError(f"role {principal.role.value!r} may not do this; needs one of: {allowed}")
         return principal
 
-    return dependency
+
+maybe_principal = OptionalBearer()
+
+
+def require_roles(*roles: Role) -> RoleBearer:
+    """A dependency admitting only bearers of one of `roles`."""
+    return RoleBearer(roles)
 
 
 MaybePrincipal = Annotated[Principal | None, Depends(maybe_principal)]

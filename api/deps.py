@@ -40,6 +40,9 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 # Deeper pages than this are refused (422) rather than handed to the database as an out-of-range number.
 MAX_OFFSET = 1_000_000
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
+# The page size of every list (the audit trail alone allows longer pages).
+MAX_LIMIT = 100
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="The most items to return.")]
 
 
 async def refuse_nul_characters(request: Request) -> None:

@@ -27,6 +27,10 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: list[ErrorDetail] = []
+    total: int | None = Field(
+        default=None,
+        description="How many problems were found in all; present only when `details` lists just the first of them.",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -39,14 +43,16 @@ def error_response(
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    total: int | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=[ErrorDetail(**d) for d in details or []]))
+    details_out = [ErrorDetail(**d) for d in details or []]
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details_out, total=total))
     return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers, exc.total)
 
 
 async def _request_validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -60,7 +66,7 @@ async def _request_validation_error(_request: Request, exc: Exception) -> JSONRe
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+    return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers=dict(exc.headers or {}))
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

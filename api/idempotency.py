@@ -4,8 +4,9 @@ The key is scoped to the caller (the token's role and subject) and bound to the 
 key with a different method, path or body is refused (422), and a key whose first request is
 still running is refused (409) rather than run twice. Responses below 500 are kept for
 `idempotency.ttl_seconds` and replayed with `Idempotent-Replayed: true`; a 5xx releases the key so
-the client's retry runs again. Requests without a valid bearer token pass through untouched (the
-route answers 401 where a token is required).
+the client's retry runs again, and so does a response that shows a secret once (`Cache-Control:
+no-store`): secrets are never written to the idempotency store. Requests without a valid bearer
+token pass through untouched (the route answers 401 where a token is required).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class IdempotencyMiddleware:
             await run_in_threadpool(_release, principal, key)
             raise
         status = int(captured["status"])
-        if status >= 500 or captured["too_big"]:
+        if status >= 500 or captured["too_big"] or _not_storable(captured["headers"]):
             await run_in_threadpool(_release, principal, key)
             return
         kept = {
@@ -107,6 +108,12 @@ class IdempotencyMiddleware:
         }
         stored = StoredResponse(status, kept, bytes(captured["body"]).decode("utf-8", errors="replace"))
         await run_in_threadpool(_complete, principal, key, stored)
+
+
+def _not_storable(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A response marked `Cache-Control: no-store` carries a secret shown once (an API key, a signing
+    secret): it is not kept in the database, and a retry with the same key runs again."""
+    return any(name.lower() == b"cache-control" and b"no-store" in value.lower() for name, value in headers)
 
 
 def _principal_key(authorization: str | None) -> str | None:

@@ -151,6 +151,17 @@ def _families(snap: metrics_repo.PublishingSnapshot) -> Iterator[Metric]:
     yield failures
     yield _by_status("marketplace_services", "Services by lifecycle status.", snap.services_by_status)
     yield _by_status("marketplace_outbox_events", "Outbox events by delivery status.", snap.outbox_by_status)
+    yield GaugeMetricFamily(
+        "marketplace_flow_runs_queued",
+        "Flow runs owed by accepted requests and not created in Prefect yet (Prefect busy or down).",
+        value=snap.run_starts.queued,
+    )
+    oldest = snap.run_starts.oldest
+    yield GaugeMetricFamily(
+        "marketplace_flow_runs_queued_oldest_seconds",
+        "How long the oldest owed flow run has waited to be created in Prefect (0: none waits).",
+        value=max(0.0, time.time() - oldest.timestamp()) if oldest else 0.0,
+    )
 
 
 def _publishing(snap: metrics_repo.PublishingSnapshot) -> Iterator[Metric]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient
@@ -23,6 +23,7 @@ from prefect.states import Cancelled
 from api.run_states import RunStateCache
 from core.errors import ConflictError, UpstreamUnavailableError
 from core.settings import PrefectSettings
+from storage.repositories.run_requests import RunSpec
 
 log = logging.getLogger("marketplace.orchestrator")
 
@@ -92,26 +93,6 @@ class Orchestrator:
         """Where an operator sees the run in the Prefect UI."""
         return f"{self._settings.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
-    def start_publish(self, service_id: str, version_id: str) -> str:
-        """Create the publish flow run of a version; the idempotency key makes a retried call start one run."""
-        parameters = {"service_id": service_id, "version_id": version_id}
-        return self._start(self._settings.publish_deployment, parameters, f"publish-{version_id}")
-
-    def start_deprecation(self, service_id: str, actor: str, role: str | None, reason: str, grace_seconds: int) -> str:
-        """Create the deprecation flow run (it marks the service and schedules the retirement)."""
-        parameters = {
-            "service_id": service_id,
-            "actor_id": actor,
-            "actor_role": role,
-            "reason": reason,
-            "grace_seconds": grace_seconds,
-        }
-        return self._start(self._settings.deprecate_deployment, parameters, f"deprecate-{service_id}-{uuid4()}")
-
-    def start_registry_sync(self, service_id: str) -> str:
-        """Create the run that pushes changed metadata to the external registry."""
-        return self._start(self._settings.sync_deployment, {"service_id": service_id}, f"sync-{service_id}-{uuid4()}")
-
     def resume_with(self, flow_run_id: str, run_input: dict[str, Any]) -> None:
         """Resume a suspended run with its input, as the Prefect UI's Resume form does."""
         try:
@@ -123,7 +104,7 @@ class Orchestrator:
             self._states.forget(flow_run_id)
         if result.status != SetStateStatus.ACCEPT:
             reason = result.details.reason if hasattr(result.details, "reason") else result.status.value
-            raise ConflictError(f"the publish run cannot be resumed: {reason}")
+            raise ConflictError(f"the waiting run cannot be resumed: {reason}")
 
     def cancel(self, flow_run_id: str) -> None:
         """Cancel a scheduled run (a retirement that should no longer happen)."""
@@ -137,26 +118,25 @@ class Orchestrator:
         finally:
             self._states.forget(flow_run_id)
 
-    def discard(self, flow_run_id: str) -> None:
-        """Best effort: cancel a run whose submission was refused after it was created. If this
-        fails too, the run fails on its own (its first task finds no version)."""
-        try:
-            self.cancel(flow_run_id)
-        except UpstreamUnavailableError:
-            log.warning("could not cancel flow run %s of a refused submission", flow_run_id)
-
-    def _start(self, deployment: str, parameters: dict[str, Any], idempotency_key: str) -> str:
+    def create_run(self, run: RunSpec) -> str:
+        """Create the flow run of a deployment: one attempt, bounded by the start timeout. The
+        idempotency key makes a retried call (after a timeout, a crash) return the run the first
+        call created instead of a second one. Raises UpstreamUnavailableError."""
         read_at = time.time()
         try:
             with self._bounded():
-                run = self._starter.create_flow_run_from_deployment(
-                    self._deployment_id(deployment), parameters=parameters, idempotency_key=idempotency_key
+                created = self._starter.create_flow_run_from_deployment(
+                    self._deployment_id(run.deployment),
+                    parameters=run.parameters,
+                    idempotency_key=run.idempotency_key,
+                    name=run.run_name,
+                    tags=list(run.tags) or None,
                 )
         except Exception as exc:
-            log.warning("cannot start %s: %s", deployment, exc)
+            log.warning("cannot start %s: %s", run.deployment, exc)
             raise _unavailable(exc) from exc
-        self._states.put(str(run.id), _state_of(run), read_at)  # the first status read need not ask
-        return str(run.id)
+        self._states.put(str(created.id), _state_of(created), read_at)  # the first status read need not ask
+        return str(created.id)
 
     def _deployment_id(self, name: str) -> UUID:
         with self._lock:

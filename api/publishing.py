@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import semver
+from sqlalchemy.orm import Session
 
+from api import intake, spec_checks
 from api.orchestrator import Orchestrator
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
 from core.settings import Settings, get_settings
 from storage.database import session_scope
-from storage.models import ServiceVersion, new_id
-from storage.repositories import approvals, audit, outbox, services, versions
+from storage.models import Service, ServiceVersion, new_id
+from storage.repositories import approvals, audit, outbox, run_requests, services, versions
 from storage.repositories.services import Actor, event_data
 from storage.search import document_from_service, get_search_index
 from tasks.openapi import reference_issues
 from tasks.policy import check_policies
-from tasks.spec_schema import schema_errors
 from tasks.validation import validate_metadata
 
 # Changed in place by PUT; anything else (endpoint, compliance, OpenAPI ...) needs a new version.
@@ -26,43 +27,31 @@ IDENTITY_FIELDS = frozenset({"name", "provider"})
 
 
 def require_valid_schema(spec: dict[str, Any]) -> None:
-    """422 listing every JSON Schema error with its pointer; then the OpenAPI document's references
-    (remote and file: refs, cycles, fan-out), so a hostile document is refused before it is stored."""
-    issues = schema_errors(spec)
-    if issues:
-        details = [{"pointer": i.pointer, "message": i.message, "code": i.code} for i in issues]
-        raise SpecValidationError(f"the service spec has {len(issues)} error(s)", details)
+    """422 listing every JSON Schema error with its pointer; a non-public endpoint host; then the OpenAPI
+    document's references (remote and file: refs, cycles, fan-out), so a hostile document is refused
+    before it is stored."""
+    spec_checks.require_schema(spec)
+    spec_checks.require_public_endpoint(spec, get_settings())
     problems = reference_issues(spec, get_settings())
     if problems:
         details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
         raise SpecValidationError("the OpenAPI document cannot be accepted", details)
 
 
-def submit_service(spec: dict[str, Any], orch: Orchestrator, actor: Actor) -> tuple[str, str, str]:
-    """Store a new service and start its publish run; returns (service id, version id, flow run id).
-
-    The run is created before anything is stored, so a Prefect outage leaves no half-created
-    service; the flow's first task waits until the row is visible. No transaction is open while
-    Prefect is asked (under a burst that can take seconds, and would hold a pooled connection).
+def submit_service(spec: dict[str, Any], actor: Actor, settings: Settings) -> tuple[str, str]:
+    """Store a new service as `submitted` together with the publish run it is owed, in one transaction;
+    returns (service id, version id). The run is started by the run starter after the commit
+    (api/run_starter.py): nothing here waits for Prefect, and a duplicate gets its 409 at once.
     """
     require_valid_schema(spec)
-    with session_scope() as session:
-        services.require_unique(session, spec)  # an obvious duplicate gets its 409 without a run
     service_id, version_id = new_id(), new_id()
-    flow_run_id = orch.start_publish(service_id, version_id)
-    try:
-        with session_scope() as session:
-            services.create_submitted(session, spec, actor, service_id, version_id)
-            versions.set_flow_run(session, version_id, flow_run_id)
-    except ConflictError:  # the same name+version, submitted at the same moment, was stored first
-        orch.discard(flow_run_id)
-        raise
-    return service_id, version_id, flow_run_id
+    with session_scope() as session:
+        services.create_submitted(session, spec, actor, service_id, version_id)
+        intake.owe(session, intake.publish_run(settings.prefect, service_id, version_id, spec))
+    return service_id, version_id
 
 
-def submit_version(
-    service_id: str, spec: dict[str, Any], actor: Actor, settings: Settings, orch: Orchestrator
-) -> tuple[ServiceVersion, str]:
+def submit_version(service_id: str, spec: dict[str, Any], actor: Actor, settings: Settings) -> ServiceVersion:
     """A new version of a live service through the same pipeline; the old one serves until it is active."""
     require_valid_schema(spec)
     with session_scope() as session:
@@ -84,9 +73,8 @@ def submit_version(
             settings,
         )
         version = versions.create_next(session, service, spec, actor)
-        flow_run_id = orch.start_publish(service_id, version.id)
-        versions.set_flow_run(session, version.id, flow_run_id)
-    return version, flow_run_id
+        intake.owe(session, intake.publish_run(settings.prefect, service_id, version.id, spec))
+    return version
 
 
 def _require_greater_version(candidate: str, existing: list[str], settings: Settings) -> None:
@@ -106,18 +94,16 @@ def _require_greater_version(candidate: str, existing: list[str], settings: Sett
 
 
 def update_metadata(
-    service_id: str, changes: dict[str, Any], actor: Actor, settings: Settings, orch: Orchestrator
-) -> tuple[str, ServiceVersion | None, str | None]:
-    """Apply metadata in place (re-validated and policy-checked), or hand a version change to the version flow.
-
-    Returns ("updated", None, None) or ("new_version", version, flow_run_id).
-    """
+    service_id: str, changes: dict[str, Any], actor: Actor, settings: Settings
+) -> ServiceVersion | None:
+    """Apply metadata in place (re-validated, policy-checked, the registry sync owed in the same
+    transaction), or hand a version change to the version flow: returns the new version then."""
+    spec_checks.require_known_fields(changes)
     with session_scope() as session:
         service = services.get(session, service_id)
         merged = {**service.spec, **changes}
     if "version" in changes and changes["version"] != service.version:
-        version, flow_run_id = submit_version(service_id, merged, actor, settings, orch)
-        return "new_version", version, flow_run_id
+        return submit_version(service_id, merged, actor, settings)
     _require_metadata_only(changes)
     require_valid_schema(merged)
     _require_checks_pass(merged, settings)
@@ -147,8 +133,9 @@ def update_metadata(
             event_type="service_updated",
             data=event_data(service, "metadata updated", changed=sorted(changes)),
         )
+        _owe_registry_sync(session, service, settings)
     refresh_search_entry(service_id)
-    return "updated", None, None
+    return None
 
 
 def refresh_search_entry(service_id: str) -> None:
@@ -185,23 +172,26 @@ def _detail(pointer: str, message: str) -> dict[str, str]:
     return {"pointer": pointer, "message": message}
 
 
-def deprecate(service_id: str, actor: Actor, settings: Settings, orch: Orchestrator) -> tuple[str, int]:
-    """Start the deprecation flow of an active service; returns (flow run id, grace seconds)."""
+def deprecate(service_id: str, actor: Actor, settings: Settings) -> int:
+    """Owe the deprecation run of an active service (it marks the service and schedules the
+    retirement), audited in the same transaction; returns the grace period in seconds."""
     grace = settings.lifecycle.deprecation_grace_seconds
     with session_scope() as session:
         service = services.get(session, service_id, for_update=True)
         if service.status != ServiceStatus.ACTIVE.value:
             raise ConflictError(f"service {service_id} is {service.status}; only an active service can be deprecated")
-        flow_run_id = orch.start_deprecation(service_id, actor.id, actor.role, "deprecated by request", grace)
+        if run_requests.queued_for_service(session, service_id, "deprecate"):
+            raise ConflictError(f"the deprecation of service {service_id} is already under way")
+        reason = "deprecated by request"
+        intake.owe(session, intake.deprecation_run(settings.prefect, service, actor.id, actor.role, reason, grace))
         audit.append(
             session,
             service_id=service_id,
             action="deprecation_requested",
             **actor.audit_origin(),
             reason=f"grace period {grace} s",
-            flow_run_id=flow_run_id,
         )
-    return flow_run_id, grace
+    return grace
 
 
 def reinstate(service_id: str, actor: Actor, orch: Orchestrator) -> None:
@@ -226,7 +216,7 @@ def reinstate(service_id: str, actor: Actor, orch: Orchestrator) -> None:
     refresh_search_entry(service_id)
 
 
-def suspend(service_id: str, reason: str, actor: Actor, settings: Settings, orch: Orchestrator) -> None:
+def suspend(service_id: str, reason: str, actor: Actor, settings: Settings) -> None:
     """Admin takes a live service out of the marketplace at once: search, registry, event, audit."""
     with session_scope() as session:
         service = services.get(session, service_id, for_update=True)
@@ -235,10 +225,11 @@ def suspend(service_id: str, reason: str, actor: Actor, settings: Settings, orch
         services.transition(
             session, service_id, ServiceStatus.SUSPENDED, actor=actor, reason=reason, event_type="service_suspended"
         )
-    _after_admin_change(service_id, settings, orch)
+        _owe_registry_sync(session, service, settings)
+    refresh_search_entry(service_id)
 
 
-def lift_suspension(service_id: str, actor: Actor, settings: Settings, orch: Orchestrator) -> None:
+def lift_suspension(service_id: str, actor: Actor, settings: Settings) -> None:
     """Back to active, or to deprecated when it was deprecated (its sunset and retirement run unchanged)."""
     with session_scope() as session:
         service = services.get(session, service_id, for_update=True)
@@ -248,14 +239,14 @@ def lift_suspension(service_id: str, actor: Actor, settings: Settings, orch: Orc
         services.transition(
             session, service_id, target, actor=actor, reason="suspension lifted", event_type="service_updated"
         )
-    _after_admin_change(service_id, settings, orch)
-
-
-def _after_admin_change(service_id: str, settings: Settings, orch: Orchestrator) -> None:
-    """The search index and the external registry follow the new status."""
+        _owe_registry_sync(session, service, settings)
     refresh_search_entry(service_id)
+
+
+def _owe_registry_sync(session: Session, service: Service, settings: Settings) -> None:
+    """The external registry follows a change made here (none configured: the database is the registry)."""
     if settings.registry.url:
-        orch.start_registry_sync(service_id)
+        intake.owe(session, intake.registry_sync_run(settings.prefect, service))
 
 
 def decide_approval(

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+Item = TypeVar("Item")
 
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
+class Page(ApiModel, Generic[Item]):
+    """The one list envelope of the API: a page of items, how many there are, and which page this is."""
+
+    items: list[Item]
+    total: int = Field(description="Items matching the request, over all pages.")
+    offset: int = Field(description="Items skipped before this page.")
+    limit: int = Field(description="The most items a page holds.")
+
+
+QUEUED_RUN = (
+    "The flow run is started from the stored request right after the answer, with retries while Prefect is "
+    "busy or down: null until then (the status report says `QUEUED`)."
+)
+
+
 class PublishAccepted(ApiModel):
     service_id: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str
     status_url: str = Field(description="Poll this for progress.")
 
@@ -45,11 +62,8 @@ class ServiceOut(ApiModel):
     spec: dict[str, Any]
 
 
-class ServicePage(ApiModel):
-    items: list[ServiceOut]
-    total: int
-    offset: int
-    limit: int
+class ServicePage(Page[ServiceOut]):
+    """A page of services, newest first."""
 
 
 class Finding(ApiModel):
@@ -73,10 +87,15 @@ class PhaseResultOut(ApiModel):
 
 
 class FlowRunOut(ApiModel):
-    id: str
-    state: str | None = Field(description="Prefect state type, e.g. RUNNING, COMPLETED, FAILED; null if unknown.")
+    id: str | None = Field(description="The Prefect flow run; null while its start is queued.")
+    state: str | None = Field(
+        description="Prefect state type, e.g. RUNNING, COMPLETED, FAILED; null if unknown; `QUEUED` (ours) while "
+        "the request waits for Prefect to create the run."
+    )
     state_name: str | None
-    url: str = Field(description="The run in the Prefect UI.")
+    url: str | None = Field(description="The run in the Prefect UI (null while queued).")
+    start_attempts: int | None = Field(default=None, description="While queued: attempts to start the run so far.")
+    last_start_error: str | None = Field(default=None, description="While queued: why the last attempt failed.")
 
 
 class FailureOut(ApiModel):
@@ -127,17 +146,18 @@ class VersionOut(ApiModel):
     published_at: datetime | None
 
 
-class VersionList(ApiModel):
+class VersionList(Page[VersionOut]):
+    """A page of a service's versions, oldest first."""
+
     service_id: str
     current_version: str
-    items: list[VersionOut]
 
 
 class VersionAccepted(ApiModel):
     service_id: str
     version_id: str
     version: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str
     status_url: str
 
@@ -156,14 +176,15 @@ class HistoryEntry(ApiModel):
     after: dict[str, Any] | None = None
 
 
-class History(ApiModel):
+class History(Page[HistoryEntry]):
+    """A page of a service's status history, oldest first."""
+
     service_id: str
-    items: list[HistoryEntry]
 
 
 class DeprecationAccepted(ApiModel):
     service_id: str
-    flow_run_id: str
+    flow_run_id: str | None = Field(description=QUEUED_RUN)
     status: str = Field(description="`deprecating` until the flow has marked the service `deprecated`.")
     grace_seconds: int
 
@@ -198,10 +219,8 @@ class ApprovalOut(ApiModel):
     warnings: list[Finding]
 
 
-class ApprovalPage(ApiModel):
-    items: list[ApprovalOut]
-    offset: int
-    limit: int
+class ApprovalPage(Page[ApprovalOut]):
+    """A page of the approval queue, oldest request first."""
 
 
 class AuditEntry(HistoryEntry):
@@ -209,15 +228,13 @@ class AuditEntry(HistoryEntry):
 
     id: int
     service_id: str | None
+    consumer_id: str | None = None
     actor_ip: str | None = None
     user_agent: str | None = None
 
 
-class AuditPage(ApiModel):
-    items: list[AuditEntry]
-    total: int
-    offset: int
-    limit: int
+class AuditPage(Page[AuditEntry]):
+    """A page of the audit trail, newest first."""
 
 
 class SuspensionIn(ApiModel):

@@ -29,7 +29,7 @@ from core.errors import NotFoundError
 from core.settings import get_settings
 from storage.cache import get_cache
 from storage.database import session_scope
-from storage.models import Approval, ValidationResult
+from storage.models import Approval, FlowRunRequest, ValidationResult
 from storage.repositories import phases, services, versions
 from storage.repositories.phases import Publication
 
@@ -51,6 +51,7 @@ class StatusRecord:
     flow_run_id: str | None
     run_ended_at: float | None  # epoch seconds: when the record says the run stopped working on the version
     report: dict[str, Any] | None  # ServiceStatusOut as JSON without `flowRun`; None: the service has no version
+    queued_run: dict[str, Any] | None = None  # FlowRunOut as JSON while the run's start is owed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class StatusRecord:
             "flowRunId": self.flow_run_id,
             "runEndedAt": self.run_ended_at,
             "report": self.report,
+            "queuedRun": self.queued_run,
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class StatusRecord:
             flow_run_id=data["flowRunId"],
             run_ended_at=data["runEndedAt"],
             report=data["report"],
+            queued_run=data.get("queuedRun"),
         )
 
 
@@ -195,13 +198,31 @@ def status_record(publication: Publication) -> StatusRecord:
         flow_run_id=version.flow_run_id if version is not None else None,
         run_ended_at=run_ended_at,
         report=report,
+        queued_run=_queued_view(publication.queued_run),
     )
+
+
+def _queued_view(request: FlowRunRequest | None) -> dict[str, Any] | None:
+    """A run accepted but not created in Prefect yet (Prefect busy or down): how its start is going."""
+    if request is None or request.flow_run_id is not None:
+        return None
+    run = FlowRunOut(
+        id=None,
+        state="QUEUED",
+        state_name="Queued",
+        url=None,
+        start_attempts=request.attempts,
+        last_start_error=request.last_error,
+    )
+    return run.model_dump(mode="json", by_alias=True)
 
 
 def render_status(record: StatusRecord, orch: Orchestrator) -> dict[str, Any]:
     """The full report (ServiceStatusOut as JSON): the record and the run's Prefect state."""
     if record.report is None:
         raise NotFoundError(f"service {record.service_id} has no versions")
+    if record.flow_run_id is None:
+        return {**record.report, "flowRun": record.queued_run}
     run = flow_run_view(record.flow_run_id, orch, record.run_ended_at)
     return {**record.report, "flowRun": run.model_dump(mode="json", by_alias=True) if run else None}
 

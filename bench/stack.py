@@ -47,6 +47,7 @@ def bench_stack(
     prefect_redis: str | None = PREFECT_REDIS,
     cache_redis: str | None = CACHE_REDIS,
     problems: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Stack, str]]:
     """The running stack and its marketplace database URL. `prefect_redis=None`: the Prefect
     server in one process with in-memory messaging; `cache_redis=None`: the in-process cache.
@@ -63,6 +64,7 @@ def bench_stack(
             env["MARKETPLACE_CACHE__REDIS_URL"] = fresh_redis(cache_redis)
         if prefect_redis:
             env["MARKETPLACE_PREFECT__REDIS_URL"] = fresh_redis(prefect_redis)
+        env.update(extra_env or {})
         with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
             yield stack, app_db
         if problems is not None:
@@ -85,6 +87,27 @@ def describe(worker: str, prefect_redis: str | None, cache_redis: str | None) ->
     messaging = "on Redis (API server and niced services split)" if prefect_redis else "in memory (one process)"
     cache = "Redis" if cache_redis else "in-process"
     return f"{worker} worker, Prefect messaging {messaging}, cache {cache}"
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def api_on_its_own_cpu(stack: Stack) -> str:
+    """The API alone on the last CPU, every other part the stack started (and this process, whose
+    children generate the load) on the others: the API with CPU of its own, as production gives it.
+    PostgreSQL and Redis are the machine's services and are left where the kernel puts them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--api-placement own-cpu needs at least 2 CPUs")
+    api_cpu, rest = {cpus[-1]}, set(cpus[:-1])
+    for name, proc in stack.processes:
+        pin(proc.pid, api_cpu if name == "api" else rest)
+    pin(os.getpid(), rest)
+    return f"API pinned to CPU {cpus[-1]}, the other parts and the load generator to CPU(s) {sorted(rest)}"
 
 
 def cpu_seconds(pid: int) -> float:

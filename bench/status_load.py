@@ -46,7 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from bench.stack import CACHE_REDIS, PREFECT_REDIS, RESULTS, describe, own_stack_or_running  # noqa: E402
+from bench.stack import (  # noqa: E402
+    CACHE_REDIS,
+    PREFECT_REDIS,
+    RESULTS,
+    api_on_its_own_cpu,
+    describe,
+    own_stack_or_running,
+)
 from tests.support import auth  # noqa: E402
 from tests.support.provider import FakeProvider, good_spec  # noqa: E402
 
@@ -216,6 +223,13 @@ def main() -> None:
     parser.add_argument(
         "--prefect-redis", default=PREFECT_REDIS, help="own stack: Redis for Prefect's messaging ('none': in-memory)"
     )
+    parser.add_argument(
+        "--api-placement",
+        choices=["shared", "own-cpu", "realtime"],
+        default="shared",
+        help="own stack: the API shares the cores with everything (default), has a CPU of its own (pinned; the "
+        "rest on the other CPU), or runs at real-time priority on shared cores (the opt-in)",
+    )
     parser.add_argument("--publishes", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0, help="status requests per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per round")
@@ -236,9 +250,13 @@ def main() -> None:
         worker=args.worker_mode,
         prefect_redis=prefect_redis,
         cache_redis=cache_redis,
+        extra_env={"MARKETPLACE_API__REALTIME_PRIORITY": str(args.api_placement == "realtime").lower()},
     )
+    placement = {"shared": "the API on shared cores", "realtime": "the API at real-time priority on shared cores"}
     with stack as (running, _), FakeProvider() as provider:
         api_url = args.api_url or running.config.api_url
+        if running is not None and args.api_placement == "own-cpu":
+            placement["own-cpu"] = api_on_its_own_cpu(running)
         # Idle round: services that finished publishing, nothing else running.
         done = submit_many(api_url, provider.url, args.publishes)
         if not done:
@@ -269,6 +287,7 @@ def main() -> None:
     command = shlex.join(["python", "bench/status_load.py", *sys.argv[1:]])
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     stack_kind = "the running stack" if args.api_url else describe(args.worker_mode, prefect_redis, cache_redis)
+    stack_kind += f"; {placement[args.api_placement]}"
     setup = f"2 cores, {stack_kind}, open-loop {args.rate:g}/s for {args.duration:g} s per round"
     with RESULTS.open("a") as out:
         out.write(f"\n## Status reads under load — {when}\n\nCommand: `{command}` ({setup} from a separate process)")

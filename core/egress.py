@@ -3,12 +3,13 @@
 Such a URL must not turn the platform into a server-side request forgery tool: a host that is,
 or resolves to, a loopback, private, link-local (cloud metadata at 169.254.169.254), multicast,
 reserved or unspecified address is refused, whatever way it is spelled (``127.1``,
-``2130706433``, ``0x7f.1``, ``[::ffff:127.0.0.1]``, ``[64:ff9b::a00:1]``, ``localhost.``).
+``2130706433``, ``0x7f.1``, ``[::ffff:127.0.0.1]``, ``[64:ff9b::a00:1]``, ``localhost.``,
+``metadata.google.internal``).
 
 Two layers:
 
-- `host_problem` classifies a host *without* resolving it (literal addresses and ``localhost``
-  names). Submit-time validation uses it: resolving there would be slow, make the API depend on
+- `host_problem` classifies a host *without* resolving it (literal addresses, ``localhost`` and
+  cloud metadata names). Submit-time validation uses it: resolving there would be slow, make the API depend on
   DNS, and prove nothing, since the name can point elsewhere by the time it is called.
 - `client` is an httpx client whose connections are made by `EgressBackend`. For every TCP
   connection, the backend resolves the host once, refuses if *any* resolved address is
@@ -49,6 +50,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Names that mean "this machine" without any lookup (RFC 6761 6.3, and the usual /etc/hosts aliases).
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Names of cloud instance-metadata services (Google Cloud, AWS): inside those clouds they resolve to
+# 169.254.169.254 or fd00:ec2::254, which the connect-time check refuses too; refusing the names
+# themselves also answers at submit, where nothing is resolved.
+METADATA_NAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
 # Shorthand IPv4 forms ("127.1", "0x7f.1", "017700000001", "2130706433") that `ipaddress` rejects
 # but inet_aton, and therefore getaddrinfo and every HTTP client, accept.
 _NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
@@ -151,6 +158,8 @@ def host_problem(host: str) -> str | None:
     name = normalize_host(host)
     if name in LOCAL_NAMES or name.endswith(".localhost"):
         return "is a local host name"
+    if name in METADATA_NAMES:
+        return "is a cloud metadata host name"
     ip = parse_ip_literal(name)
     if ip is None:
         return None

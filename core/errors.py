@@ -10,12 +10,19 @@ class DomainError(Exception):
     code = "bad_request"
 
     def __init__(
-        self, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        total: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
         self.headers = {**self.default_headers(), **(headers or {})}
+        # How many problems there were in all, when `details` lists only the first of them.
+        self.total = total
 
     def default_headers(self) -> dict[str, str]:
         return {}
@@ -70,3 +77,7 @@ class RateLimitedError(DomainError):
 class UpstreamUnavailableError(DomainError):
     status_code = 503
     code = "upstream_unavailable"
+
+
+class ConsumerBlockedError(ForbiddenError):
+    code = "consumer_blocked"

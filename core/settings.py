@@ -64,6 +64,18 @@ class PrefectSettings(BaseModel):
         description="How long creating a flow run may wait for a busy Prefect server to answer; connecting still "
         "gives up after request_timeout_seconds (an unreachable server is reported as fast as before).",
     )
+    start_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the API's run starter looks for owed flow runs it was not woken for (written by "
+        "another process, or whose retry came due). A submission wakes it at once.",
+    )
+    start_first_retry_seconds: float = Field(
+        default=0.5, gt=0, description="Delay before the second attempt to start a flow run; later ones double."
+    )
+    start_max_retry_seconds: float = Field(
+        default=30.0, gt=0, description="Longest delay between attempts to start a flow run while Prefect is down."
+    )
     run_state_seconds: float = Field(
         default=1.0,
         gt=0,
@@ -297,11 +309,12 @@ class ApiSettings(BaseModel):
         "while the database is slow.",
     )
     realtime_priority: bool = Field(
-        default=True,
-        description="Run the API's threads under the SCHED_RR real-time policy when the process may (root or "
-        "CAP_SYS_NICE), so that a request is picked up the moment it arrives even while batch work (Prefect, "
-        "the workers, PostgreSQL) keeps every core busy. Without the permission it logs that and runs at the "
-        "normal policy. Turn off where the API has CPU of its own.",
+        default=False,
+        description="Opt-in: run the API's threads under the SCHED_RR real-time policy when the process may (root "
+        "or CAP_SYS_NICE), so a request is picked up the moment it arrives even while batch work on the same cores "
+        "(Prefect, the workers, PostgreSQL) keeps every core busy. Off by default: a real-time thread escapes a "
+        "container's CPU quota, runs ahead of the database it waits for, and is inherited by processes started "
+        "with subprocess. Give the API CPU of its own instead (a cpuset, a dedicated node).",
     )
 
 

@@ -8,6 +8,10 @@ full collections (start-up's among them), up to 0.26 s each, while every call of
 and the API to that process waited; with the start-up objects frozen, those during the burst
 took 56-89 ms.
 
+On SQLite (the embedded default) its transactions take the write lock when they begin
+(deployments/prefect_compat.py `serialize_sqlite_writes`): a burst no longer fails with
+`database is locked`.
+
     python -m deployments.prefect_cli server start ...   # as `prefect server start ...`
 """
 
@@ -17,9 +21,12 @@ import prefect.server.api.server  # noqa: F401  # the server's app, models and o
 from prefect.cli import app
 
 from core.gc_pauses import freeze_startup_objects
+from deployments.prefect_compat import require_supported_prefect, serialize_sqlite_writes
 
 
 def main() -> None:
+    require_supported_prefect()
+    serialize_sqlite_writes()  # only Prefect's SQLite configuration is changed (the embedded default)
     freeze_startup_objects()
     app()
 

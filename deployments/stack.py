@@ -22,11 +22,15 @@ import httpx
 
 from core.logging import configure_logging, resolve_format, write_prefect_logging_config
 from core.settings import PROJECT_ROOT, Environment, get_settings
+from deployments.stack_settings import StackSettings
 from storage.migrate import upgrade
 
 log = logging.getLogger("marketplace.stack")
 BIN = Path(sys.executable).parent
 STOP_MARGIN_SECONDS = 5.0  # past the API's own grace period before SIGKILL
+RESTART_FIRST_SECONDS = 1.0  # a dead part's first restart waits this long; each further one doubles
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0  # a part that ran this long before dying starts over at the first delay
 # `prefect` for the long-running Prefect processes: their imports out of the collector's walks.
 PREFECT_FROZEN = [sys.executable, "-m", "deployments.prefect_cli"]
 
@@ -78,13 +82,32 @@ class StackConfig:
         return f"http://{self.host}:{self.gateway_port}"
 
 
+@dataclass
+class Part:
+    """One long-running child: how to start it again, and how its restarts went."""
+
+    name: str
+    argv: list[str]
+    niceness: int
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+    restart_due: float | None = None  # monotonic time of the pending restart, once its death was seen
+
+
 class Stack:
-    """Starts the parts in dependency order and stops them in reverse, by their process ids."""
+    """Starts the parts in dependency order, restarts a part that dies (`supervise`), and stops them in
+    reverse, by their process ids."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.env = self._environment()
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.parts: list[Part] = []
+
+    @property
+    def processes(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """Each part's current process, in start order."""
+        return [(part.name, part.proc) for part in self.parts]
 
     def _environment(self) -> dict[str, str]:
         c = self.config
@@ -107,6 +130,8 @@ class Stack:
         )
         if c.prefect_database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
+        if c.gateway_port is not None:
+            env.update({"MARKETPLACE_GATEWAY__PORT": str(c.gateway_port), "MARKETPLACE_GATEWAY__HOST": c.host})
         env.update(c.extra_env)
         worker = get_settings().worker
         self.worker_mode = env.get("MARKETPLACE_WORKER__MODE") or c.worker_mode or worker.mode
@@ -192,7 +217,9 @@ class Stack:
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
             nice = self._nice("WORKER__NICE", settings.nice)
             for n in range(processes):  # the first is "worker"; more are "worker-2", ...
-                self._spawn("worker" if n == 0 else f"worker-{n + 1}", argv, niceness=nice)
+                name = "worker" if n == 0 else f"worker-{n + 1}"
+                ledger = self.config.prefect_home / "workers" / f"{name}.json"  # what a restart reports crashed
+                self._spawn(name, [*argv, "--ledger", str(ledger)], niceness=nice)
         else:
             nice = self._nice("WORKER__NICE", get_settings().worker.nice)
             self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], niceness=nice)
@@ -209,8 +236,7 @@ class Stack:
     def start_gateway(self, name: str = "gateway") -> None:
         """The data plane: a process of its own on its own port (more processes scale it out)."""
         c = self.config
-        env = {**self.env, "MARKETPLACE_GATEWAY__PORT": str(c.gateway_port), "MARKETPLACE_GATEWAY__HOST": c.host}
-        self._spawn(name, [sys.executable, "-m", "gateway"], env=env)
+        self._spawn(name, [sys.executable, "-m", "gateway"])  # port and host: in the environment
         self._wait_http(f"{c.gateway_url}/health", name, timeout=60)
 
     def stop(self) -> None:
@@ -228,7 +254,7 @@ class Stack:
                 log.warning("%s (pid %s) ignored SIGTERM for %g s; killing it", name, proc.pid, timeout)
                 proc.kill()
                 proc.wait()
-        self.processes.clear()
+        self.parts.clear()
 
     def _stop_timeout(self, name: str) -> float:
         if name in ("api", "gateway"):  # both finish in-flight calls (the gateway its usage hand-off too)
@@ -236,8 +262,35 @@ class Stack:
         return self.config.stop_timeout_seconds
 
     def pid_of(self, name: str) -> int:
-        """The newest process of that part (a restarted part is listed again)."""
-        return next(p.pid for n, p in reversed(self.processes) if n == name)
+        """The current process of that part (a new one after a restart)."""
+        return next(part.proc.pid for part in self.parts if part.name == name)
+
+    def supervise(self, now: float | None = None) -> None:
+        """Restart every part that died, after a backoff (1 s, doubling to 30 s; back to 1 s once a part
+        has run for a minute). Called about twice a second by the stack runner; only Ctrl-C stops it."""
+        now = time.monotonic() if now is None else now
+        for part in self.parts:
+            code = part.proc.poll()
+            if code is None:
+                continue
+            if part.restart_due is None:
+                uptime = now - part.started_at
+                if uptime >= RESTART_RESET_SECONDS:
+                    part.restarts = 0
+                delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2**part.restarts)
+                part.restart_due = now + delay
+                log.error(
+                    "%s (pid %s) exited with code %s after %.0f s; restarting it in %g s",
+                    part.name,
+                    part.proc.pid,
+                    code,
+                    uptime,
+                    delay,
+                )
+            elif now >= part.restart_due:
+                part.restarts += 1
+                self._spawn(part.name, part.argv, part.niceness)
+                log.warning("restarted %s (pid %s, restart %d)", part.name, part.proc.pid, part.restarts)
 
     def _nice(self, setting: str, default: int) -> int:
         """A part's niceness: batch work yields the cores to the API, whose callers are waiting (on
@@ -259,21 +312,25 @@ class Stack:
                 parts.extend(tail)
         return "\n".join(parts)
 
-    def _spawn(self, name: str, argv: list[str], niceness: int = 0, env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], niceness: int = 0) -> None:
         out = self._log_file(name)
         # Own session: Ctrl-C reaches only this runner, which then stops the parts in order
         # (API first, so in-flight requests finish). argv is ours, never from input.
         proc = subprocess.Popen(  # noqa: S603
             ["nice", "-n", str(niceness), *argv] if niceness else argv,
             cwd=PROJECT_ROOT,
-            env=env or self.env,
+            env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         if niceness:
             _nice_session(proc.pid, niceness)
-        self.processes.append((name, proc))
+        part = next((p for p in self.parts if p.name == name), None)
+        if part is None:
+            self.parts.append(Part(name, argv, niceness, proc, time.monotonic()))
+        else:  # a restart: the part keeps its place in the stop order
+            part.proc, part.started_at, part.restart_due = proc, time.monotonic(), None
         log.info("started %s (pid %s)", name, proc.pid)
 
     def _run(self, argv: list[str]) -> None:
@@ -352,8 +409,15 @@ def main() -> None:
     settings = get_settings()
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
-    api = settings.api
-    stack = Stack(StackConfig(api_port=api.port, host=api.host, gateway_port=settings.gateway.port))
+    api, local = settings.api, StackSettings()
+    config = StackConfig(
+        api_port=api.port,
+        host=api.host,
+        prefect_port=local.prefect_port,
+        prefect_home=local.prefect_home,
+        gateway_port=settings.gateway.port,
+    )
+    stack = Stack(config)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -372,8 +436,8 @@ def main() -> None:
             stack.config.prefect_port,
         )
         while True:
-            stack._check_alive()
-            time.sleep(1)
+            stack.supervise()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         log.info("shutting down")
     finally:

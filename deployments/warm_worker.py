@@ -64,6 +64,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 import flows
 from core.gc_pauses import freeze_startup_objects
+from deployments.run_ledger import RunLedger, crash_orphans
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_TYPE = "marketplace-warm"
@@ -89,7 +90,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     _description = "Runs flow runs in threads of one warm Python process (no process start per run)."
     _display_name = "Marketplace warm worker"
 
-    def __init__(self, *args: Any, threads: int = 32, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, threads: int = 32, ledger: RunLedger | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("limit", threads)  # the worker takes no more runs than it has threads
         # No prefetch: a run starts in milliseconds here, and a run taken early would start
         # early (a retirement before its sunset).
@@ -97,6 +98,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         super().__init__(*args, **kwargs)
         self._threads = anyio.CapacityLimiter(threads)
         self._flows: dict[UUID, Flow[..., Any]] = {}
+        self._ledger = ledger
 
     async def run(
         self,
@@ -165,6 +167,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         try:
             if await self._propose_pending_state(flow_run):
                 assert self._runs_task_group is not None
+                if self._ledger is not None:
+                    self._ledger.take(flow_run.id)
                 self._runs_task_group.start_soon(self._run_and_release, flow_run)
             else:
                 self._release_limit_slot(flow_run.id)
@@ -187,6 +191,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             if crashed:
                 await self._propose_crashed_state(flow_run, "the flow engine crashed (see the run's logs)")
         finally:
+            if self._ledger is not None:
+                self._ledger.release(flow_run.id)
             self._release_limit_slot(flow_run.id)
 
     async def kill_infrastructure(
@@ -398,12 +404,16 @@ def preload_flows() -> None:
         importlib.import_module(f"{flows.__name__}.{module.name}")
 
 
-async def serve(pool: str, threads: int) -> None:
+async def serve(pool: str, threads: int, ledger_path: Path | None = None) -> None:
     share_prefect_client_ssl_contexts()
     preload_flows()
     freeze_startup_objects()
     logging.getLogger("prefect.task_runs").addFilter(_WithoutThreadTimeoutWarning())
-    worker = WarmWorker(work_pool_name=pool, threads=threads, name=f"warm-{os.getpid()}")
+    ledger = RunLedger(ledger_path) if ledger_path else None
+    if ledger is not None:  # runs a predecessor held when it died: crashed now, not after the heartbeat timeout
+        async with get_client() as client:
+            await crash_orphans(client, ledger)
+    worker = WarmWorker(work_pool_name=pool, threads=threads, ledger=ledger, name=f"warm-{os.getpid()}")
     started = anyio.Event()
 
     def printer(message: str) -> None:  # BaseWorker.start reports "Worker '...' started!" once set up
@@ -439,12 +449,15 @@ def main() -> None:
     parser.add_argument("--pool", required=True, help="work pool to take runs from")
     parser.add_argument("--threads", type=int, default=32, help="flow runs at once")
     parser.add_argument("--create-pool", action="store_true", help="create the work pool and exit")
+    parser.add_argument(
+        "--ledger", type=Path, help="file of the runs held (a restarted worker reports its predecessor's as crashed)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     if args.create_pool:
         asyncio.run(create_pool(args.pool))
         return
-    asyncio.run(serve(args.pool, args.threads))
+    asyncio.run(serve(args.pool, args.threads, args.ledger))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ from tasks.endpoint_tests import run_endpoint_tests
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.lifecycle import RollbackInput, TransitionInput, record_rollback, transition_status
 from tasks.notify import NotificationInput, notify
+from tasks.phase_lines import phase_label
+from tasks.publish_report import write_publish_report
 from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
+from tasks.report_markdown import steps_text
 from tasks.submission import VersionNotStored, check_submission
 
 
@@ -57,6 +60,8 @@ def publish_service(service_id: str, version_id: str) -> State[Any]:
             _require(checks.failure)
         _publish_outward(base, checks.spec, compensation)
     except VersionNotStored as missing:  # refused or lost after its run was created: nothing to fail or undo
+        get_run_logger().error("publish failed: %s", missing)
+        write_publish_report(base, missing=str(missing))
         return Failed(message=str(missing))
     except PublicationRejected as rejected:
         return _fail(base, compensation, rejected.phase, rejected.reason)
@@ -65,6 +70,7 @@ def publish_service(service_id: str, version_id: str) -> State[Any]:
         return _fail(base, compensation, None, f"pipeline error: {type(exc).__name__}: {exc}")
     compensation.commit()
     _tell_governance(base, "service_published")
+    write_publish_report(base)
     return Completed(message="service active")
 
 
@@ -143,11 +149,25 @@ def _fail(base: PhaseInput, compensation: Compensation, phase: Phase | None, rea
 
     Without a phase (an error) the failure is charged to the phase that was running.
     """
-    if compensation.steps:
-        problems = compensation.rollback()
-        record_rollback(RollbackInput(**base.model_dump(), steps=compensation.steps, problems=problems))
+    get_run_logger().error("publish failed%s: %s", f" in {phase_label(phase)}" if phase else "", reason)
+    problems = _compensate(base, compensation)
     failure_phase = phase.value if phase else None
     _move(base, ServiceStatus.FAILED, reason, event_type="validation_failed", failure_phase=failure_phase)
+    write_publish_report(base, compensation=compensation.steps, problems=problems)
     # Its own name: the reconcile trigger listens for `prefect.flow-run.Failed` (runs that died or
     # expired), and a publication that failed cleanly has nothing left to reconcile.
     return Failed(name="PublicationFailed", message=reason)
+
+
+def _compensate(base: PhaseInput, compensation: Compensation) -> list[str]:
+    """Run the undo steps (if any were registered) and record the rollback; returns the steps that failed."""
+    if not compensation.steps:
+        return []
+    problems = compensation.rollback()
+    record_rollback(RollbackInput(**base.model_dump(), steps=compensation.steps, problems=problems))
+    done = steps_text(compensation.steps)
+    if problems:
+        get_run_logger().error("compensation: %s incomplete: %s", done, "; ".join(problems))
+    else:
+        get_run_logger().info("compensation: %s done", done)
+    return problems

@@ -42,7 +42,7 @@ from storage.consumption_feed import (
 from storage.encryption import box_for
 from storage.models import Service
 from storage.repositories import access as access_repo
-from storage.repositories import api_keys, routing
+from storage.repositories import api_keys, routing, service_subscriptions
 from storage.repositories.api_keys import KeyRecord
 
 log = logging.getLogger("marketplace.gateway.directory")
@@ -196,9 +196,9 @@ class DatabaseDirectory:
         return await asyncio.to_thread(self._subscribed, key.consumer_id)
 
     def _subscribed(self, consumer_id: str) -> list[str]:
-        wanted = access_repo.SubscriptionFilter(consumer_id=consumer_id, status=access_repo.ACTIVE)
+        wanted = service_subscriptions.SubscriptionFilter(consumer_id=consumer_id, status=service_subscriptions.ACTIVE)
         with Session(self.engine) as session:
-            rows, _ = access_repo.list_subscriptions(session, wanted, 0, 1000)
+            rows, _ = service_subscriptions.list_subscriptions(session, wanted, 0, 1000)
         return [subscription.service_id for subscription, _ in rows]
 
     def _keep(self, cache: dict[Any, Any], key: Any, value: Any, generation: int) -> None:

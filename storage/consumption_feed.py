@@ -31,6 +31,7 @@ import redis
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
+from storage.database import AFTER_COMMIT, on_commit
 from storage.near_cache import CHANNEL, CONSUMPTION_PREFIX
 
 log = logging.getLogger("marketplace.consumption")
@@ -38,7 +39,6 @@ STAMP = "consumption"
 SERVICES_STAMP = "services"
 SERVICE_GENERATION_PREFIX = "mkt:generation:service:"
 STAMP_PREFIX = f"{CONSUMPTION_PREFIX}stamp:"
-_PENDING = "consumption_changes"
 _BUMP = text("UPDATE cache_stamps SET value = value + 1 WHERE name = 'consumption' RETURNING value")
 _READ = text("SELECT name, value FROM cache_stamps WHERE name IN ('consumption', 'services')")
 
@@ -59,27 +59,28 @@ def service_name(service_id: str) -> str:
     return f"{CONSUMPTION_PREFIX}service:{service_id}"
 
 
+class _Announcement:
+    """This transaction's names, published once it commits (a callback of storage.database.on_commit,
+    so a rollback forgets it with the other callbacks)."""
+
+    def __init__(self, stamp: int) -> None:
+        self.stamp = stamp
+        self.names: set[str] = set()
+
+    def __call__(self) -> None:
+        from storage.cache import get_cache
+
+        get_cache().announce([*sorted(self.names), f"{STAMP_PREFIX}{self.stamp}"])
+
+
 def announce(session: Session, *names: str) -> None:
     """Record that this transaction changes what gateways hold under `names` (published after commit)."""
-    pending: dict[str, Any] = session.info.setdefault(_PENDING, {"names": set(), "stamp": None})
-    if pending["stamp"] is None:
-        pending["stamp"] = int(session.connection().execute(_BUMP).scalar_one())
-    pending["names"].update(names)
-
-
-def publish_committed(session: Session) -> None:
-    """After commit (a session listener in storage/database.py): tell subscribed gateways."""
-    pending = session.info.pop(_PENDING, None)
-    if not pending or pending["stamp"] is None:
-        return
-    from storage.cache import get_cache
-
-    get_cache().announce([*sorted(pending["names"]), f"{STAMP_PREFIX}{pending['stamp']}"])
-
-
-def discard_pending(session: Session) -> None:
-    """After rollback: nothing changed, nothing to tell."""
-    session.info.pop(_PENDING, None)
+    callbacks = session.info.get(AFTER_COMMIT, ())
+    pending = next((c for c in callbacks if isinstance(c, _Announcement)), None)
+    if pending is None:
+        pending = _Announcement(int(session.connection().execute(_BUMP).scalar_one()))
+        on_commit(session, pending)
+    pending.names.update(names)
 
 
 def read_stamps(connection: Connection) -> tuple[int, int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,8 +38,11 @@ def build_engine(
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+        gate = _WriterGate()
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", gate.begin)
+        event.listen(engine, "commit", gate.end)
+        event.listen(engine, "rollback", gate.end)
         return engine
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": connect_timeout}
     return create_engine(
@@ -60,13 +64,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-    # writes gets SQLITE_BUSY at once (no busy wait) when another writer got there first.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+class _WriterGate:
+    """One transaction at a time per process on SQLite, queued in Python, each beginning IMMEDIATE.
+
+    IMMEDIATE takes SQLite's write lock up front: a deferred transaction that reads and then writes
+    gets SQLITE_BUSY at once (no busy wait) when another writer got there first. Threads of this
+    process then wait for each other here, woken the moment the transaction before them ends,
+    instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms: with 50
+    submissions at once the handler's polling doubled the slowest answers (p95 ~450 ms against
+    ~240 ms queued here). Other processes (the worker) still meet this one in the busy handler.
+    """
+
+    WAIT_SECONDS = 30.0  # as SQLite's busy timeout
+
+    def __init__(self) -> None:
+        self._turn = threading.Semaphore(1)  # not a lock: a request's session may end on another thread
+
+    def begin(self, connection: Connection) -> None:
+        if not self._turn.acquire(timeout=self.WAIT_SECONDS):
+            raise TimeoutError(f"no turn to write to SQLite within {self.WAIT_SECONDS:g} s")
+        connection.info[_HOLDS_TURN] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self.end(connection)
+            raise
+
+    def end(self, connection: Connection) -> None:
+        if connection.info.pop(_HOLDS_TURN, False):
+            self._turn.release()
+
+
+_HOLDS_TURN = "holds_sqlite_writer_turn"
 
 
 @lru_cache(maxsize=1)
@@ -81,9 +114,8 @@ def _session_factory() -> sessionmaker[Session]:
     factory = sessionmaker(bind=get_engine(), expire_on_commit=False)
     event.listen(factory, "after_flush", _collect_changed_services)
     event.listen(factory, "after_commit", _invalidate_cache)
-    event.listen(factory, "after_rollback", lambda session: session.info.pop(CHANGED, None))
-    event.listen(factory, "after_commit", _announce_consumption_changes)
-    event.listen(factory, "after_rollback", _forget_consumption_changes)
+    event.listen(factory, "after_commit", _run_commit_callbacks)
+    event.listen(factory, "after_rollback", _forget_pending)
     return factory
 
 
@@ -93,14 +125,15 @@ _CACHE_STAMP_BUMP = text("UPDATE cache_stamps SET value = value + 1 WHERE name =
 
 def _collect_changed_services(session: Session, _context: Any) -> None:
     """Remember which services this transaction touched; bump the change stamp once for other processes."""
-    from storage.models import SearchDocument, Service, ServiceVersion
+    from storage.models import FlowRunRequest, SearchDocument, Service, ServiceVersion
 
     touched: set[str] = set()
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Service):
             touched.add(obj.id)
-        elif isinstance(obj, ServiceVersion | SearchDocument):
-            touched.add(obj.service_id)
+        elif isinstance(obj, ServiceVersion | SearchDocument | FlowRunRequest):  # a queued run is in the status
+            touched.add(obj.service_id or "")
+    touched.discard("")
     mark_services_changed(session, touched)
 
 
@@ -123,16 +156,24 @@ def _invalidate_cache(session: Session) -> None:
         get_cache().invalidate(changed)
 
 
-def _announce_consumption_changes(session: Session) -> None:
-    from storage.consumption_feed import publish_committed
-
-    publish_committed(session)
+AFTER_COMMIT = "after_commit_callbacks"
 
 
-def _forget_consumption_changes(session: Session) -> None:
-    from storage.consumption_feed import discard_pending
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback` once this session's transaction has committed (never if it rolls back)."""
+    callbacks: list[Callable[[], None]] = session.info.setdefault(AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
 
-    discard_pending(session)
+
+def _run_commit_callbacks(session: Session) -> None:
+    for callback in session.info.pop(AFTER_COMMIT, ()):
+        callback()
+
+
+def _forget_pending(session: Session) -> None:
+    session.info.pop(CHANGED, None)
+    session.info.pop(AFTER_COMMIT, None)
 
 
 def read_change_stamp() -> int:

@@ -346,6 +346,32 @@ class UsageRecord(Base):
     error: Mapped[str | None] = mapped_column(String(64))
 
 
+class FlowRunRequest(Base):
+    """A flow run the platform owes: written in the transaction of the change that needs it and
+    started from here with retries (api/run_starter.py), so a submission accepted is never lost
+    and never waits for Prefect. `idempotency_key` makes every retried start the same run."""
+
+    __tablename__ = "flow_run_requests"
+    __table_args__ = (Index("ix_flow_run_requests_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))  # publish | deprecate | sync-registry | ...
+    deployment: Mapped[str] = mapped_column(String(256))  # 'flow-name/deployment-name'
+    parameters: Mapped[dict[str, Any]] = mapped_column()
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    run_name: Mapped[str | None] = mapped_column(String(256))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    service_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    version_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | started
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+
+
 # --- Consumption: who may call which service, with which key, under which plan. ---
 # The gateway reads these (storage/repositories/api_keys.load_key, access.load_access) and keeps
 # them in memory; every change is announced (storage/consumption_feed.py). See docs/consumption.md.

@@ -14,6 +14,8 @@ from storage.repositories import approvals, audit, outbox, versions
 from storage.repositories.services import SYSTEM, event_data
 from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, backoff, jitter, run_phase
+from tasks.phase_lines import log_phases
+from tasks.publish_report import write_publish_report
 
 
 class ApprovalDecision(RunInput):
@@ -54,7 +56,13 @@ def request_approval(inp: ApprovalRequest) -> PhaseOutcome:
             evidence = {"approvalId": approval.id, "expiresAt": approval.expires_at.isoformat()}
         return PhaseOutcome(phase=Phase.APPROVAL, check="requested", outcome=Outcome.PASSED, evidence=evidence)
 
-    return run_phase(inp, check, Phase.APPROVAL)
+    outcome = run_phase(inp, check, Phase.APPROVAL)
+    log_phases([outcome])
+    # The run suspends next. Written here, not in the flow: a resumed run re-runs the flow from
+    # the top, but gets this task's persisted result without running it, so the report is
+    # written once per wait.
+    write_publish_report(inp)
+    return outcome
 
 
 @task(name="record-decision", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
@@ -94,4 +102,6 @@ def record_decision(inp: DecisionInput) -> PhaseOutcome:
             evidence={"decision": decision.decision, "reviewer": decision.reviewer, "comment": decision.comment},
         )
 
-    return run_phase(inp, check, Phase.APPROVAL)
+    outcome = run_phase(inp, check, Phase.APPROVAL)
+    log_phases([outcome])
+    return outcome

@@ -12,6 +12,7 @@ from prefect.states import Scheduled
 from pydantic import BaseModel
 
 from core.domain import ServiceStatus
+from core.run_names import RunKind, run_label
 from core.settings import get_settings
 from storage.database import session_scope
 from storage.repositories import services, versions
@@ -58,6 +59,11 @@ def mark_deprecated(inp: DeprecationInput) -> str:
 def schedule_retirement(inp: DeprecationInput, sunset_at: str) -> str:
     """Create the retirement flow run, scheduled for the sunset; a retried task gets the same run back."""
     when = datetime.fromisoformat(sunset_at)
+    with session_scope() as session:
+        service = services.get(session, inp.service_id)
+        label = run_label(
+            RunKind.RETIRE, provider_id=service.provider_id, service_name=service.name, service_id=service.id
+        )
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(get_settings().prefect.retire_deployment)
         run = client.create_flow_run_from_deployment(
@@ -65,6 +71,8 @@ def schedule_retirement(inp: DeprecationInput, sunset_at: str) -> str:
             parameters={"service_id": inp.service_id},
             state=Scheduled(scheduled_time=when),
             idempotency_key=f"retire-{inp.service_id}-{sunset_at}",
+            name=label.name,
+            tags=label.tags,
         )
     with session_scope() as session:
         services.schedule_retirement(session, inp.service_id, when, str(run.id))

@@ -28,6 +28,7 @@ from tasks._common import SpecInput, backoff, jitter, record_outcomes, timed
 from tasks.endpoint_checks import TRANSIENT_CODES, check_auth, check_health, check_latency, check_security
 from tasks.endpoint_conformance import check_conformance
 from tasks.persistence import persist_version
+from tasks.phase_lines import log_phases
 
 Check = Callable[[dict[str, Any], Settings], PhaseOutcome]
 CHECKS: tuple[Check, ...] = (check_health, check_auth, check_conformance, check_security, check_latency)
@@ -70,9 +71,11 @@ def run_check(check: Check, spec: dict[str, Any], settings: Settings) -> tuple[P
 )
 def run_endpoint_tests(inp: SpecInput) -> EndpointReport:
     """Persist the validated version (`testing`), then test the provider's endpoint with five checks at once."""
-    persist_version(inp)
+    persisted = persist_version(inp)
     settings = get_settings()
     with ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="endpoint-check") as pool:
         results = list(pool.map(lambda check: run_check(check, inp.spec, settings), CHECKS))
     record_outcomes(inp, results)
-    return EndpointReport(outcomes=[outcome for outcome, _ in results])
+    report = EndpointReport(outcomes=[outcome for outcome, _ in results])
+    log_phases([persisted, *report.outcomes])
+    return report

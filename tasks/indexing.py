@@ -3,7 +3,7 @@ index follows the database (deprecated stays findable on request, retired and fa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prefect import task
 from pydantic import BaseModel
@@ -23,9 +23,9 @@ class ServiceRef(BaseModel):
     flow_run_id: str | None = None
 
 
-def index_version(inp: PhaseInput) -> PhaseOutcome:
+def index_version(inp: PhaseInput, published_at: datetime) -> PhaseOutcome:
     """Put the version about to go live into the search index (undone by `sync_search_entry`);
-    part of the activation task."""
+    part of the activation task, which then writes the same `published_at` to the database."""
 
     def check() -> PhaseOutcome:
         with session_scope() as session:
@@ -44,7 +44,9 @@ def index_version(inp: PhaseInput) -> PhaseOutcome:
                 tags=list(spec.get("tags", [])),
                 spec=spec,
                 status=ServiceStatus.ACTIVE.value,
-                published_at=service.published_at or datetime.now(UTC),
+                # The instant the activation is about to write, or (a retry after it was written) wrote:
+                # the service, the list and the search then show the same one.
+                published_at=version.published_at or published_at,
             )
         get_search_index().index(document_from_service(live))
         get_cache().invalidate([inp.service_id])

@@ -24,7 +24,7 @@ import jsonschema_rs
 
 from core.domain import Issue
 from tasks.openapi_refs import ROOT
-from tasks.spec_schema import MAX_ISSUES, excerpt, json_pointer
+from tasks.spec_schema import MAX_ISSUES, Total, excerpt, json_pointer, with_total
 
 OAS_SCHEMA_FILE = files("openapi_spec_validator") / "resources" / "schemas" / "v3.1" / "schema.json"
 DIALECT_FILE = files("openapi_schema_validator") / "schemas" / "oas3.1" / "metaschema.json"
@@ -94,19 +94,16 @@ def structural_issues(doc: dict[str, Any]) -> list[Issue]:
         return []
     seen: set[tuple[str, str]] = set()
     issues = []
+    errors = list(islice(compiled.iter_errors(doc), _MAX_ERRORS_READ + 1))
     # Branches of oneOf/if-then report the same fault several times over; keep one of each.
-    for error in islice(compiled.iter_errors(doc), _MAX_ERRORS_READ):
+    for error in errors[:_MAX_ERRORS_READ]:
         for issue in _to_issues(error):
             if (issue.pointer, issue.message) not in seen:
                 seen.add((issue.pointer, issue.message))
                 issues.append(issue)
     issues.sort(key=lambda i: (i.pointer, i.message))
-    if len(issues) <= MAX_ISSUES:
-        return issues
-    more = Issue(
-        code="too_many_errors", message=f"more than {MAX_ISSUES} errors; the rest are not listed", pointer=ROOT
-    )
-    return [*issues[:MAX_ISSUES], more]
+    total = Total(len(issues), exact=len(errors) <= _MAX_ERRORS_READ)
+    return with_total(issues[:MAX_ISSUES], total, ROOT)
 
 
 def _to_issues(error: Any) -> list[Issue]:

@@ -20,6 +20,7 @@ from storage.repositories import audit, versions
 from storage.repositories.services import SYSTEM
 from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, SpecInput, backoff, jitter, record_outcomes, timed
+from tasks.phase_lines import log_phases
 
 LOCAL_PREFIX = "marketplace:"
 log = logging.getLogger("marketplace.registry")
@@ -153,6 +154,7 @@ def registry_sync(inp: SpecInput) -> PhaseOutcome:
 
     outcome, started_at = timed(check)
     record_outcomes(inp, [(outcome, started_at)], next_phase=Phase.PERSISTENCE)
+    log_phases([outcome])
     return outcome
 
 

@@ -6,8 +6,9 @@ Prefect and the database. Business rules live in tasks/validation.py.
 The body is hostile, so the check is bounded: arrays longer than their maxItems are
 reported before full validation (jsonschema's uniqueItems is quadratic on objects, so a
 long array would otherwise hold the request for minutes); at most MAX_ISSUES findings
-are listed; and a message never echoes more than a short excerpt of the value it is
-about (jsonschema quotes whole values, which would send a 5 MB string straight back).
+are listed, with how many there were in all; and a message never echoes more than a short
+excerpt of the value it is about (jsonschema quotes whole values, which would send a 5 MB
+string straight back).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from importlib.resources import files
 from itertools import islice
 from typing import Any
@@ -29,7 +31,9 @@ from tasks._once import built_once
 # (pyproject ships core/schemas/*.json as package data).
 _SCHEMA_RESOURCE = files("core") / "schemas" / "service-spec.schema.json"
 MAX_ISSUES = 100
-# Errors read from the validator before sorting; beyond MAX_ISSUES they are only counted as "more".
+ROOT_POINTER = ""
+# Errors read from the validator before sorting (the schema's bounded arrays keep a spec far below
+# this); beyond MAX_ISSUES they are only counted.
 _MAX_ERRORS_READ = 1000
 _MAX_SHOWN = 80  # characters of a value quoted in a message
 
@@ -60,18 +64,44 @@ def load_schema() -> dict[str, Any]:
     return copy.deepcopy(_schema())
 
 
+@dataclass(frozen=True)
+class Total:
+    """How many findings there were: exactly `count`, or (reading stopped early) at least `count`."""
+
+    count: int
+    exact: bool = True
+
+    def describe(self) -> str:
+        return f"{self.count}" if self.exact else f"at least {self.count}"
+
+
 def schema_errors(body: object) -> list[Issue]:
-    """Every schema violation of `body` (up to MAX_ISSUES), sorted by location, each pointing at the offending spot."""
-    oversized = list(islice(_oversized_arrays(_schema(), body, []), MAX_ISSUES))
+    """Every schema violation of `body` (up to MAX_ISSUES), sorted by location, each pointing at the offending spot.
+
+    A cut list ends with a `too_many_errors` finding that says how many there were in all.
+    """
+    listed, total = schema_report(body)
+    return with_total(listed, total, ROOT_POINTER)
+
+
+def schema_report(body: object) -> tuple[list[Issue], Total]:
+    """The first MAX_ISSUES schema violations of `body`, sorted by location, and how many there are in all."""
+    oversized = list(_oversized_arrays(_schema(), body, []))  # bounded: the schema's arrays are few
     if oversized:
-        return oversized
-    read = islice(_validator().iter_errors(body), _MAX_ERRORS_READ)
-    errors = sorted(read, key=lambda e: (_sort_key(e.absolute_path), e.message))
+        return oversized[:MAX_ISSUES], Total(len(oversized))
+    errors = list(islice(_validator().iter_errors(body), _MAX_ERRORS_READ + 1))
+    complete = len(errors) <= _MAX_ERRORS_READ
+    errors = sorted(errors[:_MAX_ERRORS_READ], key=lambda e: (_sort_key(e.absolute_path), e.message))
     issues = [issue for error in errors for issue in _to_issues(error)]
-    if len(issues) <= MAX_ISSUES:
-        return issues
-    more = Issue(code="too_many_errors", message=f"more than {MAX_ISSUES} errors; the rest are not listed")
-    return [*issues[:MAX_ISSUES], more]
+    return issues[:MAX_ISSUES], Total(len(issues), exact=complete)
+
+
+def with_total(listed: list[Issue], total: Total, pointer: str) -> list[Issue]:
+    """`listed` as it is when complete; otherwise followed by a finding that says how many there were in all."""
+    if total.exact and total.count <= len(listed):
+        return listed
+    message = f"{total.describe()} errors in all; the first {len(listed)} are listed"
+    return [*listed, Issue(code="too_many_errors", message=message, pointer=pointer)]
 
 
 def _oversized_arrays(schema: Mapping[str, Any], instance: object, path: list[str | int]) -> Iterator[Issue]:

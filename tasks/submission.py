@@ -25,6 +25,7 @@ from storage.repositories import versions
 from storage.repositories.services import SYSTEM
 from tasks._common import PhaseInput, backoff, jitter, record_outcomes, timed
 from tasks.openapi import validate_openapi
+from tasks.phase_lines import log_phases
 from tasks.policy import check_policies
 from tasks.validation import validate_metadata
 
@@ -72,6 +73,7 @@ def check_submission(inp: PhaseInput) -> SubmissionChecks:
         record_outcomes(inp, [(outcome, started_at)], next_phase=next_phase if outcome.passed else None)
         if not outcome.passed:
             break
+    log_phases(result.outcomes)
     return result
 
 

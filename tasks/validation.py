@@ -99,14 +99,36 @@ def _transport_problems(parts: SplitResult, production: bool, insecure_ok: bool)
             if production
             else "http:// endpoints need endpoint_tests.allow_insecure_endpoints; use https"
         )
-    # By spelling only (literal addresses in any encoding, localhost names): resolving here would
-    # be slow and prove nothing, since DNS can answer differently later. The endpoint tests check
-    # every address they connect to (core.egress).
-    host = parts.hostname or ""
-    problem = None if insecure_ok else egress.host_problem(host)
-    if problem is not None:
-        problems.append(f"endpoint host {host!r} {problem}; only publicly routable hosts are accepted")
-    return problems
+    problem = None if insecure_ok else _host_problem(parts.hostname or "")
+    return [*problems, problem] if problem else problems
+
+
+def _host_problem(host: str) -> str | None:
+    # By spelling only (literal addresses in any encoding, localhost and metadata names): resolving
+    # here would be slow and prove nothing, since DNS can answer differently later. A name that
+    # *resolves* to a private address is the endpoint tests' to refuse: they check every address
+    # they connect to (core.egress).
+    problem = egress.host_problem(host)
+    return f"endpoint host {host!r} {problem}; only publicly routable hosts are accepted" if problem else None
+
+
+def endpoint_host_issues(spec: dict[str, Any], settings: Settings) -> list[Issue]:
+    """The endpoint URL rule the API applies at submit: no loopback, private, link-local or metadata host.
+
+    Unless insecure endpoints are allowed (never in production). Only the host's spelling is judged,
+    as in phase 2, without DNS: a lookup at submit would be slow, make accepting a spec depend on a
+    resolver, and be racy (the name can point elsewhere by the time the endpoint is called). Hosts
+    that resolve to private addresses are refused by the pipeline's endpoint tests.
+    """
+    url = _obj(spec.get("endpoint")).get("url")
+    if not isinstance(url, str) or egress.EgressPolicy.for_endpoints(settings).allow_private:
+        return []
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # an unparsable URL is phase 2's to report, with the rest of the URL rules
+        return []
+    problem = _host_problem(host) if host else None
+    return [Issue(code="endpoint_url", message=problem, pointer="/endpoint/url")] if problem else []
 
 
 def _is_dns_name(host: str) -> bool:
@@ -135,6 +157,28 @@ def _pricing_issues(pricing: dict[str, Any]) -> list[Issue]:
         issues += _per_token_issues(units)
     if model in REQUIRED_UNIT and REQUIRED_UNIT[model] not in units:
         issues.append(_pricing("/pricing/rates", f"{model} pricing needs a {REQUIRED_UNIT[model]!r} rate"))
+    return issues + _plan_issues(pricing)
+
+
+def _plan_issues(pricing: dict[str, Any]) -> list[Issue]:
+    """Plan names are unique, one default at most, a priced plan names its currency, a free service charges nothing."""
+    plans = [p if isinstance(p, dict) else {} for p in pricing.get("plans") or []]
+    names = [p.get("name") for p in plans]
+    issues = [
+        _pricing(f"/pricing/plans/{i}/name", f"duplicate plan name {name!r}")
+        for i, name in enumerate(names)
+        if name in names[:i]
+    ]
+    defaults = [i for i, p in enumerate(plans) if p.get("default") is True]
+    issues += [_pricing(f"/pricing/plans/{i}/default", "only one plan may be the default") for i in defaults[1:]]
+    for i, plan in enumerate(plans):
+        price = plan.get("pricePerMonth")
+        if not isinstance(price, int | float) or price <= 0:
+            continue
+        if pricing.get("model") == "free":
+            issues.append(_pricing(f"/pricing/plans/{i}/pricePerMonth", "free services cannot charge: price must be 0"))
+        elif not pricing.get("currency"):
+            issues.append(_pricing("/pricing/currency", "a plan with a price needs a currency (ISO 4217, e.g. 'USD')"))
     return issues
 
 

@@ -9,8 +9,8 @@ import os
 os.environ.setdefault("MARKETPLACE_RETRIES__BASE_DELAY_SECONDS", "0.05")
 os.environ.setdefault("MARKETPLACE_RETRIES__JITTER_FACTOR", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# In-process apps (TestClient) would make pytest's own threads real-time; the stacks the
-# end-to-end tests start turn it on, as production runs.
+# Off by default; the e2e stack turns the opt-in on to check it (in-process apps would make pytest's
+# own threads real-time).
 os.environ.setdefault("MARKETPLACE_API__REALTIME_PRIORITY", "false")
 
 import shutil

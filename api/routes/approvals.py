@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api import access, publishing
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession, Offset, OrchestratorDep
+from api.deps import DbSession, Limit, Offset, OrchestratorDep
 from api.routes.services import ERRORS
 from api.schemas import ApprovalPage, DecisionAccepted, DecisionIn
 from api.status_report import approval_view
@@ -26,11 +26,14 @@ def list_approvals(
     _principal: Governance,
     status: Annotated[str | None, Query(pattern="^(pending|approved|rejected|expired)$")] = "pending",
     offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Limit = 20,
 ) -> ApprovalPage:
-    """Publications by approval status (pending by default), with their validation and policy results."""
+    """Publications by approval status (pending by default), oldest request first, with their validation
+    and policy results."""
     rows = approvals.by_status(session, status, offset, limit)
-    return ApprovalPage(items=[approval_view(session, a, orch) for a in rows], offset=offset, limit=limit)
+    items = [approval_view(session, a, orch) for a in rows]
+    total = approvals.count_by_status(session, status)
+    return ApprovalPage(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.post(
@@ -43,7 +46,8 @@ def list_approvals(
 def decide(
     service_id: str, body: DecisionIn, request: Request, principal: Governance, orch: OrchestratorDep
 ) -> DecisionAccepted:
-    """Resume the suspended publish run with the decision; 409 when the service waits for none."""
+    """Resume the suspended publish run with the decision; 409 when the service waits for none, 404 when
+    there is no such service."""
     reviewer = access.actor_for(principal, request)
     version, flow_run_id = publishing.decide_approval(service_id, body.decision, body.comment, reviewer, orch)
     return DecisionAccepted(

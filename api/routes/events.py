@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession, Offset
+from api.deps import DbSession, Limit, Offset
 from api.errors import ErrorResponse
-from api.schemas import ApiModel
+from api.schemas import ApiModel, Page
 from storage.models import OutboxEvent
 from storage.repositories import outbox
 
@@ -35,11 +35,8 @@ class EventOut(ApiModel):
     payload: dict[str, Any] = Field(description="The CloudEvents envelope, as produced to Kafka.")
 
 
-class EventPage(ApiModel):
-    items: list[EventOut]
-    total: int
-    offset: int
-    limit: int
+class EventPage(Page[EventOut]):
+    """A page of outbox events, newest first."""
 
 
 def _event_out(event: OutboxEvent) -> EventOut:
@@ -65,7 +62,7 @@ def list_events(
     _principal: Operator,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
     offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Limit = 20,
 ) -> EventPage:
     """Events newest first, all or by relay status (dead ones wait for a retry and hold back their service's)."""
     rows, total = outbox.list_by_status(session, status, offset, limit)

@@ -12,18 +12,18 @@ from starlette.concurrency import run_in_threadpool
 from api.body import read_json_object
 from api.deps import SettingsDep
 from api.errors import ErrorResponse
+from api.schemas import Page
 from core.settings import Settings
 from storage.cache import get_cache
-from storage.search import CamelModel, Facets, Pagination, SearchHit, SearchPage, SearchQuery, get_search_index
+from storage.search import Facets, SearchHit, SearchPage, SearchQuery, get_search_index
 
 router = APIRouter(prefix="/services", tags=["search"])
 
 
-class SearchResults(CamelModel):
-    results: list[SearchHit] = Field(description="This page, best match (or the requested order) first.")
-    total: int = Field(description="Services matching the query and filters, over all pages.")
-    facets: Facets
-    pagination: Pagination
+class SearchResults(Page[SearchHit]):
+    """The page (best match, or the requested order, first) in the list envelope, with facet counts beside it."""
+
+    facets: Facets = Field(description="Counts over everything the query and filters match, not just this page.")
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +65,10 @@ async def search_services(request: Request, settings: SettingsDep) -> SearchResu
     # camelCase only, as everywhere in the API; a 422 with a pointer per problem otherwise.
     query = SearchQuery.model_validate(body, by_alias=True, by_name=False)
     page = await run_in_threadpool(run_search, query, settings)
-    return SearchResults(results=page.items, total=page.total, facets=page.facets, pagination=query.pagination)
+    paging = query.pagination
+    return SearchResults(
+        items=page.items, total=page.total, offset=paging.offset, limit=paging.limit, facets=page.facets
+    )
 
 
 def run_search(query: SearchQuery, settings: Settings) -> SearchPage:

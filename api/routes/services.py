@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, Offset, OrchestratorDep, SettingsDep
+from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep
 from api.errors import ErrorResponse
 from api.orchestrator import Orchestrator
 from api.rate_limit import PublishQuota
@@ -78,22 +78,21 @@ async def publish(
     request: Request,
     response: Response,
     settings: SettingsDep,
-    orch: OrchestratorDep,
     principal: ProviderOrAdmin,
     _quota: PublishQuota,
 ) -> PublishAccepted:
-    """Validate the spec, store it as `submitted` and start the publish flow run; never waits for the pipeline.
+    """Validate the spec and store it as `submitted` with its publish run owed; never waits for Prefect or the pipeline.
 
     A provider publishes under its own provider id (the token's subject); admin for any provider.
     """
     spec = await read_json_object(request, settings.limits.max_body_bytes)
     access.require_publish_as(principal, spec)
     actor = access.actor_for(principal, request)
-    service_id, _, flow_run_id = await run_in_threadpool(publishing.submit_service, spec, orch, actor)
+    service_id, _ = await run_in_threadpool(publishing.submit_service, spec, actor, settings)
     prime_status(service_id)  # the provider's first status read follows at once
     url = status_url(settings, service_id)
     response.headers["Location"] = url
-    return PublishAccepted(service_id=service_id, flow_run_id=flow_run_id, status="submitted", status_url=url)
+    return PublishAccepted(service_id=service_id, flow_run_id=None, status="submitted", status_url=url)
 
 
 @router.get("", response_model=ServicePage, responses=ERRORS, summary="List services")
@@ -104,7 +103,7 @@ def list_services(
     category: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=128, description="Provider id.")] = None,
     offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Limit = 20,
 ) -> ServicePage:
     """A page of services, newest first, filtered by status, category and provider.
 
@@ -169,7 +168,6 @@ async def update_service(
     request: Request,
     response: Response,
     settings: SettingsDep,
-    orch: OrchestratorDep,
     principal: ProviderOrAdmin,
     _quota: PublishQuota,
 ) -> Any:
@@ -177,14 +175,10 @@ async def update_service(
     await run_in_threadpool(_require_change, principal, service_id)
     changes = await read_json_object(request, settings.limits.max_body_bytes)
     actor = access.actor_for(principal, request)
-    outcome, version, flow_run_id = await run_in_threadpool(
-        publishing.update_metadata, service_id, changes, actor, settings, orch
-    )
-    if outcome == "new_version" and version is not None and flow_run_id is not None:
+    version = await run_in_threadpool(publishing.update_metadata, service_id, changes, actor, settings)
+    if version is not None:
         response.status_code = 202
-        return _version_accepted(settings, version.service_id, version.id, version.version, flow_run_id)
-    if settings.registry.url:
-        await run_in_threadpool(orch.start_registry_sync, service_id)
+        return _version_accepted(settings, version.service_id, version.id, version.version)
     return await run_in_threadpool(_read, service_id)
 
 
@@ -210,16 +204,13 @@ def deprecate_service(
     service_id: str,
     request: Request,
     settings: SettingsDep,
-    orch: OrchestratorDep,
     principal: ProviderOrAdmin,
     _quota: PublishQuota,
 ) -> DeprecationAccepted:
-    """Start the deprecation flow: `deprecated`, consumers notified, retirement scheduled at now + grace period."""
+    """Owe the deprecation flow: `deprecated`, consumers notified, retirement scheduled at now + grace period."""
     _require_change(principal, service_id)
-    flow_run_id, grace = publishing.deprecate(service_id, access.actor_for(principal, request), settings, orch)
-    return DeprecationAccepted(
-        service_id=service_id, flow_run_id=flow_run_id, status="deprecating", grace_seconds=grace
-    )
+    grace = publishing.deprecate(service_id, access.actor_for(principal, request), settings)
+    return DeprecationAccepted(service_id=service_id, flow_run_id=None, status="deprecating", grace_seconds=grace)
 
 
 @router.delete(
@@ -244,15 +235,10 @@ def reinstate_service(
     summary="Suspend a live service (admin)",
 )
 def suspend_service(
-    service_id: str,
-    body: SuspensionIn,
-    request: Request,
-    settings: SettingsDep,
-    orch: OrchestratorDep,
-    principal: Admin,
+    service_id: str, body: SuspensionIn, request: Request, settings: SettingsDep, principal: Admin
 ) -> ServiceOut:
     """Take the service out of the marketplace now: out of search, `suspended` in the registry, audited."""
-    publishing.suspend(service_id, body.reason, access.actor_for(principal, request), settings, orch)
+    publishing.suspend(service_id, body.reason, access.actor_for(principal, request), settings)
     return _read(service_id)
 
 
@@ -262,22 +248,18 @@ def suspend_service(
     responses=ERRORS,
     summary="Lift a suspension (admin)",
 )
-def lift_suspension(
-    service_id: str, request: Request, settings: SettingsDep, orch: OrchestratorDep, principal: Admin
-) -> ServiceOut:
+def lift_suspension(service_id: str, request: Request, settings: SettingsDep, principal: Admin) -> ServiceOut:
     """Back to what it was before (active, or deprecated with its sunset unchanged)."""
-    publishing.lift_suspension(service_id, access.actor_for(principal, request), settings, orch)
+    publishing.lift_suspension(service_id, access.actor_for(principal, request), settings)
     return _read(service_id)
 
 
-def _version_accepted(
-    settings: SettingsDep, service_id: str, version_id: str, version: str, run: str
-) -> VersionAccepted:
+def _version_accepted(settings: SettingsDep, service_id: str, version_id: str, version: str) -> VersionAccepted:
     return VersionAccepted(
         service_id=service_id,
         version_id=version_id,
         version=version,
-        flow_run_id=run,
+        flow_run_id=None,
         status="submitted",
         status_url=status_url(settings, service_id),
     )
@@ -296,7 +278,6 @@ async def publish_version(
     request: Request,
     response: Response,
     settings: SettingsDep,
-    orch: OrchestratorDep,
     principal: ProviderOrAdmin,
     _quota: PublishQuota,
 ) -> VersionAccepted:
@@ -305,7 +286,7 @@ async def publish_version(
     spec = await read_json_object(request, settings.limits.max_body_bytes)
     access.require_publish_as(principal, spec)
     actor = access.actor_for(principal, request)
-    version, flow_run_id = await run_in_threadpool(publishing.submit_version, service_id, spec, actor, settings, orch)
-    accepted = _version_accepted(settings, service_id, version.id, version.version, flow_run_id)
+    version = await run_in_threadpool(publishing.submit_version, service_id, spec, actor, settings)
+    accepted = _version_accepted(settings, service_id, version.id, version.version)
     response.headers["Location"] = accepted.status_url
     return accepted

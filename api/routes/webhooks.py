@@ -11,9 +11,9 @@ from pydantic import Field, field_validator
 
 from api import access
 from api.auth import Principal, Role, require_roles
-from api.deps import DbSession, Offset
+from api.deps import DbSession, Limit, Offset
 from api.errors import ErrorResponse
-from api.schemas import ApiModel
+from api.schemas import ApiModel, Page
 from core import egress
 from core.settings import get_settings
 from storage.models import WebhookAttempt, WebhookDelivery
@@ -52,11 +52,8 @@ class DeliveryOut(ApiModel):
     attempts: list[AttemptOut]
 
 
-class DeliveryPage(ApiModel):
-    items: list[DeliveryOut]
-    total: int
-    offset: int
-    limit: int
+class DeliveryPage(Page[DeliveryOut]):
+    """A page of webhook deliveries, newest first."""
 
 
 class SubscriptionIn(ApiModel):
@@ -83,9 +80,10 @@ class SubscriptionOut(ApiModel):
     created_at: datetime
 
 
-class SubscriptionList(ApiModel):
+class SubscriptionList(Page[SubscriptionOut]):
+    """A page of a service's subscriptions, oldest first."""
+
     service_id: str
-    items: list[SubscriptionOut]
 
 
 @router.get("/webhooks/deliveries", response_model=DeliveryPage, responses=ERRORS, summary="Webhook deliveries")
@@ -96,7 +94,7 @@ def list_deliveries(
     status: Annotated[str | None, Query(pattern="^(pending|delivered|failed)$")] = None,
     audience: Annotated[str | None, Query(pattern="^(governance|consumers)$")] = None,
     offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Limit = 20,
 ) -> DeliveryPage:
     """Deliveries, newest first, each with every attempt made (status code, error, duration)."""
     rows, total = webhooks.list_deliveries(session, DeliveryFilter(service_id, status, audience), offset, limit)
@@ -145,11 +143,16 @@ def subscribe(service_id: str, body: SubscriptionIn, principal: Consumer, sessio
     responses=ERRORS,
     summary="List a service's subscriptions",
 )
-def list_subscriptions(service_id: str, principal: Consumer, session: DbSession) -> SubscriptionList:
-    """A consumer sees their own subscriptions to the service; an admin sees all of them."""
+def list_subscriptions(
+    service_id: str, principal: Consumer, session: DbSession, offset: Offset = 0, limit: Limit = 20
+) -> SubscriptionList:
+    """A consumer sees their own subscriptions to the service; an admin sees all of them. Oldest first."""
     services.get(session, service_id)
-    rows = webhooks.subscriptions_for(session, service_id, _owner(principal))
-    return SubscriptionList(service_id=service_id, items=[SubscriptionOut.model_validate(s) for s in rows])
+    owner = _owner(principal)
+    rows = webhooks.subscriptions_for(session, service_id, owner, offset, limit)
+    total = webhooks.count_subscriptions(session, service_id, owner)
+    items = [SubscriptionOut.model_validate(s) for s in rows]
+    return SubscriptionList(items=items, total=total, offset=offset, limit=limit, service_id=service_id)
 
 
 @router.delete(

@@ -6,12 +6,12 @@ working is announced to the gateways (storage/consumption_feed.py) in its transa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core import keys
@@ -132,6 +132,17 @@ def rotate(
     _audit(session, old, "api_key_rotated", actor, reason, before=before, after=_public(old))
     announce(session, key_name(old.id))
     return old, new, issued
+
+
+def mark_used(session: Session, last_used: Mapping[str, datetime]) -> None:
+    """Record when keys were last used (the gateway calls this in batches, off its hot path)."""
+    for key_id, when in sorted(last_used.items()):
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < when))
+            .values(last_used_at=when)
+            .execution_options(synchronize_session=False)
+        )
 
 
 @dataclass(frozen=True)

@@ -53,15 +53,19 @@ def append(
         after=after,
         consumer_id=consumer_id,
     )
-    session.add(entry)
-    session.flush()
+    session.add(entry)  # written with the caller's next flush or commit
     return entry
 
 
-def for_service(session: Session, service_id: str) -> Sequence[AuditLog]:
-    """A service's trail, oldest first."""
+def for_service(session: Session, service_id: str, offset: int = 0, limit: int | None = None) -> Sequence[AuditLog]:
+    """A service's trail (or a page of it), oldest first."""
     query = select(AuditLog).where(AuditLog.service_id == service_id).order_by(AuditLog.id)
-    return session.scalars(query).all()
+    return session.scalars(query.offset(offset).limit(limit)).all()
+
+
+def count_for_service(session: Session, service_id: str) -> int:
+    """How many records a service's trail holds."""
+    return session.scalar(select(func.count()).where(AuditLog.service_id == service_id)) or 0
 
 
 @dataclass(frozen=True)

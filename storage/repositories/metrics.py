@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, extract, func, literal
 from sqlalchemy.orm import Session
 
 from storage.models import OutboxEvent, Service, ServiceVersion, ValidationResult, WebhookAttempt
+from storage.repositories import run_requests
 
 VALIDATION_PHASES = ("metadata_validation", "openapi_validation")
 POLICY_PHASE = "policy_compliance"
@@ -51,6 +52,7 @@ class PublishingSnapshot:
     integration_failures: dict[str, int] = field(default_factory=dict)
     services_by_status: dict[str, int] = field(default_factory=dict)
     outbox_by_status: dict[str, int] = field(default_factory=dict)
+    run_starts: run_requests.Backlog = field(default_factory=lambda: run_requests.Backlog(0, None))
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def snapshot(session: Session, limits: SnapshotLimits) -> PublishingSnapshot:
     snap.services_by_status = _counts(session, select(Service.status, func.count()).group_by(Service.status))
     outbox = select(OutboxEvent.status, func.count()).group_by(OutboxEvent.status)
     snap.outbox_by_status = _counts(session, outbox)
+    snap.run_starts = run_requests.backlog(session)
     failed_phase = ("endpoint_tests", "failed")
     snap.integration_failures.update(
         provider_endpoint=snap.phases[failed_phase].count if failed_phase in snap.phases else 0,

@@ -11,19 +11,18 @@ from sqlalchemy import Connection, CursorResult, and_, func, or_, select, text, 
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
-from storage.models import OutboxEvent
+from storage.models import OutboxEvent, new_id
 
 EVENT_SCHEMA_VERSION = "1.0"
 
 
 def add(session: Session, *, aggregate_id: str, event_type: str, data: dict[str, Any]) -> OutboxEvent:
-    """Queue an event in the caller's transaction (CloudEvents-style envelope)."""
-    event = OutboxEvent(aggregate_id=aggregate_id, event_type=event_type, payload={})
-    session.add(event)
-    session.flush()  # assigns event_id
-    event.payload = {
+    """Queue an event in the caller's transaction (CloudEvents-style envelope). Written with the caller's
+    next flush or commit; its `id` (the relay's order) is assigned then."""
+    event_id = new_id()
+    payload = {
         "specversion": "1.0",
-        "id": event.event_id,
+        "id": event_id,
         "source": "/marketplace/publishing",
         "type": f"marketplace.{event_type}",
         "subject": aggregate_id,
@@ -32,7 +31,8 @@ def add(session: Session, *, aggregate_id: str, event_type: str, data: dict[str,
         "dataschemaversion": EVENT_SCHEMA_VERSION,
         "data": data,
     }
-    session.flush()
+    event = OutboxEvent(event_id=event_id, aggregate_id=aggregate_id, event_type=event_type, payload=payload)
+    session.add(event)
     return event
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, defer
 from core.domain import PhaseOutcome
 from core.errors import NotFoundError
 from storage.database import mark_services_changed
-from storage.models import Service, ServiceVersion, ValidationResult
+from storage.models import FlowRunRequest, Service, ServiceVersion, ValidationResult
+from storage.repositories import run_requests
 
 
 def record(
@@ -53,6 +54,7 @@ class Publication:
     service: Service
     version: ServiceVersion | None
     results: Sequence[ValidationResult]
+    queued_run: FlowRunRequest | None = None  # the version's publish run, while its start is owed
 
 
 def publication(session: Session, service_id: str) -> Publication:
@@ -79,5 +81,7 @@ def publication(session: Session, service_id: str) -> Publication:
     if row is None:
         raise NotFoundError(f"service {service_id} not found")
     service, version = row.tuple()
+    if version is not None and version.flow_run_id is None:  # accepted, its run not started yet
+        return Publication(service, version, [], run_requests.for_version(session, version.id))
     results = for_service(session, service_id, version.flow_run_id) if version and version.flow_run_id else []
     return Publication(service, version, results)

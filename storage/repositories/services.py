@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -54,7 +55,8 @@ def create_submitted(
 ) -> Service:
     """Store a new service as `submitted`, with its first version, audit record and event.
 
-    Raises DuplicateServiceError when name+version exists; nothing is kept then.
+    Raises DuplicateServiceError when name+version exists; nothing is kept then, and the caller's
+    transaction goes on.
     """
     service = Service(
         id=service_id or new_id(),
@@ -76,18 +78,19 @@ def create_submitted(
         spec=spec,
         status=service.status,
     )
-    add_unique(session, [service, version], spec)
-    audit.append(
-        session,
-        service_id=service.id,
-        action="submitted",
-        **actor.audit_origin(),
-        to_status=service.status,
-        reason="submitted for publication",
-        details={"version": service.version},
-        after={"status": service.status, "version": service.version},
-    )
-    outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
+    with _unique(session, spec):  # one savepoint and one flush for all of it
+        session.add_all([service, version])
+        audit.append(
+            session,
+            service_id=service.id,
+            action="submitted",
+            **actor.audit_origin(),
+            to_status=service.status,
+            reason="submitted for publication",
+            details={"version": service.version},
+            after={"status": service.status, "version": service.version},
+        )
+        outbox.add(session, aggregate_id=service.id, event_type="service_submitted", data=event_data(service))
     return service
 
 
@@ -109,13 +112,24 @@ def _duplicate(spec: dict[str, Any]) -> DuplicateServiceError:
 
 def add_unique(session: Session, rows: Sequence[object], spec: dict[str, Any]) -> None:
     """Insert rows in a savepoint; a name+version clash becomes a 409 and the caller's transaction survives."""
+    with _unique(session, spec):
+        session.add_all(rows)
+
+
+@contextmanager
+def _unique(session: Session, spec: dict[str, Any]) -> Iterator[None]:
+    """What is added inside is flushed at the end, in a savepoint: a name+version clash becomes a 409
+    (DuplicateServiceError), nothing of it is kept, and the caller's transaction survives."""
     try:
         with session.begin_nested():
-            for row in rows:
-                session.add(row)
-                session.flush()
+            yield
+            session.flush()
     except IntegrityError as exc:
         raise _duplicate(spec) from exc
+
+
+def exists(session: Session, service_id: str) -> bool:
+    return session.scalar(select(Service.id).where(Service.id == service_id)) is not None
 
 
 def get(session: Session, service_id: str, *, for_update: bool = False) -> Service:

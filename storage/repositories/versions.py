@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.domain import LIVE, ServiceStatus, can_transition
@@ -61,10 +61,18 @@ def exists(session: Session, version_id: str) -> bool:
     return session.scalar(select(ServiceVersion.id).where(ServiceVersion.id == version_id)) is not None
 
 
-def for_service(session: Session, service_id: str) -> Sequence[ServiceVersion]:
-    """Every version of a service, oldest first."""
-    query = select(ServiceVersion).where(ServiceVersion.service_id == service_id).order_by(ServiceVersion.created_at)
-    return session.scalars(query).all()
+def for_service(
+    session: Session, service_id: str, offset: int = 0, limit: int | None = None
+) -> Sequence[ServiceVersion]:
+    """Every version of a service (or a page of them), oldest first."""
+    query = select(ServiceVersion).where(ServiceVersion.service_id == service_id)
+    order = (ServiceVersion.created_at, ServiceVersion.id)  # the id makes pages stable under equal times
+    return session.scalars(query.order_by(*order).offset(offset).limit(limit)).all()
+
+
+def count_for_service(session: Session, service_id: str) -> int:
+    """How many versions a service has."""
+    return session.scalar(select(func.count()).where(ServiceVersion.service_id == service_id)) or 0
 
 
 def latest(session: Session, service_id: str) -> ServiceVersion:
@@ -132,11 +140,13 @@ def transition(
     flow_run_id: str | None = None,
     failure_phase: str | None = None,
     details: dict[str, Any] | None = None,
+    published_at: datetime | None = None,
 ) -> ServiceVersion:
     """Move a version along the pipeline: state, audit record and outbox event in one transaction.
 
     A first publication moves the service with it; a later version that becomes active
-    replaces the live one, which is kept as `superseded`.
+    replaces the live one, which is kept as `superseded`. Becoming active stamps `published_at`
+    (now, unless the caller chose the instant, e.g. the one it put into the search index).
     """
     version = get(session, version_id, for_update=True)
     service = get_service(session, version.service_id, for_update=True)
@@ -152,7 +162,7 @@ def transition(
         version.failure_phase = failure_phase or version.current_phase
         version.failure_reason = reason
     if target is ServiceStatus.ACTIVE:
-        version.published_at = datetime.now(UTC)
+        version.published_at = published_at or datetime.now(UTC)
     if mirror:
         _mirror(service, version)
     elif target is ServiceStatus.ACTIVE:

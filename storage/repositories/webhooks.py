@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -187,12 +187,22 @@ def _subscription_by_url(session: Session, service_id: str, callback_url: str) -
     return session.scalars(query).one_or_none()
 
 
-def subscriptions_for(session: Session, service_id: str, consumer_id: str | None = None) -> Sequence[Subscription]:
+def subscriptions_for(
+    session: Session, service_id: str, consumer_id: str | None = None, offset: int = 0, limit: int | None = None
+) -> Sequence[Subscription]:
     """A service's subscriptions (only one consumer's when `consumer_id` is given), oldest first."""
-    query = select(Subscription).where(Subscription.service_id == service_id)
-    if consumer_id is not None:
-        query = query.where(Subscription.consumer_id == consumer_id)
-    return session.scalars(query.order_by(Subscription.created_at, Subscription.id)).all()
+    query = _subscriptions(select(Subscription), service_id, consumer_id)
+    return session.scalars(query.order_by(Subscription.created_at, Subscription.id).offset(offset).limit(limit)).all()
+
+
+def count_subscriptions(session: Session, service_id: str, consumer_id: str | None = None) -> int:
+    """How many subscriptions `subscriptions_for` pages through."""
+    return session.scalar(_subscriptions(select(func.count()), service_id, consumer_id)) or 0
+
+
+def _subscriptions(query: Select[Any], service_id: str, consumer_id: str | None) -> Select[Any]:
+    query = query.where(Subscription.service_id == service_id)
+    return query if consumer_id is None else query.where(Subscription.consumer_id == consumer_id)
 
 
 def remove_subscription(

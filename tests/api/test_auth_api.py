@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from jwt.algorithms import RSAAlgorithm
 from pydantic import ValidationError
 
+from api.auth import MALFORMED as MALFORMED_TOKEN
 from api.auth import Principal, Role, TokenVerifier
 from api.publishing import refresh_search_entry
 from core.errors import UnauthorizedError
@@ -134,6 +135,32 @@ def test_a_remembered_token_is_refused_once_expired_and_a_tampered_one_is_checke
     time.sleep(max(0.0, expires - time.time()) + 0.1)
     with pytest.raises(UnauthorizedError, match="expired"):
         verifier.decode(token)
+
+
+MALFORMED = [
+    "not-a-jwt",
+    "a.b",
+    "a.b.c.d",
+    "a.b.c",  # three segments, but not base64url of JSON
+    "eyJhbGciOiJIUzI1NiJ9.!!!.c2ln",
+    "bm90IGpzb24.e30.c2ln",  # a header that is not JSON
+    "W10.e30.c2ln",  # a JSON array as header
+    "e30.e30.sig=",  # padding is not base64url
+    "héllo.wörld.sig",
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("token", MALFORMED)
+def test_a_malformed_token_is_refused_plainly(token: str, tmp_path: Path) -> None:
+    settings = Settings().auth
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public_jwk(rsa_pem()[1]), "kid": "k1"}]}))
+    # With a key set the header is read first, to pick the key by its kid.
+    with_jwks = settings.model_copy(update={"jwt_algorithm": "RS256", "jwks_file": tmp_path / "jwks.json"})
+    for verifier in (TokenVerifier(settings), TokenVerifier(with_jwks)):
+        with pytest.raises(UnauthorizedError) as refused:
+            verifier.decode(token)
+        assert refused.value.message == MALFORMED_TOKEN
 
 
 @pytest.fixture
@@ -277,7 +304,7 @@ def test_listings_show_each_caller_what_it_may_see(anonymous: TestClient) -> Non
 
 def search_names(client: TestClient) -> set[str]:
     response = client.post(f"{SERVICES}/search", json={"query": "chat"})
-    return {hit["name"] for hit in response.json()["results"]}
+    return {hit["name"] for hit in response.json()["items"]}
 
 
 def test_admin_suspends_and_lifts(anonymous: TestClient) -> None:

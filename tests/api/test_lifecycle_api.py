@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import Role, issue_token
+from api.auth import MALFORMED, Role, issue_token
 from core.settings import AuthSettings
 from tests.support.specs import make_spec
 
@@ -49,11 +49,30 @@ def test_bad_credentials_are_refused(client: TestClient, headers: dict[str, str]
     assert response.json()["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("token", ["not-a-jwt", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.%%%.x", "Zm9v.YmFy"])
+def test_a_malformed_token_gets_a_plain_401(client: TestClient, token: str) -> None:
+    response = client.get("/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"] == {"code": "unauthorized", "message": MALFORMED, "details": []}
+
+
 def test_expired_and_forged_tokens_are_refused(client: TestClient) -> None:
     expired = bearer(Role.GOVERNANCE, ttl_seconds=-120)  # past the 30 s clock-skew leeway
     assert "expired" in client.get("/api/v1/approvals", headers=expired).json()["error"]["message"]
     forged = issue_token("mallory", Role.ADMIN, AuthSettings(jwt_secret="another-secret-that-is-long-enough-for-hs256"))  # type: ignore[arg-type]
     assert client.get("/api/v1/approvals", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+
+
+def test_deciding_on_an_unknown_service_is_404(client: TestClient) -> None:
+    unknown = "/api/v1/approvals/0b8e6bd5-5a9e-4a57-9b3e-8f9c1c2d3e4f"
+    response = client.post(unknown, json={"decision": "approve"}, headers=bearer(Role.ADMIN))
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "not_found",
+        "message": "service 0b8e6bd5-5a9e-4a57-9b3e-8f9c1c2d3e4f not found",
+        "details": [],
+    }
 
 
 def test_deciding_on_a_service_not_waiting_is_409(client: TestClient) -> None:

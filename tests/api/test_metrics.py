@@ -158,6 +158,7 @@ def test_publishing_counters_follow_the_rows_the_flows_wrote(app_client: TestCli
 
     with session_scope() as session:
         event = outbox.add(session, aggregate_id=published_id, event_type="service_published", data={})
+        session.flush()
         outbox.record_failures(session, {event.id: "broker down"}, max_attempts=1, backoff=outbox.Backoff(1, 10))
         new_event = webhooks.NewEvent(str(uuid.uuid4()), "service_published", published_id, "governance", {})
         [delivery] = webhooks.create_deliveries(session, new_event, ["https://governance.example/hook"])

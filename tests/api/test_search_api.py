@@ -28,7 +28,7 @@ def listed(name: str, *, status: str = "active", days: int = 0, **spec: Any) -> 
     return service.id
 
 
-def test_search_answers_results_total_facets_and_pagination(client: TestClient) -> None:
+def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> None:
     chat = listed("acme-chat", description="Chat with customers", tags=["eu", "fast"], days=1)
     listed("acme-embed", description="Embeddings for chat search", category="embeddings", tags=["eu"])
     listed("acme-old", description="Chat of old", status="deprecated")
@@ -43,10 +43,10 @@ def test_search_answers_results_total_facets_and_pagination(client: TestClient) 
     response = client.post(SEARCH, json=body)  # no Authorization header: search is public
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"results", "total", "facets", "pagination"}
+    assert set(result) == {"items", "total", "offset", "limit", "facets"}
     assert result["total"] == 2
-    assert result["pagination"] == {"offset": 0, "limit": 1}
-    [hit] = result["results"]
+    assert (result["offset"], result["limit"]) == (0, 1)
+    [hit] = result["items"]
     assert hit["serviceId"] == chat
     assert set(hit) == {
         "serviceId",
@@ -85,10 +85,10 @@ def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) 
     response = client.post(SEARCH, json={})
     assert response.status_code == 200, response.text
     result = response.json()
-    assert [hit["name"] for hit in result["results"]] == ["second", "first"]
-    assert result["pagination"] == {"offset": 0, "limit": 20}
+    assert [hit["name"] for hit in result["items"]] == ["second", "first"]
+    assert (result["offset"], result["limit"]) == (0, 20)
     everything = client.post(SEARCH, json={"includeDeprecated": True, "sort": "name"}).json()
-    assert [hit["name"] for hit in everything["results"]] == ["first", "gone", "second"]
+    assert [hit["name"] for hit in everything["items"]] == ["first", "gone", "second"]
     by_provider = client.post(SEARCH, json={"filters": {"provider": "acme", "pricingModel": "free"}}).json()
     assert by_provider["total"] == 0
 
@@ -124,7 +124,8 @@ def test_a_body_that_is_not_a_json_object_is_422(client: TestClient, raw: bytes)
 
 
 def test_search_is_not_shadowed_by_service_routes_and_is_documented(client: TestClient) -> None:
-    assert client.get("/api/v1/services/search").status_code == 404  # GET /services/{id}: no such service
+    wrong_method = client.get("/api/v1/services/search")  # not GET /services/{id} for a service "search"
+    assert (wrong_method.status_code, wrong_method.headers["Allow"]) == (405, "POST")
     schema = client.get("/openapi.json").json()
     operation = schema["paths"]["/api/v1/services/search"]["post"]
     request = operation["requestBody"]["content"]["application/json"]["schema"]

@@ -8,27 +8,31 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from api.app import create_app
 from deployments.stack import Stack
 from storage.database import reset_engine
+from tests.faults.helpers import TcpProxy, eventually
 from tests.support import auth
-from tests.support.services import free_port
+from tests.support.runs import started_run_id, with_started_run
 from tests.support.specs import make_spec
 
 SERVICES = "/api/v1/services"
 
 
 def publish(client: TestClient, **overrides: object) -> dict:
+    """Submit, and wait for the run the submission owes to be created."""
     response = client.post(SERVICES, json=make_spec(**overrides))
     assert response.status_code == 202, response.text
-    return response.json()
+    return with_started_run(client, response.json())
 
 
 def test_publish_answers_202_and_starts_a_flow_run(client: TestClient, prefect_server: Stack) -> None:
     response = client.post(SERVICES, json=make_spec())
     assert response.status_code == 202, response.text
-    body = response.json()
+    assert response.json()["flowRunId"] is None, "answered before Prefect was asked"
+    body = with_started_run(client, response.json())
     assert body["status"] == "submitted"
     assert body["statusUrl"].endswith(f"/api/v1/services/{body['serviceId']}/status")
     assert response.headers["location"] == body["statusUrl"]
@@ -133,16 +137,42 @@ def test_health_ready_schema_and_docs(client: TestClient) -> None:
     assert {"/api/v1/services", "/api/v1/services/{service_id}/status", "/health", "/ready"} <= set(paths)
 
 
-def test_prefect_down_fails_the_request_and_stores_nothing(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{free_port()}/api")
+def test_while_prefect_is_down_submissions_are_accepted_and_started_when_it_is_back(
+    database_url: str, prefect_server: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable intake: 202 at once, the run queued (attempts and the reason shown), a duplicate still 409;
+    the run is created exactly once when Prefect answers again."""
+    gate = TcpProxy(prefect_server.config.prefect_port)  # closed until started: Prefect is "down"
+    monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{gate.port}/api")
     monkeypatch.setenv("MARKETPLACE_PREFECT__REQUEST_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("MARKETPLACE_PREFECT__START_MAX_RETRY_SECONDS", "0.5")
+    monkeypatch.setenv("MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT", "100000")
     reset_engine()
     with TestClient(create_app(), headers=auth.provider()) as client:
         response = client.post(SERVICES, json=make_spec())
-        assert response.status_code == 503
-        assert response.json()["error"]["code"] == "upstream_unavailable"
-        assert client.get(SERVICES).json()["total"] == 0
-        assert client.get("/ready").status_code == 503
+        assert response.status_code == 202, response.text
+        service_id = response.json()["serviceId"]
+        assert client.post(SERVICES, json=make_spec()).status_code == 409, "a duplicate is refused at once"
+        run = eventually(lambda: _queued_after_retries(client, service_id), 20, "retried starts")
+        assert (run["id"], run["url"]) == (None, None)
+        assert "unavailable" in run["lastStartError"]
+        ready = client.get("/ready")
+        assert ready.status_code == 200, "submissions are still taken"
+        assert ready.json()["checks"]["prefect"] == "unavailable"
+        with gate:
+            flow_run_id = started_run_id(client, service_id)
+            with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+                runs = prefect.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"service:{service_id}"]))
+                )
+        assert [str(r.id) for r in runs] == [flow_run_id], "one run, whatever the retries"
+        assert runs[0].name == "publish acme/acme-chat 1.0.0"
+        assert client.get(SERVICES).json()["total"] == 1
+
+
+def _queued_after_retries(client: TestClient, service_id: str) -> dict | None:
+    run = client.get(f"{SERVICES}/{service_id}/status").json()["flowRun"]
+    return run if run["state"] == "QUEUED" and run["startAttempts"] >= 2 else None
 
 
 def test_a_change_is_visible_on_the_next_read_despite_the_cache(client: TestClient) -> None:

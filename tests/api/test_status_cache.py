@@ -7,6 +7,7 @@ marketplace database on SQLite and PostgreSQL, with the in-process cache and wit
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Crashed
 
-from api import status_report
+from api import intake, status_report
 from api.app import create_app
 from api.orchestrator import Orchestrator
 from api.routes import services as services_routes
@@ -32,6 +33,7 @@ from storage.database import reset_engine, session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
 from tests.support import auth
+from tests.support.runs import with_started_run
 from tests.support.services import REDIS_URL, require_tcp
 from tests.support.specs import make_spec
 from tests.support.sql import database_reads
@@ -58,10 +60,10 @@ def api(cache_mode: str, client: TestClient) -> TestClient:
 
 
 def publish(client: TestClient) -> dict[str, Any]:
+    """Submit, and wait for the run the submission owes to be created (the record moves no more then)."""
     response = client.post(SERVICES, json=make_spec())
     assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return with_started_run(client, response.json())
 
 
 def status(client: TestClient, service_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -140,10 +142,14 @@ def test_a_cached_report_is_still_only_for_the_owner_and_staff(api: TestClient) 
 
 
 def test_a_cache_hit_reads_no_more_than_the_change_token(
-    api: TestClient, cache_mode: str, monkeypatch: pytest.MonkeyPatch
+    api_without_prefect: TestClient, cache_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The record does not move here (its run stays queued: no Prefect to start it)."""
+    api = api_without_prefect
     monkeypatch.setattr(services_routes, "prime_status", lambda _service_id: None)  # a first read that loads
-    service_id = publish(api)["serviceId"]
+    response = api.post(SERVICES, json=make_spec())
+    assert response.status_code == 202, response.text
+    service_id = response.json()["serviceId"]
     miss = database_reads(lambda: status(api, service_id))
     hit = database_reads(lambda: status(api, service_id))
     token_reads = 0 if cache_mode == "redis" else 1  # in-process: the database change stamp
@@ -151,20 +157,39 @@ def test_a_cache_hit_reads_no_more_than_the_change_token(
     assert len(hit) == token_reads, hit
 
 
+@pytest.fixture
+def api_without_prefect(cache_mode: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The app with a Prefect that never answers: submissions are accepted, and their runs stay queued with
+    the first start attempt in flight for the whole test, so the record does not move."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:  # accepts connections, never answers
+        monkeypatch.setenv("MARKETPLACE_PREFECT__API_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/api")
+        monkeypatch.setenv("MARKETPLACE_PREFECT__START_TIMEOUT_SECONDS", "300")
+        monkeypatch.setenv("MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT", "100000")
+        reset_engine()
+        with TestClient(create_app(), headers=auth.provider()) as test_client:
+            yield test_client
+        reset_engine()
+
+
 @pytest.mark.parametrize("cache_mode", ["redis"], indirect=True)  # in-process: reads load as they come
-def test_the_first_status_read_after_a_submission_is_answered_from_memory(api: TestClient) -> None:
-    """The POST starts loading the record its provider polls next (without waiting for it)."""
+def test_the_first_status_read_after_a_submission_is_answered_from_memory(api_without_prefect: TestClient) -> None:
+    """The POST starts loading the record its provider polls next (without waiting for it). Prefect
+    is out of reach, so the record does not move on when the run is started."""
+    api = api_without_prefect
     deadline = time.monotonic() + DEADLINE_SECONDS
     while get_cache().status_version("any") is None:  # the invalidation listener the app started is subscribed
         assert time.monotonic() < deadline, "the app's invalidation listener never subscribed"
         time.sleep(0.01)
-    service_id = publish(api)["serviceId"]
+    response = api.post(SERVICES, json=make_spec())
+    assert response.status_code == 202, response.text
+    service_id = response.json()["serviceId"]
     while service_id not in status_report._last_served:  # the load the POST started has finished
         assert time.monotonic() < deadline, "the POST started no load of the record"
         time.sleep(0.01)
     answers: list[dict[str, Any]] = []
     first_read = database_reads(lambda: answers.append(status(api, service_id)))
     assert answers[0]["versionStatus"] == "submitted"
+    assert answers[0]["flowRun"]["state"] == "QUEUED"
     assert first_read == []
 
 
@@ -226,7 +251,7 @@ def new_run(orch: Orchestrator, database_url: str) -> str:
     with session_scope() as session:
         service = services.create_submitted(session, make_spec(), Actor("acme"))
         version_id = versions.latest(session, service.id).id
-    return orch.start_publish(service.id, version_id)
+    return orch.create_run(intake.publish_run(PrefectSettings(), service.id, version_id, make_spec()))
 
 
 def test_the_orchestrator_serves_a_state_until_its_ttl_then_refreshes_it(

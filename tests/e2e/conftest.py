@@ -48,12 +48,13 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
             "MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS": "true",
             "MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES": "3",
             "MARKETPLACE_LIFECYCLE__APPROVAL_TIMEOUT_SECONDS": str(APPROVAL_TIMEOUT),
+            "MARKETPLACE_CONSUMPTION__ACCESS_APPROVAL_TIMEOUT_SECONDS": str(APPROVAL_TIMEOUT),
             "MARKETPLACE_LIFECYCLE__DEPRECATION_GRACE_SECONDS": str(GRACE),
             "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
             "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
             "MARKETPLACE_WORKER__HEARTBEAT_SECONDS": str(HEARTBEAT),
             "MARKETPLACE_WORKER__CRASH_AFTER_SECONDS": str(CRASH_AFTER),
-            "MARKETPLACE_API__REALTIME_PRIORITY": "true",  # as by default (the suite turns it off in-process)
+            "MARKETPLACE_API__REALTIME_PRIORITY": "true",  # the opt-in, checked by test_publish_e2e
         }
         workdir = tmp_path_factory.mktemp("e2e")
         with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:

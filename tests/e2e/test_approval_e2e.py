@@ -80,7 +80,7 @@ def test_approved_from_our_api_goes_active_without_redoing_work(
 
     states = eventually(resumed_run_recorded, 15, "the resumed run's registry-sync task run recorded as Cached")
     assert states["registry-sync"].count("Completed") == 1, "registered once, then read from the persisted result"
-    history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
+    history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}).json()["items"]
     decided = [h for h in history if h["action"] == "approval_decided"]
     assert [(h["actor"], h["reason"]) for h in decided] == [("grace-governance", "reviewed the DPA")]
     again = api.post(f"/api/v1/approvals/{service_id}", json=decision, headers=governance)
@@ -103,7 +103,9 @@ def test_rejected_from_the_prefect_ui_fails_and_compensates(
         failed = wait_until_settled(service_id, status="failed")
     assert failed["failure"] == {"phase": "approval", "reason": "rejected by ui-reviewer: no DPA on file"}
     assert registered(registry, service_id) == []
-    actions = [h["action"] for h in api.get(f"/api/v1/services/{service_id}/history").json()["items"]]
+    actions = [
+        h["action"] for h in api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}).json()["items"]
+    ]
     assert "approval_decided" in actions
     assert "rollback_completed" in actions
 

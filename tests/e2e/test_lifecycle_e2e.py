@@ -59,7 +59,7 @@ def test_deprecation_then_retirement_after_the_grace_period(
     )
     assert retired["archivedAt"] is not None
     assert "Deprecation" not in service(api, service_id).headers
-    history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
+    history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}).json()["items"]
     moves = [(h["fromStatus"], h["toStatus"]) for h in history if h["action"] == "status_changed"]
     assert moves[-2:] == [("active", "deprecated"), ("deprecated", "retired")]
     assert history[-1]["flowRunId"] == run_id
@@ -126,7 +126,7 @@ def test_metadata_update_is_audited_and_synced_to_the_registry(
         60,
         "the registry entry updated",
     )
-    history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
+    history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}).json()["items"]
     change = next(h for h in history if h["action"] == "metadata_updated")
     assert change["after"] == {"description": "now with tools", "tags": ["tools"]}
     assert change["before"] == {

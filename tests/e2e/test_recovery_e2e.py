@@ -50,7 +50,7 @@ def test_a_lost_warm_worker_leaves_failed_services_and_nothing_in_the_registry(
             assert failed["flowRun"]["state"] == "CRASHED"
             assert failed["failure"]["phase"] == "endpoint_tests"
             assert failed["failure"]["reason"].startswith("publish run crashed")
-            history = api.get(f"/api/v1/services/{service_id}/history").json()["items"]
+            history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}).json()["items"]
             assert [h["actor"] for h in history if h["toStatus"] == "failed"] == ["reconciler"]
         registered = {v["metadata"]["marketplaceId"] for v in registry.entries.values()}
         assert not set(ids) & registered

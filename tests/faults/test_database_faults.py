@@ -26,6 +26,7 @@ from tests.faults.conftest import as_provider, snapshot, task_runs, wait_settled
 from tests.faults.helpers import RowLock, eventually, lock_waiters, terminate_backends
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
+from tests.support.runs import started_run_id
 from tests.support.services import POSTGRES_URL
 from tests.support.specs import make_spec
 
@@ -77,7 +78,8 @@ def test_a_publish_run_survives_connection_drops_and_records_everything_once(
         headers = as_provider(spec)
         accepted = api.post("/api/v1/services", json=spec, headers=headers)
         assert accepted.status_code == 202, accepted.text
-        service_id, flow_run_id = accepted.json()["serviceId"], accepted.json()["flowRunId"]
+        service_id = accepted.json()["serviceId"]
+        flow_run_id = started_run_id(api, service_id, headers)
 
         # Drop 1: while the run's write of the registry id waits on the service row.
         eventually(lambda: registry.count("POST") >= 1, 60, "the registration request")

@@ -15,6 +15,7 @@ from tests.faults.conftest import as_provider
 from tests.faults.helpers import eventually
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
+from tests.support.runs import started_run_id
 
 
 def children(pid: int) -> list[int]:
@@ -52,7 +53,8 @@ def test_killed_flow_process_ends_failed_with_nothing_in_the_registry(
         spec = good_spec(provider.url, name="faults-crash")
         headers = as_provider(spec)
         response = api.post("/api/v1/services", json=spec, headers=headers)
-        service_id, flow_run_id = response.json()["serviceId"], response.json()["flowRunId"]
+        service_id = response.json()["serviceId"]
+        flow_run_id = started_run_id(api, service_id, headers)
 
         def status() -> dict[str, Any]:
             report: dict[str, Any] = api.get(f"/api/v1/services/{service_id}/status", headers=headers).json()
@@ -72,5 +74,5 @@ def test_killed_flow_process_ends_failed_with_nothing_in_the_registry(
     assert failed["failure"]["phase"] == "endpoint_tests"
     assert failed["failure"]["reason"].startswith("publish run crashed")
     assert not any(v["metadata"]["marketplaceId"] == service_id for v in registry.entries.values())
-    history = api.get(f"/api/v1/services/{service_id}/history", headers=headers).json()["items"]
+    history = api.get(f"/api/v1/services/{service_id}/history", params={"limit": 100}, headers=headers).json()["items"]
     assert [h["actor"] for h in history if h["toStatus"] == "failed"] == ["reconciler"]

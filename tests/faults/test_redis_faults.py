@@ -91,7 +91,7 @@ def test_redis_stopped_the_api_serves_without_cache_and_uses_it_again_when_back(
     service_id = listed("faults-cached-chat", "Answers questions about the weather")
     service, _, found = read_all(client, service_id, "weather")
     assert service["description"] == "Answers questions about the weather"
-    assert [hit["serviceId"] for hit in found["results"]] == [service_id]
+    assert [hit["serviceId"] for hit in found["items"]] == [service_id]
     assert cached_keys(redis_server, f"mkt:service:{service_id}:*"), "the read was cached"
     assert cached_keys(redis_server, "mkt:search:*")
 
@@ -101,7 +101,7 @@ def test_redis_stopped_the_api_serves_without_cache_and_uses_it_again_when_back(
         service, status, found = read_all(client, service_id, "weather")
         assert service["description"] == "Answers questions about the weather"
         assert status["status"] == "active"
-        assert [hit["serviceId"] for hit in found["results"]] == [service_id]
+        assert [hit["serviceId"] for hit in found["items"]] == [service_id]
     assert time.monotonic() - t0 < 5, "thirty reads without Redis"
 
     change_description(service_id, "Answers questions about the tides")
@@ -123,7 +123,7 @@ def test_redis_stopped_the_api_serves_without_cache_and_uses_it_again_when_back(
     assert updated.status_code == 200, updated.text
     assert client.get(f"/api/v1/services/{service_id}", headers=PROVIDER).json()["description"] == "Tides and currents"
     found = client.post(SEARCH, json={"query": "currents"}, headers=PROVIDER).json()
-    assert [hit["serviceId"] for hit in found["results"]] == [service_id]
+    assert [hit["serviceId"] for hit in found["items"]] == [service_id]
 
 
 def test_a_hung_redis_costs_one_timeout_and_nothing_stale_is_served_after_it(

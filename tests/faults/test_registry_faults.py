@@ -22,6 +22,7 @@ from tests.faults.conftest import FAILURE_THRESHOLD, RESET_TIMEOUT, as_provider,
 from tests.faults.helpers import eventually
 from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
+from tests.support.runs import started_run_id
 from tests.support.specs import make_spec
 
 RESET = 0.5
@@ -100,7 +101,8 @@ def test_registry_down_during_registration_fails_the_run_and_a_later_publish_suc
         headers = as_provider(spec)
         accepted = api.post("/api/v1/services", json=spec, headers=headers)
         assert accepted.status_code == 202, accepted.text
-        service_id, flow_run_id = accepted.json()["serviceId"], accepted.json()["flowRunId"]
+        service_id = accepted.json()["serviceId"]
+        flow_run_id = started_run_id(api, service_id, headers)
         report = wait_settled(api, service_id, headers)
         assert report["status"] == "failed"
         assert report["failure"]["phase"] == "registry_sync"
@@ -134,7 +136,8 @@ def test_registry_down_during_compensation_is_waited_out_and_nothing_is_left(
         headers = as_provider(spec)
         accepted = api.post("/api/v1/services", json=spec, headers=headers)
         assert accepted.status_code == 202, accepted.text
-        service_id, flow_run_id = accepted.json()["serviceId"], accepted.json()["flowRunId"]
+        service_id = accepted.json()["serviceId"]
+        flow_run_id = started_run_id(api, service_id, headers)
         eventually(lambda: registry.count("DELETE", failed=True) >= FAILURE_THRESHOLD, 90, "the failing DELETEs")
         time.sleep(0.5)  # the circuit is open now: the next attempt waits for its reset timeout
         assert registry.count("DELETE") == FAILURE_THRESHOLD

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.states import Crashed, Failed
 
 from core.domain import ServiceStatus
@@ -54,6 +55,12 @@ def test_reconcile_compensates_crashed_and_expired_runs(flow_env: pytest.MonkeyP
 
         assert reconcile_publications() == 2
         assert registry.entries == {}
+        dead_runs = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(crashed[2])]))
+        (report,) = [a for a in prefect.read_artifacts(artifact_filter=dead_runs) if a.type == "markdown"]
+        assert report.key == f"publish-report-{crashed[0]}"
+        first = str(report.data).splitlines()[0]
+        assert first.startswith("## Failed"), "the dead run's page says why it failed"
+        assert first.endswith(": publish run crashed: process killed (-9)")
 
     with session_scope() as session:
         version = versions.get(session, crashed[1])
@@ -94,6 +101,8 @@ def test_deprecation_schedules_retirement_and_retirement_rechecks(
         assert scheduled.state.type.value == "SCHEDULED"
         assert scheduled.expected_start_time is not None
         assert scheduled.expected_start_time > datetime.now(UTC)
+        assert scheduled.name == "retire acme/acme-chat", "named when it was scheduled, for the Prefect UI"
+        assert {"provider:acme", f"service:{service.id}"} <= set(scheduled.tags)
 
     # a run that is not the scheduled one (or comes early) leaves the service alone
     assert retire_service(service.id).startswith("skipped")

@@ -15,7 +15,7 @@ from core.settings import ConsumptionSettings
 from storage.consumption_feed import read_stamps
 from storage.database import get_engine, session_scope
 from storage.encryption import box_for
-from storage.repositories import access, api_keys, consumers, credentials, services, versions
+from storage.repositories import access, api_keys, consumers, credentials, service_subscriptions, services, versions
 from storage.repositories.api_keys import KeySpec
 from storage.repositories.services import SYSTEM, Actor
 from tests.support.specs import make_spec
@@ -83,7 +83,7 @@ def test_access_loads_service_grant_credential_and_secrets(database_url: str) ->
         consumers.ensure(session, "alice", ALICE)
         assert access.load_access(session, "alice", service_id, BOX).grant is None  # type: ignore[union-attr]
         service = services.get(session, service_id)
-        access.subscribe(session, "alice", service, PLAN, "USD", ALICE, pending=False)
+        service_subscriptions.subscribe(session, "alice", service, PLAN, "USD", ALICE, pending=False)
         credentials.set_credential(session, service_id, "bearer", "Authorization", "upstream-123", BOX, PROVIDER)
         credentials.ensure_signing_secret(session, service_id, BOX, PROVIDER)
     with session_scope() as session:
@@ -102,4 +102,35 @@ def test_access_loads_service_grant_credential_and_secrets(database_url: str) ->
     with session_scope() as session:
         assert access.load_access(session, "alice", "no-such-service", BOX) is None
         with pytest.raises(ConflictError):
-            access.subscribe(session, "alice", services.get(session, service_id), PLAN, None, ALICE, pending=False)
+            service_subscriptions.subscribe(
+                session, "alice", services.get(session, service_id), PLAN, None, ALICE, pending=False
+            )
+
+
+def test_the_gateway_records_last_use_in_batches_without_going_back_in_time(database_url: str) -> None:
+    with session_scope() as session:
+        consumers.ensure(session, "alice", ALICE)
+        key, _ = api_keys.create(session, "alice", KeySpec("k"), PEPPER, ALICE)
+    later, earlier = datetime(2030, 1, 2, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
+    with session_scope() as session:
+        api_keys.mark_used(session, {key.id: later, "no-such-key": later})
+    with session_scope() as session:
+        api_keys.mark_used(session, {key.id: earlier})
+    with session_scope() as session:
+        assert api_keys.get(session, "alice", key.id).last_used_at == later
+
+
+def test_a_suspended_service_carries_the_reason(database_url: str) -> None:
+    service_id = live_service()
+    with session_scope() as session:
+        services.transition(
+            session,
+            service_id,
+            ServiceStatus.SUSPENDED,
+            actor=ADMIN,
+            reason="abuse report #12",
+            event_type="service_suspended",
+        )
+    with session_scope() as session:
+        record = access.load_access(session, "alice", service_id, BOX)
+    assert record is not None and (record.service_status, record.suspension_reason) == ("suspended", "abuse report #12")

@@ -15,7 +15,9 @@ BACKOFF = outbox.Backoff(base_seconds=1.0, max_seconds=4.0)
 
 def add_events(*aggregates: str) -> list[int]:
     with session_scope() as session:
-        return [outbox.add(session, aggregate_id=a, event_type="service_updated", data={}).id for a in aggregates]
+        events = [outbox.add(session, aggregate_id=a, event_type="service_updated", data={}) for a in aggregates]
+        session.flush()  # the relay's order is assigned by the database
+        return [event.id for event in events]
 
 
 def due_ids(now: datetime | None = None, limit: int = 100) -> list[int]:

@@ -134,6 +134,19 @@ def test_every_field_filtered_sorted_or_aggregated_on_is_a_keyword_or_date() -> 
 # --- reading the response ------------------------------------------------------------------
 
 
+def test_published_at_comes_back_as_the_same_instant_to_the_microsecond() -> None:
+    document = doc("acme-chat", published_at=datetime(2026, 12, 6, 21, 33, 7, 277731, tzinfo=UTC))
+    source = json.loads(json.dumps(to_document(document)))  # as the cluster stores and returns it
+    empty = {"buckets": []}
+    raw = {
+        "hits": {"total": {"value": 1, "relation": "eq"}, "hits": [{"_id": "x", "_score": 1.0, "_source": source}]},
+        "aggregations": dict.fromkeys(("category", "pricing_model", "compliance_level", "tags"), empty),
+    }
+    [hit] = parse_search_response(raw).items
+    # The same string the service and the list carry for this instant (pydantic, UTC as "Z").
+    assert hit.model_dump(mode="json", by_alias=True)["publishedAt"] == "2026-12-06T21:33:07.277731Z"
+
+
 def test_a_response_becomes_a_page() -> None:
     document = doc("acme-chat", tags=["eu"], capabilities=[Capability(name="chat")], certifications=["SOC2"])
     raw = {

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from core.domain import ServiceStatus
+from core.plans import Plan
 from storage.database import session_scope
-from storage.repositories import outbox, services, versions
+from storage.repositories import access_requests, api_keys, consumers, outbox, service_subscriptions, services, versions
+from storage.repositories.api_keys import KeySpec
 from storage.repositories.services import SYSTEM, Actor, event_data
 from tests.support.specs import make_spec
 
@@ -49,6 +51,32 @@ def _rollback(session: Session, service_id: str) -> None:
     outbox.add(session, aggregate_id=service_id, event_type="rollback_completed", data=data)
 
 
+def _consumer_of(service_id: str) -> str:
+    return f"c-{service_id[:8]}"
+
+
+def _access(session: Session, service_id: str) -> None:
+    """A consumer asks for access (access_requested), is approved (access_decided, subscription_activated),
+    cancels (subscription_cancelled), asks again and the request lapses (access_expired)."""
+    consumer = consumers.ensure(session, _consumer_of(service_id), PROVIDER).id
+    service, plan = services.get(session, service_id), Plan(name="basic", requests_per_minute=10)
+    first = service_subscriptions.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
+    request = access_requests.open_request(session, first, service, "restricted", None, 60, PROVIDER)
+    access_requests.decide(session, request.id, True, GOVERNANCE, "fine")
+    service_subscriptions.end(session, first, service_subscriptions.CANCELLED, "done", PROVIDER)
+    second = service_subscriptions.subscribe(session, consumer, service, plan, None, PROVIDER, pending=True)
+    lapsing = access_requests.open_request(session, second, service, "restricted", None, 60, PROVIDER)
+    access_requests.withdraw(session, lapsing, service_subscriptions.EXPIRED, "no decision", SYSTEM)
+
+
+def _consumer_events(session: Session, service_id: str) -> None:
+    consumer = _consumer_of(service_id)
+    key, _ = api_keys.create(session, consumer, KeySpec("k"), "p" * 32, PROVIDER)
+    api_keys.revoke(session, consumer, key.id, "leaked", GOVERNANCE)
+    consumers.block(session, consumer, "fraud", GOVERNANCE)
+    consumers.unblock(session, consumer, "cleared", GOVERNANCE)
+
+
 # Every event type of the schema, in an order the lifecycle allows (moves without an event in between).
 LIFECYCLE: list[Callable[[Session, str], None]] = [
     _move_version("1.0.0", ServiceStatus.VALIDATING),
@@ -56,6 +84,8 @@ LIFECYCLE: list[Callable[[Session, str], None]] = [
     _move_version("1.0.0", ServiceStatus.PENDING_APPROVAL, "approval_requested"),
     _decide,
     _move_version("1.0.0", ServiceStatus.ACTIVE, "service_published"),
+    _access,
+    _consumer_events,
     _next_version,
     _move_version("1.1.0", ServiceStatus.VALIDATING),
     _move_version("1.1.0", ServiceStatus.FAILED, "validation_failed"),
@@ -68,12 +98,14 @@ LIFECYCLE: list[Callable[[Session, str], None]] = [
 ]
 
 
-def write_lifecycles(count: int, prefix: str = "svc") -> list[str]:
+def write_lifecycles(count: int, prefix: str = "svc", *, with_consumers: bool = True) -> list[str]:
     """`count` services taken through their whole lifecycle step by step, side by side, so their
-    events interleave in the outbox; one transaction per step, as the platform does. Returns the ids."""
+    events interleave in the outbox; one transaction per step, as the platform does. Returns the ids.
+    With consumers, each service also gets a consumer whose events go under its own (consumer id) key."""
     with session_scope() as session:
         ids = [services.create_submitted(session, make_spec(name=f"{prefix}-{i}"), PROVIDER).id for i in range(count)]
-    for step in LIFECYCLE:
+    steps = LIFECYCLE if with_consumers else [s for s in LIFECYCLE if s is not _consumer_events]
+    for step in steps:
         for service_id in ids:
             with session_scope() as session:
                 step(session, service_id)

@@ -20,7 +20,7 @@ from core.settings import PROJECT_ROOT, get_settings
 from storage.database import mark_services_changed, session_scope
 from storage.encryption import box_for
 from storage.models import AuditLog, Service
-from storage.repositories import access, api_keys, consumers, credentials, services
+from storage.repositories import api_keys, consumers, credentials, service_subscriptions, services
 from storage.repositories.api_keys import KeySpec
 from storage.repositories.services import Actor
 from tests.support.services import free_port
@@ -87,7 +87,8 @@ def consumer_with_key(
     with session_scope() as session:
         consumers.ensure(session, consumer_id, actor)
         for service_id in service_ids:
-            access.subscribe(session, consumer_id, services.get(session, service_id), plan, "USD", actor, pending=False)
+            service = services.get(session, service_id)
+            service_subscriptions.subscribe(session, consumer_id, service, plan, "USD", actor, pending=False)
         spec = KeySpec("test", service_ids=key_services, requests_per_minute=key_rpm)
         key, issued = api_keys.create(session, consumer_id, spec, pepper, actor)
     return key.id, issued.token

@@ -249,6 +249,10 @@ FORBIDDEN_HOSTS = [
     "localhost.localdomain",
     "ip6-localhost",
     "127.0.0.1.",
+    "metadata.google.internal",  # cloud metadata services by name
+    "METADATA.GOOGLE.INTERNAL.",
+    "metadata.goog",
+    "instance-data.ec2.internal",
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tasks._once import built_once
-from tasks.spec_schema import _validator, excerpt, json_pointer, load_schema, schema_errors
+from tasks.spec_schema import Total, _validator, excerpt, json_pointer, load_schema, schema_errors, schema_report
 from tests.support.specs import BASE_SPEC
 
 EXAMPLE: dict[str, Any] = BASE_SPEC
@@ -40,6 +40,24 @@ def test_every_error_is_reported_with_its_pointer(spec: dict[str, Any]) -> None:
         ("required", "/endpoint/url"),
         ("enum", "/pricing/rates/1/unit"),
         ("type", "/sla/maxLatencyMs"),
+    }
+
+
+def test_plans_and_access_approval_are_part_of_pricing(spec: dict[str, Any]) -> None:
+    spec["pricing"]["accessApproval"] = True
+    spec["pricing"]["plans"] = [
+        {"name": "pro", "requestsPerMinute": 600, "tokensPerMonth": 10**9, "pricePerMonth": 49.5, "default": True}
+    ]
+    assert schema_errors(spec) == []
+    spec["pricing"]["accessApproval"] = "yes"
+    spec["pricing"]["plans"] = [{"name": "Pro Plan", "requestsPerMinute": 0, "burst": 5}, {"requestsPerMinute": 1}]
+    found = {(i.code, i.pointer) for i in schema_errors(spec)}
+    assert found == {
+        ("type", "/pricing/accessApproval"),
+        ("pattern", "/pricing/plans/0/name"),
+        ("minimum", "/pricing/plans/0/requestsPerMinute"),
+        ("additionalProperties", "/pricing/plans/0/burst"),
+        ("required", "/pricing/plans/1/name"),
     }
 
 
@@ -123,11 +141,22 @@ def test_excerpt_quotes_short_values_whole_and_long_ones_in_part() -> None:
     assert excerpt({str(i): i for i in range(100)}) == "an object of 100 members"
 
 
-def test_at_most_a_hundred_issues_are_listed(spec: dict[str, Any]) -> None:
+def test_at_most_a_hundred_issues_are_listed_with_the_total(spec: dict[str, Any]) -> None:
     spec["provider"] |= {f"extra{i}": i for i in range(1000)}
     issues = schema_errors(spec)
     assert len(issues) == 101
-    assert issues[-1].code == "too_many_errors"
+    assert (issues[-1].code, issues[-1].message) == ("too_many_errors", "1000 errors in all; the first 100 are listed")
+    listed, total = schema_report(spec)
+    assert (len(listed), total.count, total.exact) == (100, 1000, True)
+    assert listed == issues[:100]
+
+
+def test_a_list_that_is_not_cut_has_no_total_finding(spec: dict[str, Any]) -> None:
+    spec["provider"] |= {f"extra{i}": i for i in range(100)}
+    issues = schema_errors(spec)
+    assert len(issues) == 100
+    assert {i.code for i in issues} == {"additionalProperties"}
+    assert schema_report(spec)[1] == Total(100)
 
 
 # --- built once, shared by threads -------------------------------------------------------------

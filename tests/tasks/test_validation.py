@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
-from tasks.validation import compact_size, validate_metadata
+from tasks.validation import compact_size, endpoint_host_issues, validate_metadata
 from tests.support.openapi_docs import openapi_document
 from tests.support.secrets import CONSUMPTION
 from tests.tasks.test_spec_schema import EXAMPLE
@@ -120,6 +120,25 @@ def test_http_loopback_accepted_only_with_allow_insecure(spec: dict[str, Any], u
     assert len(findings(spec, DEV)) == 2  # http and loopback, both reported
 
 
+@pytest.mark.parametrize("url", [*LOOPBACK_AND_PRIVATE, "https://metadata.google.internal/computeMetadata/v1/"])
+def test_the_submit_time_host_rule_is_phase_twos_own(spec: dict[str, Any], url: str) -> None:
+    spec["endpoint"]["url"] = url
+    [issue] = endpoint_host_issues(spec, PROD)
+    assert (issue.code, issue.pointer) == ("endpoint_url", "/endpoint/url")
+    assert issue in validate_metadata(spec, PROD).errors  # the same finding, the same words
+    assert endpoint_host_issues(spec, DEV) == [issue]  # insecure endpoints not allowed
+    assert endpoint_host_issues(spec, INSECURE) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.acme.example/v1", "http://api.acme.example/v1", "https://8.8.8.8/v1", "https://[::1/v1", 42]
+)
+def test_the_submit_time_host_rule_leaves_the_rest_to_phase_two(spec: dict[str, Any], url: object) -> None:
+    # Names are not resolved at submit; http, unparsable URLs and odd types are phase 2's to report.
+    spec["endpoint"]["url"] = url
+    assert endpoint_host_issues(spec, PROD) == []
+
+
 def test_http_refused_in_production(spec: dict[str, Any]) -> None:
     spec["endpoint"]["url"] = "http://api.acme.example/v1"
     (issue,) = validate_metadata(spec, PROD).errors
@@ -200,6 +219,40 @@ def pricing(model: str, *rates: tuple[str, float], currency: str | None = "USD")
 def test_pricing_consistency(spec: dict[str, Any], body: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     spec["pricing"] = body
     assert findings(spec) == expected
+
+
+def plan(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "requestsPerMinute": 60, **fields}
+
+
+@pytest.mark.parametrize(
+    ("plans", "model", "expected"),
+    [
+        ([plan("free"), plan("pro", pricePerMonth=49, default=True)], "per-token", []),
+        ([plan("a"), plan("a")], "per-token", [("pricing", "/pricing/plans/1/name")]),
+        ([plan("a", default=True), plan("b", default=True)], "per-token", [("pricing", "/pricing/plans/1/default")]),
+        ([plan("paid", pricePerMonth=5)], "free", [("pricing", "/pricing/plans/0/pricePerMonth")]),
+        ([plan("gratis", pricePerMonth=0)], "free", []),
+    ],
+)
+def test_plan_consistency(
+    spec: dict[str, Any], plans: list[dict[str, Any]], model: str, expected: list[tuple[str, str]]
+) -> None:
+    spec["pricing"] = {"model": model, "currency": "USD", "plans": plans}
+    if model == "per-token":
+        spec["pricing"]["rates"] = [{"unit": "input_tokens", "price": 1}]
+    assert findings(spec) == expected
+
+
+def test_a_priced_plan_needs_a_currency(spec: dict[str, Any]) -> None:
+    spec["pricing"] = {"model": "free", "plans": [plan("p", pricePerMonth=0)]}
+    assert findings(spec) == []
+    spec["pricing"] = {
+        "model": "subscription",
+        "rates": [{"unit": "month", "price": 1}],
+        "plans": [plan("p", pricePerMonth=9)],
+    }
+    assert ("pricing", "/pricing/currency") in findings(spec)
 
 
 # --- data residency -----------------------------------------------------------------------

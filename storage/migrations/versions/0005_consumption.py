@@ -2,7 +2,7 @@
 signing secrets; audit records name the consumer; a change counter for gateways without Redis.
 
 Revision ID: 0005_consumption
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-08
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_consumption"
-down_revision = "0004"
+down_revision = "0005"  # after the flow run requests of main (re-chained when main was merged in)
 branch_labels = None
 depends_on = None
 
