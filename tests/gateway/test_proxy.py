@@ -125,8 +125,8 @@ def test_provider_failures_answer_502_and_504_and_charge_nothing(setup: Setup) -
         timed_out = chat(gw, setup)
         setup.provider.mode = "close"
         dropped = chat(gw, setup)
-    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_error")
-    assert (timed_out.status_code, timed_out.json()["error"]["code"]) == (504, "upstream_timeout")
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_error"), failed.text
+    assert (timed_out.status_code, timed_out.json()["error"]["code"]) == (504, "upstream_timeout"), timed_out.text
     assert dropped.status_code == 502
     assert failed.json()["error"]["message"]  # OpenAI clients show error.message
     found = rows(setup, 3)
