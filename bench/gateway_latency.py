@@ -437,7 +437,9 @@ def main() -> None:
 def _features(out: dict[str, Any]) -> str:
     peer = (
         "\n\nLiteLLM proxy (its own venv, one worker, `model: openai/fake-chat` at the same fake provider): "
-        "master-key check on every call. Its virtual keys with rpm limits (the nearest equivalent of our key check and rate limit) need its database client, Prisma, whose query engine is downloaded on first use: not possible offline here (checked: the download fails), so they were off. "
+        "master-key check on every call. Its virtual keys with rpm limits (the nearest equivalent of our "
+        "key check and rate limit) need its database client, Prisma, whose query engine is downloaded on "
+        "first use: not possible offline here (checked: the download fails), so they were off. "
         "Ours: key check, rate limit, monthly quota reservation and settlement, usage row per call in "
         "PostgreSQL."
         if "litellm_wrk" in out
