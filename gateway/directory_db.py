@@ -193,7 +193,7 @@ class DatabaseDirectory:
             return access_of(access_repo.load_access(session, consumer_id, service_id, self.box), service_id)
 
     async def subscribed(self, key: ApiKey) -> list[str]:
-        return await asyncio.to_thread(self._subscribed, key.consumer_id)
+        return await self._read(self._subscribed, key.consumer_id)
 
     def _subscribed(self, consumer_id: str) -> list[str]:
         wanted = service_subscriptions.SubscriptionFilter(consumer_id=consumer_id, status=service_subscriptions.ACTIVE)
