@@ -239,3 +239,40 @@ class AuditPage(Page[AuditEntry]):
 
 class SuspensionIn(ApiModel):
     reason: str = Field(min_length=3, max_length=2000, description="Why the service is taken out (audited).")
+
+
+class UsageOut(ApiModel):
+    """One call through the gateway."""
+
+    request_id: str
+    occurred_at: datetime
+    consumer_id: str
+    key_id: str
+    service_id: str
+    service_version: str
+    subscription_id: str | None
+    route: str
+    status: int
+    latency_ms: float
+    ttfb_ms: float | None = Field(description="Time to the provider's first byte.")
+    input_tokens: int
+    output_tokens: int
+    cost: str = Field(description="Decimal amount, as a string (never a float).")
+    currency: str
+    stream: bool
+    error: str | None
+
+
+class UsageTotals(ApiModel):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: dict[str, str] = Field(description="Amount per currency, decimal strings.")
+
+
+class UsagePage(ApiModel):
+    items: list[UsageOut]
+    total: int
+    offset: int
+    limit: int
+    totals: UsageTotals = Field(description="Over every record in the range, not only this page.")

@@ -93,6 +93,13 @@ def build_get(url: str, path: str, headers: dict[str, str]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+def build_post(url: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    host = urlsplit(url).netloc
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    head += [f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(head).encode("latin-1") + body
+
+
 async def drive(
     url: str,
     requests: list[bytes],

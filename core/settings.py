@@ -328,6 +328,92 @@ class ApiSettings(BaseModel):
     )
 
 
+class GatewaySettings(BaseModel):
+    """The data plane (gateway/): where it listens, what it talks to, how it limits and times calls."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(default=8080, description="Port the gateway listens on (`make up` starts one process).")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for rate limits, quotas and the usage hand-off, shared by every gateway process "
+        "(defaults to cache.redis_url); unset: in-process limits and a local journal (one process only).",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Socket timeout of Redis calls; a slower Redis counts as down."
+    )
+    redis_retry_seconds: float = Field(
+        default=2.0, gt=0, description="After a Redis failure, how long limits are counted in-process before retrying."
+    )
+    connect_timeout_seconds: float = Field(default=3.0, gt=0, description="Upstream: opening a connection.")
+    first_byte_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Upstream: the longest wait for the provider's next bytes — its first (the status line) and, "
+        "in a stream, each later one.",
+    )
+    total_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Upstream: the whole call, a stream's last byte included."
+    )
+    pool_size: int = Field(default=256, ge=1, description="Upstream connections kept per process (all providers).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes `python -m gateway` starts on the one port (uvicorn's workers); each has "
+        "its own event loop, connection pool and Redis connection. More processes use more cores.",
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive upstream failures of one provider that open its circuit."
+    )
+    breaker_reset_seconds: float = Field(
+        default=10.0, gt=0, description="How long an open circuit refuses calls (503) before one trial call."
+    )
+    default_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Tokens reserved against a token quota for a call that names no max_tokens and whose plan "
+        "sets no limit of its own.",
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    journal_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "gateway-journal",
+        description="Local append-only journal of usage records, used when Redis is down or not configured.",
+    )
+    journal_fsync: bool = Field(
+        default=True, description="fsync each group of journal appends before the answers complete."
+    )
+    directory_refresh_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a process checks whether services changed (a fingerprint read); changes "
+        "announced over Redis reach it sooner. Keys and access follow consumption.change_poll_seconds.",
+    )
+
+
+class UsageSettings(BaseModel):
+    """The usage writer: records handed off by the gateway, batched into the database."""
+
+    inline: bool = Field(
+        default=True,
+        description="Each gateway process runs a usage writer too (the embedded default). false: run "
+        "`python -m gateway.writer` processes instead, so that database work never shares a process with calls.",
+    )
+    batch_size: int = Field(default=1000, ge=1, description="Records written per database transaction at most.")
+    idle_claim_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Records another (dead) gateway process took from the stream but did not acknowledge for this "
+        "long are claimed and written by a live one.",
+    )
+    retry_seconds: float = Field(default=1.0, gt=0, description="Pause after a failed database write before retrying.")
+    linger_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        description="After a batch smaller than batch_size, how long the writer lets records gather before "
+        "reading again: fewer, larger transactions (the records are already safe in Redis or the journal).",
+    )
+
+
 class PlanSettings(BaseModel):
     """The plan a service gets when its pricing publishes none."""
 
@@ -436,6 +522,8 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    usage: UsageSettings = UsageSettings()
     consumption: ConsumptionSettings = ConsumptionSettings()
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The whole stack as child processes: Prefect server, work pool + deployments, worker, API.
+"""The whole stack as child processes: Prefect server, work pool + deployments, worker, API, gateway.
 
 `python -m deployments.stack` is what `make up` runs; the end-to-end tests and the benchmarks
 start the same stack on free ports with a PostgreSQL-backed Prefect server.
@@ -53,6 +53,7 @@ class StackConfig:
 
     api_port: int = 8000
     prefect_port: int = 4200
+    gateway_port: int | None = 8080  # None: no gateway
     host: str = "127.0.0.1"
     prefect_home: Path = PROJECT_ROOT / ".prefect"
     prefect_database_url: str | None = None  # None: Prefect's own SQLite under prefect_home
@@ -75,6 +76,10 @@ class StackConfig:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Stack:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = c.prefect_database_url
         else:  # Prefect on its own SQLite takes one create at a time (api/run_starter.py)
             env.setdefault("MARKETPLACE_PREFECT__START_CONCURRENCY", "1")
+        if c.gateway_port is not None:
+            env.update({"MARKETPLACE_GATEWAY__PORT": str(c.gateway_port), "MARKETPLACE_GATEWAY__HOST": c.host})
         env.update(c.extra_env)
         worker = get_settings().worker
         self.worker_mode = env.get("MARKETPLACE_WORKER__MODE") or c.worker_mode or worker.mode
@@ -167,6 +174,8 @@ class Stack:
         if self.env.get("MARKETPLACE_KAFKA__BOOTSTRAP_SERVERS"):
             self.start_relay()
         self.start_api()
+        if self.config.gateway_port is not None:
+            self.start_gateway()
 
     def start_prefect_server(self) -> None:
         """The Prefect server: one process, or with messaging on Redis, the API server (UI included)
@@ -226,6 +235,12 @@ class Stack:
         self._spawn("api", uvicorn_argv("api.app:app", c.host, c.api_port, c.api_shutdown_grace_seconds))
         self._wait_http(f"{c.api_url}/ready", "api", timeout=60)
 
+    def start_gateway(self, name: str = "gateway") -> None:
+        """The data plane: a process of its own on its own port (more processes scale it out)."""
+        c = self.config
+        self._spawn(name, [sys.executable, "-m", "gateway"])  # port and host: in the environment
+        self._wait_http(f"{c.gateway_url}/health", name, timeout=60)
+
     def stop(self) -> None:
         """Stop the parts newest first, each before the next: the API finishes its requests,
         the worker lets go of the server, the server goes last. SIGTERM, then SIGKILL after a
@@ -244,7 +259,7 @@ class Stack:
         self.parts.clear()
 
     def _stop_timeout(self, name: str) -> float:
-        if name == "api":
+        if name in ("api", "gateway"):  # both finish in-flight calls (the gateway its usage hand-off too)
             return self.config.api_shutdown_grace_seconds + STOP_MARGIN_SECONDS
         return self.config.stop_timeout_seconds
 
@@ -398,7 +413,11 @@ def main() -> None:
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
     api, local = settings.api, StackSettings()
     config = StackConfig(
-        api_port=api.port, host=api.host, prefect_port=local.prefect_port, prefect_home=local.prefect_home
+        api_port=api.port,
+        host=api.host,
+        prefect_port=local.prefect_port,
+        prefect_home=local.prefect_home,
+        gateway_port=settings.gateway.port,
     )
     stack = Stack(config)
 
@@ -411,9 +430,10 @@ def main() -> None:
     try:
         stack.start()
         log.info(
-            "API on %s (docs %s/docs), Prefect UI on http://%s:%s — Ctrl-C stops everything",
+            "API on %s (docs %s/docs), gateway on %s, Prefect UI on http://%s:%s — Ctrl-C stops everything",
             stack.config.api_url,
             stack.config.api_url,
+            stack.config.gateway_url,
             stack.config.host,
             stack.config.prefect_port,
         )

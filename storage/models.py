@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -44,6 +46,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact decimal amounts: NUMERIC on PostgreSQL; on SQLite, which has no decimal type and would
+    keep a float, the amount's text."""
+
+    impl = Numeric(24, 12)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(String(48) if dialect.name == "sqlite" else Numeric(24, 12))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
 
 
 class Base(DeclarativeBase):
@@ -290,6 +311,39 @@ class SearchDocument(Base):
     published_at: Mapped[datetime | None] = mapped_column()
     indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
     document: Mapped[dict[str, Any]] = mapped_column()
+
+
+class UsageRecord(Base):
+    """One call through the gateway (written by the usage writer, never by the hot path).
+
+    On PostgreSQL the table is partitioned by month on `occurred_at` (storage/repositories/usage.py
+    creates the partitions); (request_id, occurred_at) is the row's identity, so a record handed
+    off twice (a retried batch, a replayed journal) is stored once.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_consumer", "consumer_id", "occurred_at"),
+        Index("ix_usage_records_service", "service_id", "occurred_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))
+    service_id: Mapped[str] = mapped_column(String(36))
+    service_version: Mapped[str] = mapped_column(String(64))
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(String(64))
 
 
 class FlowRunRequest(Base):

@@ -26,6 +26,7 @@ def prefect_stack(
         async_url = make_url(prefect_db).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
         config = StackConfig(
             api_port=free_port(),
+            gateway_port=None,  # the gateway's own tests start theirs
             prefect_port=free_port(),
             prefect_home=workdir / "prefect-home",
             prefect_database_url=async_url,
