@@ -136,7 +136,8 @@ def resume_from_ui(flow_run_id: str) -> tuple[int, float]:
     body = {"run_input": {"decision": "approve", "reviewer": "bench-governance", "comment": "resumed from the UI"}}
     t0 = time.perf_counter()
     response = httpx.post(f"{PREFECT}/flow_runs/{flow_run_id}/resume", json=body, timeout=120)
-    return response.status_code, (time.perf_counter() - t0) * 1000
+    outcome = response.json().get("status") if response.status_code < 300 else response.text[:100]
+    return f"{response.status_code} {outcome}", (time.perf_counter() - t0) * 1000
 
 
 def waiting_for_approval(api: httpx.Client, provider_url: str) -> tuple[str, str]:
@@ -147,8 +148,13 @@ def waiting_for_approval(api: httpx.Client, provider_url: str) -> tuple[str, str
     assert service_id
     status = wait_status(api, service_id, {"pending_approval", "failed"}, 300)
     assert status == "pending_approval", status
-    run = api.get(f"/api/v1/services/{service_id}/status").json()["flowRun"]
-    return service_id, run["id"]
+    deadline = time.monotonic() + 120
+    while True:  # `pending_approval` is written just before the run suspends: wait for the suspension
+        run = api.get(f"/api/v1/services/{service_id}/status").json()["flowRun"]
+        if run["state"] == "PAUSED":
+            return service_id, run["id"]
+        assert time.monotonic() < deadline, f"the approval run never suspended: {run}"
+        time.sleep(0.5)
 
 
 def burst(api: httpx.Client, provider_url: str, count: int, resume_run: str) -> dict[str, Any]:
