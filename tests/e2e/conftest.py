@@ -57,7 +57,8 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
             "MARKETPLACE_API__REALTIME_PRIORITY": "true",  # the opt-in, checked by test_publish_e2e
         }
         workdir = tmp_path_factory.mktemp("e2e")
-        with prefect_stack(workdir, with_worker=True, with_api=True, env=env) as stack:
+        env["MARKETPLACE_GATEWAY__JOURNAL_DIR"] = str(workdir / "gateway-journal")
+        with prefect_stack(workdir, with_worker=True, with_api=True, with_gateway=True, env=env) as stack:
             yield stack
 
 

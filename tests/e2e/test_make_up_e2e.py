@@ -54,6 +54,8 @@ def make_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runner, 
             {
                 "MARKETPLACE_API__PORT": str(api_port),
                 "MARKETPLACE_API__PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+                "MARKETPLACE_GATEWAY__PORT": str(free_port()),
+                "MARKETPLACE_GATEWAY__JOURNAL_DIR": str(workdir / "gateway-journal"),
                 "MARKETPLACE_STACK__PREFECT_PORT": str(free_port()),
                 "MARKETPLACE_STACK__PREFECT_HOME": str(workdir / ".prefect"),
                 "MARKETPLACE_DATABASE__URL": f"sqlite:///{workdir / 'marketplace.db'}",

@@ -15,6 +15,10 @@ Routes of the healthy provider:
 - ``GET /health``     200 ``{"status": "ok"}``
 - ``POST /``          401 without an ``Authorization`` header, 200 with one
 - ``GET /v1/models``  200 ``{"data": [{"id": "m1"}]}``
+- ``POST /v1/chat/completions``, ``POST /v1/embeddings``: OpenAI-style answers with usage (5 prompt,
+  7 completion tokens), server-sent events for ``"stream": true`` (a usage chunk when
+  ``stream_options.include_usage`` is set); 401 without ``Authorization``. What a marketplace
+  gateway calls (``received`` keeps each such request's headers).
 - anything else       404
 
 Every response carries Strict-Transport-Security and X-Content-Type-Options unless
@@ -53,6 +57,35 @@ GET /v1/models answers 200 with a body that does not match `provider_openapi`; r
 GET /health answers 302 to /v1/models (a client that follows it shows up in `requests`)."""
 
 SLOW_DEFAULT_DELAY_MS = 250
+OPENAI_USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+OPENAI_ANSWERS: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
+        "usage": OPENAI_USAGE,
+    },
+    "/v1/embeddings": {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+        "model": "fake",
+        "usage": {"prompt_tokens": 5, "total_tokens": 5},
+    },
+}
+
+
+def _chunk(delta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
+
+
 _SECURITY_HEADERS = {"Strict-Transport-Security": "max-age=63072000", "X-Content-Type-Options": "nosniff"}
 
 
@@ -68,6 +101,8 @@ class FakeProvider:
         self.security_headers = security_headers
         self.requests: Counter[str] = Counter()
         """Requests served, keyed by "METHOD /path" (query string dropped)."""
+        self.received: list[dict[str, str]] = []
+        """The headers of each OpenAI-style call, in order."""
         self.ca_path: Path | None = None
         """PEM of the CA that signed the server certificate (tls=True only)."""
         self._lock = threading.Lock()
@@ -184,13 +219,38 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         provider = self._provider("POST")
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain, or keep-alive breaks
-        if self.path.split("?", 1)[0] != "/":
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain, or keep-alive breaks
+        path = self.path.split("?", 1)[0]
+        authorized = provider.mode == "open_auth" or bool(self.headers.get("Authorization"))
+        if path not in ("/", *OPENAI_ANSWERS):
             self._send(404, {"error": "not found"})
-        elif provider.mode == "open_auth" or self.headers.get("Authorization"):
+        elif not authorized:
+            self._send(401, {"error": "missing credentials"}, {"WWW-Authenticate": "Bearer"})
+        elif path == "/":
             self._send(200, {"id": "resp-1", "output": "hello"})
         else:
-            self._send(401, {"error": "missing credentials"}, {"WWW-Authenticate": "Bearer"})
+            with provider._lock:
+                provider.received.append(dict(self.headers.items()))
+            body = json.loads(raw or b"{}")
+            if body.get("stream"):
+                self._stream(bool((body.get("stream_options") or {}).get("include_usage")))
+            else:
+                self._send(200, OPENAI_ANSWERS[path])
+
+    def _stream(self, include_usage: bool) -> None:
+        """Server-sent events as an OpenAI-style provider sends them; the connection closes after [DONE]."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunks = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo!"})]
+        if include_usage:
+            chunks.append({**_chunk({}), "choices": [], "usage": OPENAI_USAGE})
+        for chunk in chunks:
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
 
     def _provider(self, method: str) -> FakeProvider:
         provider = self.server.provider

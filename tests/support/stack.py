@@ -18,6 +18,7 @@ def prefect_stack(
     *,
     with_worker: bool,
     with_api: bool,
+    with_gateway: bool = False,
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Start a Prefect server (PostgreSQL-backed), apply the deployments, and the parts asked for."""
@@ -26,7 +27,7 @@ def prefect_stack(
         async_url = make_url(prefect_db).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
         config = StackConfig(
             api_port=free_port(),
-            gateway_port=None,  # the gateway's own tests start theirs
+            gateway_port=free_port() if with_gateway else None,
             prefect_port=free_port(),
             prefect_home=workdir / "prefect-home",
             prefect_database_url=async_url,
@@ -44,6 +45,8 @@ def prefect_stack(
                 stack.start_worker()
             if with_api:
                 stack.start_api()
+            if with_gateway:
+                stack.start_gateway()
             yield stack
         finally:
             stack.stop()
