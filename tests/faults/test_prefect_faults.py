@@ -28,7 +28,7 @@ from sqlalchemy import select
 from api.app import create_app
 from deployments.stack import Stack
 from storage.database import reset_engine, session_scope
-from storage.models import Service
+from storage.models import FlowRunRequest, Service
 from tests.faults.conftest import as_provider
 from tests.faults.helpers import TcpProxy, eventually
 from tests.support.provider import FakeProvider, good_spec
@@ -111,6 +111,17 @@ def queued_run(client: TestClient, service_id: str, spec: dict[str, Any], attemp
     return eventually(probe, 30, f"{attempts} failed start(s) of {service_id}'s run", interval=0.2)
 
 
+def failed_start_recorded(service_id: str) -> bool:
+    """The starter recorded a failed attempt at the service's publish run. Read from the record, not the
+    status report: the run Prefect did create may already report itself running, which the report shows
+    instead of the queued start."""
+    with session_scope() as session:
+        query = select(FlowRunRequest.attempts).where(
+            FlowRunRequest.service_id == service_id, FlowRunRequest.kind == "publish"
+        )
+        return any(attempts >= 1 for attempts in session.scalars(query))
+
+
 def runs_of(stack: Stack, service_id: str) -> list[Any]:
     with SyncPrefectClient(stack.config.prefect_api_url) as prefect:
         return list(
@@ -190,7 +201,7 @@ def test_a_lost_answer_from_prefect_is_retried_into_the_same_run(
         spec = good_spec(provider.url, name="faults-prefect-no-answer")
         service_id = assert_accepted_at_once(*post_timed(client, spec), spec)
         eventually(lambda: runs_of(faults_stack, service_id), 30, "Prefect to create the run")
-        queued_run(client, service_id, spec)  # ... whose answer was lost: the start failed
+        eventually(lambda: failed_start_recorded(service_id), 30, "the start to fail (its answer was lost)", 0.2)
         proxy.swallow_responses = False
         report = wait_active(client, service_id, spec)
     runs = runs_of(faults_stack, service_id)

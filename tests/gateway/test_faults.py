@@ -231,6 +231,7 @@ def test_the_embedded_default_serves_one_process_without_redis_on_sqlite(
 
 def test_a_separate_writer_process_stores_what_the_gateways_hand_off(setup: Setup) -> None:
     """MARKETPLACE_USAGE__INLINE=false: gateways only hand off; `python -m gateway.writer` stores."""
+    setup.new_consumer("consumer-2", BIG)  # the default plan's 1000/min is reached in 2 s on a quiet machine
     env = setup.env(MARKETPLACE_USAGE__INLINE="false")
     writer = subprocess.Popen(
         [sys.executable, "-m", "gateway.writer"],
