@@ -28,12 +28,12 @@ from api.schemas import (
     VersionAccepted,
 )
 from api.status_report import StatusRecord, current_status, render_status
+from checks.spec_schema import load_schema
 from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import ServiceFilter
-from tasks.spec_schema import load_schema
 
 router = APIRouter(prefix="/services", tags=["services"])
 
