@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
+from cachetools import TLRUCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.settings import CacheSettings, get_settings
+from storage.engine import read_change_stamp
 from storage.near_cache import NearCache
 
 log = logging.getLogger("marketplace.cache")
@@ -127,28 +129,21 @@ class RedisBackend:
 
 
 class LocalBackend:
-    """A bounded, thread-safe TTL map inside this process."""
+    """A bounded, thread-safe TTL map inside this process (least recently used entries go first)."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._data: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
+        # Each value is (ttl, text): the entry expires `ttl` seconds after it was set.
+        self._data: TLRUCache[str, tuple[float, str]] = TLRUCache(max_entries, _expires, timer=time.monotonic)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def get(self, key: str) -> str | None:
         with self._lock:
             item = self._data.get(key)
-            if item is None or item[0] < time.monotonic():
-                self._data.pop(key, None)
-                return None
-            self._data.move_to_end(key)
-            return item[1]
+        return item[1] if item is not None else None
 
     def set(self, key: str, value: str, ttl: int) -> None:
         with self._lock:
-            self._data[key] = (time.monotonic() + ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._data[key] = (float(ttl), value)
 
     def delete(self, keys: list[str]) -> None:
         with self._lock:
@@ -157,9 +152,13 @@ class LocalBackend:
 
     def incr(self, key: str) -> int:
         with self._lock:
-            current = int(self._data.get(key, (float("inf"), "0"))[1]) + 1
-            self._data[key] = (float("inf"), str(current))
+            current = int(self._data.get(key, (math.inf, "0"))[1]) + 1
+            self._data[key] = (math.inf, str(current))
             return current
+
+
+def _expires(_key: str, value: tuple[float, str], now: float) -> float:
+    return now + value[0]
 
 
 class ReadCache:
@@ -323,6 +322,4 @@ def get_cache() -> ReadCache:
     if settings.redis_url:
         backend = RedisBackend(settings.redis_url)
         return ReadCache(backend, settings, stamp=None, near=backend.near_cache())
-    from storage.database import read_change_stamp  # the stamp lives in the database
-
     return ReadCache(LocalBackend(), settings, stamp=read_change_stamp)

@@ -2,7 +2,8 @@
 
 `checks/` is pure: no Prefect, and nothing above it (`tasks/`, `flows/`, `api/`). The API, the
 gateway and storage never import `tasks/`: the API calls `checks/` directly. Storage imports
-none of the others.
+none of the others, and its modules import each other one way only (no cycle, not even through
+an import deferred into a function).
 """
 
 from __future__ import annotations
@@ -68,3 +69,51 @@ def test_the_checker_sees_imports_at_any_depth(tmp_path):
         "checks/bad.py:3 imports prefect",
         "checks/bad.py:4 imports tasks.notify",
     ]
+
+
+def storage_import_graph(root: Path = PROJECT_ROOT) -> dict[str, set[str]]:
+    """storage's modules and the storage modules each imports (a package's own submodules importing
+    the package itself are left out: Python runs the package first anyway)."""
+    modules = {}
+    for path in (root / "storage").rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        named = set()
+        for _, module in imported_modules(path):
+            named.add(module)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                named |= {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[name] = {m for m in named if m in modules and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def cycle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path of imports from `start` back to itself, if there is one."""
+    paths = [[start, nxt] for nxt in sorted(graph[start])]
+    seen = set()
+    while paths:
+        path = paths.pop()
+        if path[-1] == start:
+            return path
+        if path[-1] in seen:
+            continue
+        seen.add(path[-1])
+        paths += [[*path, nxt] for nxt in sorted(graph[path[-1]])]
+    return None
+
+
+def test_storage_modules_import_each_other_one_way():
+    graph = storage_import_graph()
+    assert {"storage.database", "storage.cache", "storage.engine"} <= set(graph)
+    assert {name: path for name in sorted(graph) if (path := cycle_through(graph, name))} == {}
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle():
+    graph = {"storage.cache": {"storage.database"}, "storage.database": {"storage.cache"}, "storage.engine": set()}
+    assert cycle_through(graph, "storage.cache") == ["storage.cache", "storage.database", "storage.cache"]
+    assert cycle_through(graph, "storage.engine") is None
