@@ -33,6 +33,7 @@ from api.routes import (
     webhooks,
 )
 from api.run_starter import RunStarter, StarterPolicy
+from api.status.view import StatusView
 from core.gc_pauses import freeze_startup_objects
 from core.realtime import make_process_realtime
 from core.settings import Settings, get_settings
@@ -52,7 +53,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     starter = run_starter_for(orchestrator, settings)
     stop_listening = run_requests.when_enqueued(starter.wake)
     starter.start()  # owed runs left by an earlier process are started now
-    get_cache().listen()  # status reads from memory from the first one on
+    cache = get_cache()
+    cache.listen()  # status reads from memory from the first one on
+    app.state.status_view = StatusView(cache, orchestrator, wait_seconds=settings.api.status_wait_seconds)
     if settings.api.realtime_priority:
         make_process_realtime()  # see core/realtime.py
     freeze_startup_objects()  # the last step of start-up: see core/gc_pauses.py

@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: a database session committed by the request, the orchestrator."""
+"""Request-scoped dependencies: a database session committed by the request, the orchestrator, the status view."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.orchestrator import Orchestrator
+from api.status.view import StatusView
 from core.errors import SpecValidationError
 from core.settings import Settings, get_settings
 from storage.database import session_scope
@@ -29,12 +30,18 @@ async def orchestrator(request: Request) -> Orchestrator:
     return orch
 
 
+async def status_view(request: Request) -> StatusView:
+    view: StatusView = request.app.state.status_view
+    return view
+
+
 async def settings() -> Settings:
     return get_settings()
 
 
 DbSession = Annotated[Session, Depends(db_session)]
 OrchestratorDep = Annotated[Orchestrator, Depends(orchestrator)]
+StatusViewDep = Annotated[StatusView, Depends(status_view)]
 SettingsDep = Annotated[Settings, Depends(settings)]
 
 # Deeper pages than this are refused (422) rather than handed to the database as an out-of-range number.

@@ -20,7 +20,7 @@ from prefect.context import SettingsContext, get_settings_context
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled
 
-from api.run_states import RunStateCache
+from api.status.run_states import RunStateCache
 from core.errors import ConflictError, UpstreamUnavailableError
 from core.settings import PrefectSettings
 from storage.repositories.run_requests import RunSpec
@@ -47,7 +47,7 @@ class Orchestrator:
     fails at once with 503, and the caller retries.
 
     Run states are kept per flow run and read again in the background every `run_state_seconds`
-    while polled (api/run_states.py): status reads never wait for the Prefect server.
+    while polled (api/status/run_states.py): status reads never wait for the Prefect server.
     """
 
     def __init__(

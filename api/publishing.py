@@ -9,6 +9,9 @@ from sqlalchemy.orm import Session
 
 from api import intake, spec_checks
 from api.orchestrator import Orchestrator
+from checks.openapi import reference_issues
+from checks.policy import check_policies
+from checks.validation import validate_metadata
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
 from core.settings import Settings, get_settings
@@ -19,9 +22,6 @@ from storage.models import Service, ServiceVersion, new_id
 from storage.repositories import approvals, audit, outbox, run_requests, services, versions
 from storage.repositories.services import Actor, event_data
 from storage.search import document_from_service, get_search_index
-from tasks.openapi import reference_issues
-from tasks.policy import check_policies
-from tasks.validation import validate_metadata
 
 # Changed in place by PUT; anything else (endpoint, compliance, OpenAPI ...) needs a new version.
 METADATA_FIELDS = frozenset({"description", "tags", "capabilities", "pricing", "sla", "category"})

@@ -10,11 +10,11 @@ import difflib
 import functools
 from typing import Any
 
+from checks.spec_schema import MAX_ISSUES, Total, excerpt, json_pointer, load_schema, schema_report
+from checks.validation import endpoint_host_issues
 from core.domain import Issue
 from core.errors import SpecValidationError
 from core.settings import Settings
-from tasks.spec_schema import MAX_ISSUES, Total, excerpt, json_pointer, load_schema, schema_report
-from tasks.validation import endpoint_host_issues
 
 _MAX_HINTED_NAME = 64  # longer names get no "did you mean" (difflib is quadratic in the worst case)
 
@@ -30,7 +30,7 @@ def require_public_endpoint(spec: dict[str, Any], settings: Settings) -> None:
     """422 when the endpoint URL names a loopback, private, link-local or metadata host, unless the
     settings allow insecure endpoints (never in production): refused before a run is started for it.
 
-    Judged by spelling only (tasks.validation.endpoint_host_issues says why no DNS here).
+    Judged by spelling only (checks.validation.endpoint_host_issues says why no DNS here).
     """
     issues = endpoint_host_issues(spec, settings)
     if issues:

@@ -24,7 +24,7 @@ from api.consumption_schemas import (
     SubscriptionOut,
 )
 from api.orchestrator import Orchestrator
-from api.status_report import flow_run_view
+from api.status.record import flow_run_view
 from core.domain import ServiceStatus
 from core.errors import ConflictError, ForbiddenError, NotFoundError, SpecValidationError, UpstreamUnavailableError
 from core.plans import Plan, approval_reason, choose_plan, currency_of, plans_of

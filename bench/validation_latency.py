@@ -33,11 +33,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from checks import openapi, policy, spec_schema, validation  # noqa: E402
+from checks.openapi_refs import RefChecker  # noqa: E402
+from checks.openapi_semantics import semantic_issues  # noqa: E402
+from checks.openapi_structure import structural_issues  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from tasks import openapi, policy, spec_schema, validation  # noqa: E402
-from tasks.openapi_refs import RefChecker  # noqa: E402
-from tasks.openapi_semantics import semantic_issues  # noqa: E402
-from tasks.openapi_structure import structural_issues  # noqa: E402
 from tests.support.openapi_docs import compact_size, openapi_document  # noqa: E402
 from tests.support.specs import make_spec  # noqa: E402
 
@@ -157,8 +157,8 @@ def main() -> None:
 
     before = Timings()
     if args.before_runs:
-        paths = {"spec_schema": "tasks/spec_schema.py", "validation": "tasks/validation.py"}
-        paths |= {"openapi": "tasks/openapi.py", "policy": "tasks/policy.py"}
+        paths = {"spec_schema": "checks/spec_schema.py", "validation": "checks/validation.py"}
+        paths |= {"openapi": "checks/openapi.py", "policy": "checks/policy.py"}
         old = phase({key: load_before(args.before_rev, path) for key, path in paths.items()}, spec, settings)
         cheap = {part: check for part, check in old.items() if part != "openapi"}
         timed_run(cheap)  # warm-up of the old caches (validator, policy bundle); the library has none to speak of

@@ -52,6 +52,13 @@ def can_transition(current: ServiceStatus, target: ServiceStatus) -> bool:
     return target in ALLOWED_TRANSITIONS[current]
 
 
+class Audience(StrEnum):
+    """Who a webhook notification goes to."""
+
+    GOVERNANCE = "governance"  # the configured governance URLs
+    CONSUMERS = "consumers"  # the service's subscribers
+
+
 class Phase(StrEnum):
     """Pipeline phases, in the order the publish flow runs them."""
 

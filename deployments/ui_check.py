@@ -31,9 +31,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import LogSort
 
+from checks.phase_lines import phase_label
 from core.domain import Phase
 from deployments.headless import Browser, Page, find_chromium, host_of
-from tasks.phase_lines import phase_label
 
 WAIT_SECONDS = 30.0  # per view: the UI renders after its own API calls, slower on a busy machine
 

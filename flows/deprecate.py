@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from notifications.webhooks import Audience
+from core.domain import Audience
 from tasks.deprecation import DeprecationInput, RetirementInput, mark_deprecated, retire, schedule_retirement
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.notify import NotificationInput, notify

@@ -22,10 +22,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.transactions import Transaction
 
-from core.domain import Phase, PhaseOutcome, ServiceStatus, requires_approval
+from checks.phase_lines import phase_label
+from checks.report_markdown import steps_text
+from core.domain import Audience, Phase, PhaseOutcome, ServiceStatus, requires_approval
 from core.settings import get_settings
 from flows.compensation import Compensation
-from notifications.webhooks import Audience
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
 from tasks.approval import ApprovalDecision, ApprovalRequest, DecisionInput, record_decision, request_approval
@@ -33,10 +34,8 @@ from tasks.endpoint_tests import run_endpoint_tests
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.lifecycle import RollbackInput, TransitionInput, record_rollback, transition_status
 from tasks.notify import NotificationInput, notify
-from tasks.phase_lines import phase_label
 from tasks.publish_report import write_publish_report
 from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
-from tasks.report_markdown import steps_text
 from tasks.submission import VersionNotStored, check_submission
 
 

@@ -21,12 +21,12 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from core import egress
+from core.domain import Audience
 from core.settings import WebhookSettings, get_settings
 from storage.database import session_scope
 from storage.models import WebhookDelivery
@@ -42,11 +42,6 @@ USER_AGENT = "llm-marketplace-webhooks/1.0"
 DEFAULT_TOLERANCE_SECONDS = 300.0
 # Enough of a refusal's body to say why; the rest is not worth storing (or reading).
 ERROR_BODY_BYTES = 512
-
-
-class Audience(StrEnum):
-    GOVERNANCE = "governance"
-    CONSUMERS = "consumers"
 
 
 def envelope(event_id: str, event_type: str, service_id: str, data: dict[str, Any]) -> dict[str, Any]:

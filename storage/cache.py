@@ -1,4 +1,4 @@
-"""Read cache for service reads, status reports and search results: Redis when configured, in-process otherwise.
+"""Read cache for per-service entries (documents, status records) and search results: Redis or in-process.
 
 Invalidation is immediate and automatic: a session listener (storage/database.py) collects the
 services a transaction changed and, once it commits, moves their generations (and the search
@@ -15,22 +15,25 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
+from cachetools import TLRUCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.settings import CacheSettings, get_settings
+from storage.engine import read_change_stamp
 from storage.near_cache import NearCache
 
 log = logging.getLogger("marketplace.cache")
 SEARCH_GENERATION = "mkt:search:generation"
+SERVICE = "service"  # the kind of entry that is a service's document (GET /services/{id})
 
 
 class Backend(Protocol):
@@ -127,28 +130,21 @@ class RedisBackend:
 
 
 class LocalBackend:
-    """A bounded, thread-safe TTL map inside this process."""
+    """A bounded, thread-safe TTL map inside this process (least recently used entries go first)."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._data: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
+        # Each value is (ttl, text): the entry expires `ttl` seconds after it was set.
+        self._data: TLRUCache[str, tuple[float, str]] = TLRUCache(max_entries, _expires, timer=time.monotonic)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def get(self, key: str) -> str | None:
         with self._lock:
             item = self._data.get(key)
-            if item is None or item[0] < time.monotonic():
-                self._data.pop(key, None)
-                return None
-            self._data.move_to_end(key)
-            return item[1]
+        return item[1] if item is not None else None
 
     def set(self, key: str, value: str, ttl: int) -> None:
         with self._lock:
-            self._data[key] = (time.monotonic() + ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._data[key] = (float(ttl), value)
 
     def delete(self, keys: list[str]) -> None:
         with self._lock:
@@ -157,16 +153,20 @@ class LocalBackend:
 
     def incr(self, key: str) -> int:
         with self._lock:
-            current = int(self._data.get(key, (float("inf"), "0"))[1]) + 1
-            self._data[key] = (float("inf"), str(current))
+            current = int(self._data.get(key, (math.inf, "0"))[1]) + 1
+            self._data[key] = (math.inf, str(current))
             return current
 
 
-class ReadCache:
-    """Cached service documents, status reports (our records' part) and search pages.
+def _expires(_key: str, value: tuple[float, str], now: float) -> float:
+    return now + value[0]
 
-    A service's document and its status report share the service's token: whatever invalidates
-    one (any committed change to the service, its versions or its phase results) invalidates both.
+
+class ReadCache:
+    """Cached entries per service (its document; the status view's records, api/status/) and search pages.
+
+    A service's entries share the service's token: whatever invalidates one (any committed change
+    to the service, its versions or its phase results) invalidates all of them.
 
     Every entry's key carries a token read *before* the data was loaded: the database change
     stamp (in-process), or a generation counter that invalidation moves on (Redis). A reader
@@ -200,32 +200,33 @@ class ReadCache:
         return self._token(SEARCH_GENERATION)
 
     def get_service(self, service_id: str, token: str) -> dict[str, Any] | None:
-        return self._load(f"mkt:service:{service_id}:{token}", token)
+        return self.get_entry(SERVICE, service_id, token)
 
     def put_service(self, service_id: str, token: str, value: dict[str, Any]) -> None:
-        self._put(f"mkt:service:{service_id}:{token}", token, value, self._settings.service_ttl_seconds)
+        self.put_entry(SERVICE, service_id, token, value)
 
-    def get_status(self, service_id: str, token: str) -> dict[str, Any] | None:
-        """The service's status report as our records had it (no Prefect state), under `service_token`."""
-        return self._load(_status_key(service_id, token), token)
+    def get_entry(self, kind: str, service_id: str, token: str) -> dict[str, Any] | None:
+        """A `kind` of entry kept for the service (its document, its status record) under `service_token`."""
+        return self._load(_entry_key(kind, service_id, token), token)
 
-    def put_status(self, service_id: str, token: str, value: dict[str, Any]) -> None:
-        self._put(_status_key(service_id, token), token, value, self._settings.service_ttl_seconds)
+    def put_entry(self, kind: str, service_id: str, token: str, value: dict[str, Any]) -> None:
+        self._put(_entry_key(kind, service_id, token), token, value, self._settings.service_ttl_seconds)
 
-    def status_version(self, service_id: str) -> int | None:
-        """A number that changes whenever the service's status record may have (memory only; None
+    def change_version(self, service_id: str) -> int | None:
+        """A number that changes whenever the service's entries may have (memory only; None
         without Redis or while its invalidations are not being received)."""
         if self._near is None or not self._backend_available():
             return None
         return self._near.version(_service_generation(service_id))
 
-    def peek_status(self, service_id: str) -> dict[str, Any] | None:
-        """The status record if this process holds it under the current token: memory only, no I/O
+    def peek_entry(self, kind: str, service_id: str) -> dict[str, Any] | None:
+        """The entry if this process holds it under the service's current token: memory only, no I/O
         (None otherwise, and always without Redis: the caller then loads it off the event loop)."""
         if self._near is None or not self._backend_available():
             return None
         token = self._near.peek_token(_service_generation(service_id))
-        entry = self._near.entry(_status_key(service_id, _generation_token(token))) if token is not None else None
+        key = _entry_key(kind, service_id, _generation_token(token)) if token is not None else None
+        entry = self._near.entry(key) if key is not None else None
         return entry if isinstance(entry, dict) else None
 
     def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
@@ -312,8 +313,8 @@ def _generation_token(generation: str) -> str:
     return f"g{generation}"
 
 
-def _status_key(service_id: str, token: str) -> str:
-    return f"mkt:status:{service_id}:{token}"
+def _entry_key(kind: str, service_id: str, token: str) -> str:
+    return f"mkt:{kind}:{service_id}:{token}"
 
 
 @lru_cache(maxsize=1)
@@ -323,6 +324,4 @@ def get_cache() -> ReadCache:
     if settings.redis_url:
         backend = RedisBackend(settings.redis_url)
         return ReadCache(backend, settings, stamp=None, near=backend.near_cache())
-    from storage.database import read_change_stamp  # the stamp lives in the database
-
     return ReadCache(LocalBackend(), settings, stamp=read_change_stamp)

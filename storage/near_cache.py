@@ -6,7 +6,7 @@ Redis to be scheduled, and a report polled hundreds of times a second paid that 
 Here both come from memory:
 
 - entries are keyed by the token they were loaded under, so a copy can never be out of date:
-  they are kept in a bounded LRU map;
+  they are kept in a bounded LRU map (cachetools);
 - generations (tokens) move on when a commit changes a service. Every invalidation is also
   published on a Redis channel; a thread of this process listens on it and drops what each
   message names as it arrives. A change made by this process is dropped at once (`forget`);
@@ -25,11 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
+from cachetools import LRUCache
 
 log = logging.getLogger("marketplace.cache")
 CHANNEL = "mkt:invalidations"
@@ -42,7 +42,6 @@ class NearCache:
 
     def __init__(self, client: redis.Redis, *, max_entries: int = 4096, poll_seconds: float = 0.5) -> None:
         self._client = client
-        self._max_entries = max_entries
         self._poll_seconds = poll_seconds  # the listener's longest wait for a message (then it checks for close())
         self._lock = threading.Lock()  # guards the maps (the listener thread alone reads the subscription)
         self._tokens: dict[str, str] = {}
@@ -50,7 +49,7 @@ class NearCache:
         # nothing), plus one epoch for "forget everything"; both only grow, so their sum is a version.
         self._changes: dict[str, int] = {}
         self._epoch = 0
-        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._entries: LRUCache[str, Any] = LRUCache(max_entries)
         self._pubsub: Any = None  # redis.client.PubSub once subscribed
         self._live = False
         self._started = False
@@ -93,17 +92,11 @@ class NearCache:
 
     def entry(self, key: str) -> Any | None:
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            return self._entries.get(key)
 
     def keep(self, key: str, value: Any) -> None:
         with self._lock:
             self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
 
     def forget(self, generation_keys: Iterable[str]) -> None:
         """This process changed these generations: drop them now (the message comes back later too)."""

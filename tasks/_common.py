@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from checks.timing import timed
 from core.domain import Phase, PhaseOutcome
 from core.settings import get_settings
 from storage.database import session_scope
@@ -37,15 +37,6 @@ def backoff(retries: int) -> list[float]:
 
 def jitter() -> float:
     return get_settings().retries.jitter_factor
-
-
-def timed(check: Callable[[], PhaseOutcome]) -> tuple[PhaseOutcome, datetime]:
-    """Run a check; the outcome carries its duration, returned with the moment it started."""
-    started_at = datetime.now(UTC)
-    t0 = time.perf_counter()
-    outcome = check()
-    outcome.duration_ms = (time.perf_counter() - t0) * 1000
-    return outcome, started_at
 
 
 def record_outcomes(

@@ -15,7 +15,7 @@ from storage.repositories import phases, versions
 from storage.repositories.services import SYSTEM
 from tasks._common import PhaseInput, backoff, jitter
 from tasks.indexing import index_version
-from tasks.phase_lines import log_phases
+from tasks.run_log import log_phases
 
 
 @task(name="activation", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter(), timeout_seconds=60)

@@ -14,8 +14,8 @@ from storage.repositories import approvals, audit, outbox, versions
 from storage.repositories.services import SYSTEM, event_data
 from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, backoff, jitter, run_phase
-from tasks.phase_lines import log_phases
 from tasks.publish_report import write_publish_report
+from tasks.run_log import log_phases
 
 
 class ApprovalDecision(RunInput):

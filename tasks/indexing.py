@@ -8,6 +8,7 @@ from datetime import datetime
 from prefect import task
 from pydantic import BaseModel
 
+from checks.timing import timed
 from core.domain import LIVE, Outcome, Phase, PhaseOutcome, ServiceStatus
 from core.settings import get_settings
 from storage.cache import get_cache
@@ -15,7 +16,7 @@ from storage.database import session_scope
 from storage.models import Service
 from storage.repositories import services, versions
 from storage.search import document_from_service, get_search_index
-from tasks._common import PhaseInput, backoff, jitter, record_outcomes, timed
+from tasks._common import PhaseInput, backoff, jitter, record_outcomes
 
 
 class ServiceRef(BaseModel):

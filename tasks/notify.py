@@ -26,8 +26,9 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from core.domain import Audience
 from core.settings import WebhookSettings, get_settings
-from notifications.webhooks import Audience, deliver, envelope
+from notifications.webhooks import deliver, envelope
 from storage.database import session_scope
 from storage.models import WebhookDelivery
 from storage.repositories import services, webhooks

@@ -14,14 +14,14 @@ from uuid import UUID
 
 from prefect.artifacts import MarkdownArtifact
 
+from checks.report_markdown import PublishReport, headline, render_report, report_key
 from core.domain import Issue, Outcome, Phase, PhaseOutcome, ServiceStatus
 from core.errors import NotFoundError
 from storage.database import session_scope
 from storage.models import ValidationResult
 from storage.repositories import phases, versions
 from tasks._common import PhaseInput
-from tasks.phase_lines import run_logger
-from tasks.report_markdown import PublishReport, headline, render_report, report_key
+from tasks.run_log import run_logger
 
 
 def write_publish_report(

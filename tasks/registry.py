@@ -13,14 +13,15 @@ from prefect import task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
+from checks.timing import timed
 from core.domain import Outcome, Phase, PhaseOutcome
 from core.settings import RegistrySettings, get_settings
 from storage.database import session_scope
 from storage.repositories import audit, versions
 from storage.repositories.services import SYSTEM
 from storage.repositories.services import get as get_service
-from tasks._common import PhaseInput, SpecInput, backoff, jitter, record_outcomes, timed
-from tasks.phase_lines import log_phases
+from tasks._common import PhaseInput, SpecInput, backoff, jitter, record_outcomes
+from tasks.run_log import log_phases
 
 LOCAL_PREFIX = "marketplace:"
 log = logging.getLogger("marketplace.registry")

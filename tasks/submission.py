@@ -16,16 +16,17 @@ from typing import Any
 from prefect import task
 from pydantic import BaseModel, Field
 
+from checks.openapi import validate_openapi
+from checks.policy import check_policies
+from checks.timing import timed
+from checks.validation import validate_metadata
 from core.domain import Phase, PhaseOutcome, ServiceStatus
 from core.settings import Settings, get_settings
 from storage.database import session_scope
 from storage.repositories import run_requests, versions
 from storage.repositories.services import SYSTEM
-from tasks._common import PhaseInput, backoff, jitter, record_outcomes, timed
-from tasks.openapi import validate_openapi
-from tasks.phase_lines import log_phases
-from tasks.policy import check_policies
-from tasks.validation import validate_metadata
+from tasks._common import PhaseInput, backoff, jitter, record_outcomes
+from tasks.run_log import log_phases
 
 Check = Callable[[dict[str, Any], Settings], PhaseOutcome]
 CHECKS: tuple[tuple[Phase, Check], ...] = (

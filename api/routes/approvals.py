@@ -11,7 +11,7 @@ from api.auth import Principal, Role, require_roles
 from api.deps import DbSession, Limit, Offset, OrchestratorDep
 from api.routes.services import ERRORS
 from api.schemas import ApprovalPage, DecisionAccepted, DecisionIn
-from api.status_report import approval_view
+from api.status.record import approval_view
 from storage.repositories import approvals
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])

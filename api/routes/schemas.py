@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from tasks.spec_schema import load_schema
+from checks.spec_schema import load_schema
 
 router = APIRouter(prefix="/schemas", tags=["schemas"])
 

@@ -14,9 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep
+from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
 from api.errors import ErrorResponse
-from api.orchestrator import Orchestrator
 from api.rate_limit import PublishQuota
 from api.schemas import (
     DeprecationAccepted,
@@ -27,13 +26,14 @@ from api.schemas import (
     SuspensionIn,
     VersionAccepted,
 )
-from api.status_report import StatusRecord, current_status, render_status
+from api.status.record import StatusRecord
+from api.status.view import StatusView
+from checks.spec_schema import load_schema
 from core.domain import ServiceStatus
 from storage.cache import get_cache
 from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import ServiceFilter
-from tasks.spec_schema import load_schema
 
 router = APIRouter(prefix="/services", tags=["services"])
 
@@ -137,18 +137,18 @@ def _parse(value: str | None) -> datetime | None:
 
 
 @router.get("/{service_id}/status", response_model=ServiceStatusOut, responses=ERRORS, summary="Publishing status")
-async def get_status(service_id: str, principal: MaybePrincipal, orch: OrchestratorDep) -> Response:
+async def get_status(service_id: str, principal: MaybePrincipal, view: StatusViewDep) -> Response:
     """Lifecycle status, current phase, per-phase results with timings, findings and the Prefect run.
 
     Our records are cached (every change invalidates them); the Prefect run state is at most about a second old.
     """
-    record = await current_status(service_id)
+    record = await view.current(service_id)
     access.require_internals(principal, service_id, record.provider_id, record.status)
-    return _status_response(record, orch)
+    return _status_response(record, view)
 
 
-def _status_response(record: StatusRecord, orch: Orchestrator) -> Response:
-    body = render_status(record, orch)
+def _status_response(record: StatusRecord, view: StatusView) -> Response:
+    body = view.render(record)
     # orjson: the report with its phase evidence is the largest body polled; the json module took
     # a tenth of the API's CPU under load. Same bytes as JSONResponse (UTF-8, compact).
     response = Response(content=orjson.dumps(body), media_type="application/json")

@@ -19,11 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from checks.openapi import validate_openapi
 from core.settings import Settings
 from storage.database import reset_engine, session_scope
 from storage.repositories import services
 from storage.search import document_from_service, get_search_index
-from tasks.openapi import validate_openapi
 from tests.support.auth import provider
 from tests.support.specs import make_spec
 

@@ -11,6 +11,7 @@ import pytest
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from core.domain import Audience
 from core.settings import get_settings
 from deployments.stack import Stack
 from notifications.webhooks import (
@@ -18,7 +19,6 @@ from notifications.webhooks import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    Audience,
     deliver,
     sign,
     verify_signature,

@@ -16,6 +16,7 @@ from storage.cache import NO_TOKEN, ReadCache, RedisBackend
 from tests.faults.helpers import RedisServer
 
 RECORD = {"serviceId": "s1", "status": "testing"}
+STATUS = "status"  # the kind of entry the status view keeps (api/status/view.py)
 
 
 @pytest.fixture
@@ -44,9 +45,9 @@ def gets(server: RedisServer) -> int:
 def live_token(cache: ReadCache, service_id: str) -> str:
     """The token once the subscription is up (memory is trusted from then on)."""
     deadline = time.monotonic() + 10
-    while cache.peek_status(service_id) is None:
+    while cache.peek_entry(STATUS, service_id) is None:
         token = cache.service_token(service_id)
-        cache.put_status(service_id, token, RECORD)
+        cache.put_entry(STATUS, service_id, token, RECORD)
         assert time.monotonic() < deadline, "the invalidation feed never came up"
         time.sleep(0.02)
     return cache.service_token(service_id)
@@ -63,7 +64,7 @@ def test_a_change_made_by_this_process_is_seen_at_once(server: RedisServer) -> N
     api = api_cache(server.url)
     token = live_token(api, "s1")
     api.invalidate(["s1"])
-    assert api.peek_status("s1") is None
+    assert api.peek_entry(STATUS, "s1") is None
     assert api.service_token("s1") != token
 
 
@@ -72,15 +73,15 @@ def test_a_held_report_costs_redis_nothing_and_another_process_change_is_seen_ne
     token = live_token(api, "s1")
     before = gets(server)
     for _ in range(50):
-        assert api.get_status("s1", api.service_token("s1")) == RECORD
-        assert api.peek_status("s1") == RECORD
+        assert api.get_entry(STATUS, "s1", api.service_token("s1")) == RECORD
+        assert api.peek_entry(STATUS, "s1") == RECORD
     assert gets(server) == before, "served from memory"
 
     worker.invalidate(["s1"])  # a commit in another process: INCR, then PUBLISH
-    eventually(lambda: api.peek_status("s1") is None, "the change heard of")
+    eventually(lambda: api.peek_entry(STATUS, "s1") is None, "the change heard of")
     changed = api.service_token("s1")
     assert changed != token
-    assert api.get_status("s1", changed) is None
+    assert api.get_entry(STATUS, "s1", changed) is None
 
 
 def test_a_lost_subscription_falls_back_to_redis_and_misses_no_change(server: RedisServer) -> None:
@@ -88,9 +89,9 @@ def test_a_lost_subscription_falls_back_to_redis_and_misses_no_change(server: Re
     token = live_token(api, "s1")
     admin = redis.Redis.from_url(server.url)
     admin.client_kill_filter(_type="pubsub")  # the feed drops ...
-    eventually(lambda: api.peek_status("s1") is None, "memory no longer trusted without the feed")
+    eventually(lambda: api.peek_entry(STATUS, "s1") is None, "memory no longer trusted without the feed")
     worker.invalidate(["s1"])  # ... and this change's message reaches no one
-    assert api.peek_status("s1") is None
+    assert api.peek_entry(STATUS, "s1") is None
     assert api.service_token("s1") != token, "read from Redis instead"
 
 
@@ -99,9 +100,9 @@ def test_redis_down_means_no_token_and_nothing_kept(server: RedisServer) -> None
     live_token(api, "s1")
     server.stop()
     assert api.service_token("s1") == NO_TOKEN
-    assert api.peek_status("s1") is None
-    api.put_status("s1", NO_TOKEN, {"stale": True})
-    assert api.get_status("s1", NO_TOKEN) is None
+    assert api.peek_entry(STATUS, "s1") is None
+    api.put_entry(STATUS, "s1", NO_TOKEN, {"stale": True})
+    assert api.get_entry(STATUS, "s1", NO_TOKEN) is None
 
 
 def test_reading_unknown_ids_keeps_nothing_and_a_reset_still_moves_every_version(server: RedisServer) -> None:
@@ -109,12 +110,12 @@ def test_reading_unknown_ids_keeps_nothing_and_a_reset_still_moves_every_version
     near = backend.near_cache()
     api = ReadCache(backend, CacheSettings(redis_url=server.url), stamp=None, near=near)
     live_token(api, "s1")
-    before = api.status_version("s1")
+    before = api.change_version("s1")
     for n in range(1000):  # a client polling ids that do not exist
-        api.status_version(f"no-such-service-{n}")
-        api.peek_status(f"no-such-service-{n}")
+        api.change_version(f"no-such-service-{n}")
+        api.peek_entry(STATUS, f"no-such-service-{n}")
     assert len(near._changes) <= 1, "only generations that changed are counted"
     near.reset()  # Redis failed for this process: whatever was in flight may be stale
-    eventually(lambda: api.status_version("s1") is not None, "trusted again")
-    assert api.status_version("s1") != before
-    assert api.status_version("no-such-service-1") != 0
+    eventually(lambda: api.change_version("s1") is not None, "trusted again")
+    assert api.change_version("s1") != before
+    assert api.change_version("no-such-service-1") != 0

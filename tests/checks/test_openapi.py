@@ -1,4 +1,4 @@
-"""OpenAPI 3.1 validation (tasks/openapi.py), as a pure function."""
+"""OpenAPI 3.1 validation (checks/openapi.py), as a pure function."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from typing import Any
 import openapi_spec_validator
 import pytest
 
+from checks import openapi_structure
+from checks.openapi import reference_issues, validate_openapi
+from checks.openapi_refs import RefChecker
+from checks.openapi_semantics import semantic_issues
+from checks.openapi_structure import OAS_DIALECT, structural_issues
 from core.domain import Outcome, Phase
 from core.settings import LimitSettings, Settings
-from tasks import openapi_structure
-from tasks.openapi import reference_issues, validate_openapi
-from tasks.openapi_refs import RefChecker
-from tasks.openapi_semantics import semantic_issues
-from tasks.openapi_structure import OAS_DIALECT, structural_issues
+from tests.checks.test_spec_schema import EXAMPLE
 from tests.support.openapi_docs import compact_size, openapi_document
 from tests.support.provider import provider_openapi
-from tests.tasks.test_spec_schema import EXAMPLE
 
 SETTINGS = Settings()
 

@@ -29,13 +29,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr, ValidationError
 
 import api.routes.webhooks as webhook_routes
+from checks.endpoint_checks import check_auth, check_health, check_latency, check_security
+from checks.endpoint_conformance import check_conformance
+from checks.endpoint_suite import transient
 from core import egress
 from core.domain import Outcome, Severity
 from core.egress import EgressPolicy, EgressRefused
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, Settings
-from tasks.endpoint_checks import check_auth, check_health, check_latency, check_security
-from tasks.endpoint_conformance import check_conformance
-from tasks.endpoint_tests import transient
 from tests.support.provider import good_spec
 from tests.support.secrets import CONSUMPTION
 

@@ -1,34 +1,25 @@
-"""Assembles status reports from our records and the Prefect run state.
+"""A status report's content: our records' part (`StatusRecord`) and the Prefect run added to it.
 
-A status report is polled, often many times a second per publication, while the pipeline runs.
-Our records' part (`StatusRecord`: service, latest version, its phase results) is cached like
-GET /services/{id}, under the service's change token (storage/cache.py): any committed change to
-the service, its versions or its phase results, from any process, invalidates it. The Prefect
-run state is added on every read from the orchestrator's memory (api/run_states.py), which never
-waits for Prefect: it is about a second old at most while the run is polled. Once our record says
-the run ended, a state read before that is not shown (`state: null`, unknown) but read again at
-once in the background, so a `failed` version never appears beside a run still `RUNNING`.
+Pure assembly, no caching (that is api/status/view.py): the record is built from what storage
+loaded, and the report from the record plus the run's state as the orchestrator holds it
+(api/status/run_states.py). Once our record says the run ended, a state read before that is not
+shown (`state: null`, unknown) but read again at once in the background, so a `failed` version
+never appears beside a run still `RUNNING`. The governance queue's entries are built here too.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from api.orchestrator import Orchestrator
 from api.schemas import ApprovalOut, FailureOut, Finding, FlowRunOut, PhaseResultOut, ServiceStatusOut
 from core.domain import Phase, ServiceStatus, requires_approval
 from core.errors import NotFoundError
-from core.settings import get_settings
-from storage.cache import get_cache
-from storage.database import session_scope
 from storage.models import Approval, FlowRunRequest, ValidationResult
 from storage.repositories import phases, services, versions
 from storage.repositories.phases import Publication
@@ -79,76 +70,6 @@ class StatusRecord:
             report=data["report"],
             queued_run=data.get("queuedRun"),
         )
-
-
-def load_status(service_id: str) -> StatusRecord:
-    """The record from the cache, or from the database (two queries, then cached). 404 for an unknown service."""
-    cache = get_cache()
-    token = cache.service_token(service_id)  # before loading: see storage/cache.py
-    cached = cache.get_status(service_id, token)
-    if cached is not None:
-        return StatusRecord.from_json(cached)
-    with session_scope() as session:
-        record = status_record(phases.publication(session, service_id))
-    cache.put_status(service_id, token, record.to_json())
-    return record
-
-
-async def current_status(service_id: str) -> StatusRecord:
-    """The record from memory when this process holds it under the service's current token (no I/O);
-    otherwise loaded on the thread pool, once for all the requests asking at the same time.
-
-    A request joins a load only if no invalidation of the service reached this process since
-    that load began, so what it gets is never older than a change it could have heard of. A load
-    slower than `api.status_wait_seconds` (a busy database) is not waited for when this process has
-    served the service before: that record is the answer, and the next read gets the new one.
-    """
-    cache = get_cache()
-    cached = cache.peek_status(service_id)
-    if cached is not None:
-        return _served(StatusRecord.from_json(cached))
-    version = cache.status_version(service_id)
-    if version is None:  # no way to tell whether a load in flight is recent enough
-        return _served(await run_in_threadpool(load_status, service_id))
-    loading = _loading(service_id, version)
-    last = _last_served.get(service_id)
-    if last is None:
-        return await asyncio.shield(loading)
-    try:
-        return await asyncio.wait_for(asyncio.shield(loading), get_settings().api.status_wait_seconds)
-    except TimeoutError:
-        return last
-
-
-def _loading(service_id: str, version: int) -> asyncio.Future[StatusRecord]:
-    """The load of the record as of `version` (invalidations seen), started unless one is in flight."""
-    key = (service_id, version)
-    loading = _loads.get(key)
-    if loading is None:
-        loading = _loads[key] = asyncio.ensure_future(run_in_threadpool(load_status, service_id))
-        loading.add_done_callback(lambda done: _loaded(key, done))
-    return loading
-
-
-def _served(record: StatusRecord) -> StatusRecord:
-    _last_served[record.service_id] = record
-    _last_served.move_to_end(record.service_id)
-    while len(_last_served) > LAST_SERVED_MAX:
-        _last_served.popitem(last=False)
-    return record
-
-
-def _loaded(key: tuple[str, int], done: asyncio.Future[StatusRecord]) -> None:
-    _loads.pop(key, None)
-    if not done.cancelled() and done.exception() is None:
-        _served(done.result())
-
-
-# Used on the event loop only. Loads in flight by (service, invalidations seen), and the record last
-# served for each service (what a read gets while a slow load of a changed record goes on).
-_loads: dict[tuple[str, int], asyncio.Future[StatusRecord]] = {}
-_last_served: OrderedDict[str, StatusRecord] = OrderedDict()
-LAST_SERVED_MAX = 10_000
 
 
 def status_record(publication: Publication) -> StatusRecord:

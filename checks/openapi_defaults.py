@@ -17,11 +17,11 @@ from urllib.parse import quote
 
 import jsonschema_rs
 
+from checks._once import built_once
+from checks.openapi_refs import ROOT, Path, RefChecker, compact_json, has_ref, pointer_of, ref_tokens, serialized_refs
+from checks.openapi_structure import dialect_resources
+from checks.spec_schema import json_pointer
 from core.domain import Issue
-from tasks._once import built_once
-from tasks.openapi_refs import ROOT, Path, RefChecker, compact_json, has_ref, pointer_of, ref_tokens, serialized_refs
-from tasks.openapi_structure import dialect_resources
-from tasks.spec_schema import json_pointer
 
 _DOC_URI = "urn:x-marketplace:openapi-document"
 _MAX_ERRORS = 100

@@ -1,19 +1,15 @@
 """One line per phase for the run's log in the Prefect UI, written as a person would say it:
 "policy compliance: 2 violations (https-required, gdpr-certification-required)".
 
-`phase_lines` is pure (outcomes in, text out); `log_phases` writes the lines to the run's logger,
-which ships them to the Prefect server in the batches it sends anyway.
+Pure: outcomes in, text out. `tasks/run_log.py` writes the lines to the run's logger, which ships
+them to the Prefect server in the batches it sends anyway.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
 
 from core.domain import Issue, Outcome, Phase, PhaseOutcome
 
@@ -39,22 +35,8 @@ def phase_lines(outcomes: Sequence[PhaseOutcome]) -> list[str]:
     return [f"{phase_label(phase)}: {_SUMMARIES.get(phase, _generic)(group)}" for phase, group in groups.items()]
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The flow or task run's logger (shown in the UI); a plain logger outside a run."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("marketplace.pipeline")
-
-
-def log_phases(outcomes: Sequence[PhaseOutcome]) -> None:
-    """Write each phase's line to the run's log: a failed phase as a warning."""
-    logger = run_logger()
-    for line, group_failed in zip(phase_lines(outcomes), _failed_groups(outcomes), strict=True):
-        logger.log(logging.WARNING if group_failed else logging.INFO, line)
-
-
-def _failed_groups(outcomes: Sequence[PhaseOutcome]) -> list[bool]:
+def failed_groups(outcomes: Sequence[PhaseOutcome]) -> list[bool]:
+    """For each line of `phase_lines`, whether any check of that phase failed (logged as a warning)."""
     failed: dict[Phase, bool] = {}
     for outcome in outcomes:
         failed[outcome.phase] = failed.get(outcome.phase, False) or not outcome.passed

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from checks.phase_lines import expiry_text, phase_label
 from core.domain import Outcome, Phase, PhaseOutcome, ServiceStatus
-from tasks.phase_lines import expiry_text, phase_label
 
 MAX_ROWS = 50  # rows of one findings table; the rest are counted
 MAX_CELL = 300  # characters of one table cell

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from checks.report_markdown import MAX_ROWS, PublishReport, render_report, report_key
 from core.domain import Issue, Outcome, Phase, PhaseOutcome, Severity
-from tasks.report_markdown import MAX_ROWS, PublishReport, render_report, report_key
 
 SERVICE_ID = "5B0C6A47-2f0e-4a43-9c1b-0f3f5d1f2e11"
 

@@ -1,4 +1,4 @@
-"""Shape check of submitted specs (tasks/spec_schema.py)."""
+"""Shape check of submitted specs (checks/spec_schema.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tasks._once import built_once
-from tasks.spec_schema import Total, _validator, excerpt, json_pointer, load_schema, schema_errors, schema_report
+from checks._once import built_once
+from checks.spec_schema import Total, _validator, excerpt, json_pointer, load_schema, schema_errors, schema_report
 from tests.support.specs import BASE_SPEC
 
 EXAMPLE: dict[str, Any] = BASE_SPEC

@@ -1,4 +1,4 @@
-"""Metadata validation rules (tasks/validation.py), as a pure function."""
+"""Metadata validation rules (checks/validation.py), as a pure function."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from checks.validation import compact_size, endpoint_host_issues, validate_metadata
 from core.domain import Outcome, Phase, Severity
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, LimitSettings, Settings
-from tasks.validation import compact_size, endpoint_host_issues, validate_metadata
+from tests.checks.test_spec_schema import EXAMPLE
 from tests.support.openapi_docs import openapi_document
 from tests.support.secrets import CONSUMPTION
-from tests.tasks.test_spec_schema import EXAMPLE
 
 DEV = Settings(environment=Environment.DEVELOPMENT)
 INSECURE = Settings(

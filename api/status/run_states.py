@@ -8,7 +8,7 @@ only contributes the run's state, and that may be a moment old. So a read never 
 
 - it answers with the state last read (None for a run not read yet);
 - an entry older than `ttl` (a final state: `final_ttl`), or read before `not_before` (the
-  caller's record says the run moved on after that: see api/status_report.py; such a state is
+  caller's record says the run moved on after that: see api/status/record.py; such a state is
   not served, the answer is None), is marked due, and one background thread reads every due run
   in one request (a filter on their ids), at once and again as long as runs become due.
 
@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from cachetools import LRUCache
 
 log = logging.getLogger("marketplace.orchestrator")
 
@@ -58,8 +59,7 @@ class RunStateCache(Generic[S]):
         # its state is read again far less often.
         self._is_final = is_final
         self._final_ttl = final_ttl if final_ttl is not None else ttl
-        self._max_entries = max_entries
-        self._entries: OrderedDict[str, _Entry[S]] = OrderedDict()
+        self._entries: LRUCache[str, _Entry[S]] = LRUCache(max_entries)
         self._due: set[str] = set()
         self._refreshing = False
         self._lock = threading.Lock()
@@ -107,9 +107,6 @@ class RunStateCache(Generic[S]):
         if current is not None and current.read_mono > entry.read_mono:
             return  # a read that started later already answered
         self._entries[run_id] = entry
-        self._entries.move_to_end(run_id)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
 
     def _schedule(self, run_id: str) -> None:
         with self._lock:

@@ -24,8 +24,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from checks.spec_schema import json_pointer
 from core.domain import Issue
-from tasks.spec_schema import json_pointer
 
 ROOT = "/openApiSpec"
 # Keywords whose value is a URI reference that a resolver may try to load.

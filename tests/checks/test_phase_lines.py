@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from checks.phase_lines import MAX_ISSUES, phase_lines
 from core.domain import Issue, Outcome, Phase, PhaseOutcome, Severity
-from tasks.phase_lines import MAX_ISSUES, phase_lines
 
 
 def passed(phase: Phase, check: str | None = None, **evidence: object) -> PhaseOutcome:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import regopy
 
+from checks._once import built_once
 from core.domain import Issue, Phase, PhaseOutcome, Severity
 from core.settings import Settings
-from tasks._once import built_once
 
 ENTRYPOINT = "marketplace/publishing/violations"
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}

@@ -15,9 +15,9 @@ import pytest
 import regopy
 from pydantic import SecretStr
 
+from checks.policy import ENTRYPOINT, PolicyEvaluationError, _engine, check_policies, evaluate_policies, policy_input
 from core.domain import Outcome, Phase, Severity
 from core.settings import PROJECT_ROOT, AuthSettings, EndpointTestSettings, Environment, PolicySettings, Settings
-from tasks.policy import ENTRYPOINT, PolicyEvaluationError, _engine, check_policies, evaluate_policies, policy_input
 from tests.support.openapi_docs import openapi_document
 from tests.support.secrets import CONSUMPTION
 

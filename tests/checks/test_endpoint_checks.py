@@ -1,4 +1,4 @@
-"""Endpoint checks (phase 7) against a real local provider; no database, no Prefect engine."""
+"""Endpoint checks (phase 7) against a real local provider; no database, no Prefect."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
-import tasks.endpoint_tests as endpoint_tests
-from core.domain import Issue, Outcome, Phase, PhaseOutcome, ServiceStatus, Severity
-from core.settings import PROJECT_ROOT, EndpointTestSettings, Settings
-from tasks._common import SpecInput
-from tasks.endpoint_checks import (
+import checks.endpoint_suite as endpoint_suite
+from checks.endpoint_checks import (
     check_auth,
     check_health,
     check_latency,
     check_security,
 )
-from tasks.endpoint_conformance import check_conformance
+from checks.endpoint_conformance import check_conformance
+from core.domain import Issue, Outcome, Phase, PhaseOutcome, Severity
+from core.settings import PROJECT_ROOT, EndpointTestSettings, Settings
 from tests.support.provider import FakeProvider, good_spec, provider_openapi
 
 ALL_CHECKS = (check_health, check_auth, check_conformance, check_security, check_latency)
@@ -314,7 +313,7 @@ def test_credentials_in_the_url_are_refused(healthy, settings):
     assert sum(healthy.requests.values()) == 0
 
 
-# --- the endpoint-test task, without the engine ----------------------------------------------------
+# --- the suite: each check retried while its failure is transient ----------------------------------------------------
 
 
 def failed(check: str, code: str) -> PhaseOutcome:
@@ -327,66 +326,30 @@ def failed(check: str, code: str) -> PhaseOutcome:
     [("endpoint-unreachable", True), ("endpoint-server-error", True), ("auth-not-enforced", False)],
 )
 def test_only_transient_failures_are_retried(code, retried, settings, monkeypatch):
-    monkeypatch.setattr(endpoint_tests.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(endpoint_suite.time, "sleep", lambda _seconds: None)
     calls = []
 
     def check(_spec, _settings):
         calls.append(1)
         return failed("auth", code)
 
-    outcome, _ = endpoint_tests.run_check(check, {}, settings)
+    outcome, _ = endpoint_suite.run_check(check, {}, settings)
 
-    assert endpoint_tests.transient(outcome) is retried
-    assert len(calls) == outcome.evidence["attempts"] == (1 + endpoint_tests.CHECK_RETRIES if retried else 1)
+    assert endpoint_suite.transient(outcome) is retried
+    assert len(calls) == outcome.evidence["attempts"] == (1 + endpoint_suite.CHECK_RETRIES if retried else 1)
 
 
 def test_a_check_that_recovers_passes_with_its_attempts_counted(settings, monkeypatch):
     delays = []
-    monkeypatch.setattr(endpoint_tests.time, "sleep", delays.append)
+    monkeypatch.setattr(endpoint_suite.time, "sleep", delays.append)
     answers = iter([failed("health", "endpoint-timeout"), failed("health", "endpoint-server-error")])
 
     def check(_spec, _settings):
         return next(answers, PhaseOutcome(phase=Phase.ENDPOINT_TESTS, check="health", outcome=Outcome.PASSED))
 
-    outcome, _ = endpoint_tests.run_check(check, {}, settings)
+    outcome, _ = endpoint_suite.run_check(check, {}, settings)
 
     assert outcome.passed
     assert outcome.evidence["attempts"] == 3
     assert len(delays) == 2
     assert delays[1] > delays[0], "exponential backoff between attempts"
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_task_persists_then_records_every_check_with_its_outcome(database_url, monkeypatch):
-    from storage.database import reset_engine, session_scope
-    from storage.repositories import phases, services, versions
-    from storage.repositories.services import SYSTEM, Actor
-
-    monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS", "true")
-    monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES", "2")
-    reset_engine()
-    with FakeProvider("open_auth") as provider:
-        spec = good_spec(provider.url)
-        with session_scope() as session:
-            service = services.create_submitted(session, spec, Actor("test"))
-            ids = {"service_id": service.id, "version_id": versions.latest(session, service.id).id}
-            versions.transition(session, ids["version_id"], ServiceStatus.VALIDATING, actor=SYSTEM, reason="test")
-        inp = SpecInput(**ids, flow_run_id="run-1", spec=spec)
-        report = endpoint_tests.run_endpoint_tests.fn(inp)
-        endpoint_tests.run_endpoint_tests.fn(inp)  # a retried task: persisted once, checks recorded again
-
-    assert [o.check for o in report.outcomes] == ["health", "auth", "conformance", "security", "latency"]
-    assert [o.check for o in report.failures] == ["auth"]
-    assert report.failures[0].evidence["attempts"] == 1, "an open auth endpoint is not retried"
-    with session_scope() as session:
-        recorded = [(r.phase, r.check_name, r.outcome) for r in phases.for_service(session, ids["service_id"], "run-1")]
-        version = versions.get(session, ids["version_id"])
-        assert (version.status, version.current_phase) == ("testing", "endpoint_tests")
-    assert recorded.count(("persistence", None, "passed")) == 1
-    assert recorded.count(("endpoint_tests", "auth", "failed")) == 2
-    assert recorded.count(("endpoint_tests", "health", "passed")) == 2
-
-
-def test_the_flow_gets_one_task_with_retries_for_unexpected_errors():
-    task = endpoint_tests.run_endpoint_tests
-    assert (task.name, task.retries, task.timeout_seconds) == ("endpoint-tests", 2, 300)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from checks.openapi_refs import ROOT, Path, RefChecker, pointer_of, ref_pointer
+from checks.openapi_schemas import SchemaChecks
 from core.domain import Issue
-from tasks.openapi_refs import ROOT, Path, RefChecker, pointer_of, ref_pointer
-from tasks.openapi_schemas import SchemaChecks
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _METHODS = frozenset(HTTP_METHODS)

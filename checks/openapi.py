@@ -3,16 +3,16 @@
 The document is untrusted and can be large (a megabyte and more), so the phase is three linear
 passes, none of which fetches anything or resolves a reference more than once:
 
-1. references (tasks.openapi_refs): only local ones, each resolvable, no cycles, no overlong
+1. references (checks.openapi_refs): only local ones, each resolvable, no cycles, no overlong
    chains, bounded fan-out; the API runs this part synchronously (reference_issues);
-2. structure (tasks.openapi_structure): the official OpenAPI 3.1 JSON Schema, with every Schema
+2. structure (checks.openapi_structure): the official OpenAPI 3.1 JSON Schema, with every Schema
    Object checked against the OpenAPI dialect's meta-schema, by jsonschema-rs (compiled once);
-3. semantics (tasks.openapi_semantics): operationIds, path templates and parameters, duplicate
+3. semantics (checks.openapi_semantics): operationIds, path templates and parameters, duplicate
    parameters and tags, schema defaults and patterns.
 
 Each pass runs only on a document the previous one accepted. openapi-spec-validator is no longer
 used here: it follows every reference afresh wherever it is used, ~7 ms per path (6-20 s for a
-1 MB document); the checks it made are all in the passes above (see tests/tasks/test_openapi.py),
+1 MB document); the checks it made are all in the passes above (see tests/checks/test_openapi.py),
 and a 1 MiB document now takes tens of milliseconds (bench/validation_latency.py).
 """
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from checks.openapi_refs import ROOT, RefChecker
+from checks.openapi_semantics import HTTP_METHODS, semantic_issues
+from checks.openapi_structure import structural_issues
 from core.domain import Issue, Outcome, Phase, PhaseOutcome
 from core.settings import Settings
-from tasks.openapi_refs import ROOT, RefChecker
-from tasks.openapi_semantics import HTTP_METHODS, semantic_issues
-from tasks.openapi_structure import structural_issues
 
 
 def validate_openapi(spec: dict[str, Any], settings: Settings) -> PhaseOutcome:

@@ -1,6 +1,6 @@
 """The conformance check: the provider's answers must match the OpenAPI document it submitted.
 
-Split from tasks/endpoint_checks.py, whose HTTP plumbing (capped, credential-free, no-redirect
+Split from checks/endpoint_checks.py, whose HTTP plumbing (capped, credential-free, no-redirect
 probes whose connections core.egress vets against SSRF) and outcome helpers it shares. Every
 operation URL is the endpoint URL with another path, so it cannot point at another host; a
 refused host stops the check at the first operation.
@@ -20,9 +20,7 @@ from jsonschema.exceptions import best_match
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from core.domain import Issue, PhaseOutcome
-from core.settings import Settings
-from tasks.endpoint_checks import (
+from checks.endpoint_checks import (
     MAX_BODY_BYTES,
     MAX_CONFORMANCE_OPERATIONS,
     REFUSED_CODE,
@@ -36,6 +34,8 @@ from tasks.endpoint_checks import (
     _skipped,
     _transport_issue,
 )
+from core.domain import Issue, PhaseOutcome
+from core.settings import Settings
 
 _DOC_URI = "urn:marketplace:submitted-openapi"
 _MAX_REF_HOPS = 16

@@ -1,7 +1,7 @@
 """Shape check of a submitted spec against core/schemas/service-spec.schema.json.
 
 The API calls this synchronously on every submission, so it stays free of
-Prefect and the database. Business rules live in tasks/validation.py.
+Prefect and the database. Business rules live in checks/validation.py.
 
 The body is hostile, so the check is bounded: arrays longer than their maxItems are
 reported before full validation (jsonschema's uniqueItems is quadratic on objects, so a
@@ -24,8 +24,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from checks._once import built_once
 from core.domain import Issue
-from tasks._once import built_once
 
 # Read through importlib.resources so it also works from an installed wheel
 # (pyproject ships core/schemas/*.json as package data).

@@ -1,5 +1,5 @@
 """Phase 7 checks of a provider's live endpoint: health, auth, security, latency (conformance is
-in tasks/endpoint_conformance.py, on the same plumbing).
+in checks/endpoint_conformance.py, on the same plumbing).
 
 Each check is a pure function `(spec, settings) -> PhaseOutcome` with no database and no Prefect,
 so it can be unit-tested against a local fake provider. A failed check returns a FAILED outcome;

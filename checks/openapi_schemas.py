@@ -3,7 +3,7 @@
 `pattern` and `patternProperties` keys must be regular expressions (ECMA-262, the dialect of
 JSON Schema, as jsonschema-rs reads them); a root schema with allOf must define every name it
 requires, in its own properties or in its allOf schemas (openapi-spec-validator's rule, kept);
-and a default must validate against the schema it sits in (tasks.openapi_defaults).
+and a default must validate against the schema it sits in (checks.openapi_defaults).
 
 Schema trees are walked by their subschema keywords only, never into data (default, example,
 enum, const), each node once.
@@ -16,11 +16,11 @@ from typing import Any
 
 import jsonschema_rs
 
+from checks._once import built_once
+from checks.openapi_defaults import default_issues
+from checks.openapi_refs import Path, RefChecker, pointer_of
+from checks.spec_schema import excerpt
 from core.domain import Issue
-from tasks._once import built_once
-from tasks.openapi_defaults import default_issues
-from tasks.openapi_refs import Path, RefChecker, pointer_of
-from tasks.spec_schema import excerpt
 
 # How the walk treats each member of a Schema Object: a subschema, a map or a list of them, or
 # one of the members it checks. Anything else (type, enum, example, const ...) is not entered.

@@ -22,9 +22,9 @@ from typing import Any, NoReturn
 
 import jsonschema_rs
 
+from checks.openapi_refs import ROOT
+from checks.spec_schema import MAX_ISSUES, Total, excerpt, json_pointer, with_total
 from core.domain import Issue
-from tasks.openapi_refs import ROOT
-from tasks.spec_schema import MAX_ISSUES, Total, excerpt, json_pointer, with_total
 
 OAS_SCHEMA_FILE = files("openapi_spec_validator") / "resources" / "schemas" / "v3.1" / "schema.json"
 DIALECT_FILE = files("openapi_schema_validator") / "schemas" / "oas3.1" / "metaschema.json"
