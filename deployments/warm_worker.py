@@ -21,6 +21,10 @@ Trade-offs, the reason the process worker stays available (`MARKETPLACE_WORKER__
 - Cancellation of a *running* run cannot kill a thread: it is refused (scheduled runs, the only
   ones the platform cancels, are cancelled by the server before any worker takes them).
 
+It overrides only public methods of BaseWorker; the few Prefect internals it needs (a shared
+suspension observer, shared TLS contexts for Prefect's clients) are in deployments/prefect_compat,
+whose version check it runs first (docs/prefect-upgrade.md).
+
 `python -m deployments.warm_worker --pool marketplace` starts it; `--create-pool` makes the pool.
 """
 
