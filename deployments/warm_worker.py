@@ -59,6 +59,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import Crashed, Pending
 from prefect.utilities.engine import propose_state
+from prefect.utilities.urls import url_for
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 import flows
@@ -226,10 +227,21 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
             except anyio.WouldBlock:
                 break
-            self.get_flow_run_logger(flow_run).info(f"Worker '{self.name}' submitting flow run '{flow_run.id}'")
+            self._log_submission(flow_run)
             self._tasks.start_soon(self._claim_and_run, flow_run)
             taken.append(flow_run)
         return taken
+
+    def _log_submission(self, flow_run: FlowRun) -> None:
+        """The lines BaseWorker writes to a run it takes (the worker, and where its logs are)."""
+        logger = self.get_flow_run_logger(flow_run)
+        logger.info(f"Worker '{self.name}' submitting flow run '{flow_run.id}'")
+        if self.backend_id:
+            try:
+                worker_url = url_for("worker", obj_id=self.backend_id, work_pool_name=self._pool_name)
+                logger.info(f"Running on worker id: {self.backend_id}. See worker logs here: {worker_url}")
+            except ValueError as exc:
+                logger.warning(f"Failed to generate worker URL: {exc}")
 
     async def _claim_and_run(self, flow_run: FlowRun) -> None:
         """Claim the run (Scheduled → Pending) and run it on a thread; its slot is released after."""

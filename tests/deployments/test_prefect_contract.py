@@ -42,6 +42,7 @@ from prefect.server.database.configurations import AioSqliteConfiguration
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, Pending, Suspended
 from prefect.utilities.engine import propose_state
+from prefect.utilities.urls import url_for
 from prefect.workers.base import BaseWorker
 
 import deployments.prefect_cli
@@ -331,6 +332,7 @@ def test_the_public_helpers_the_warm_worker_calls() -> None:
     request = dict(parameters(PrefectClient.request))
     assert "path_params" in request
     assert callable(WorkerFlowRunResponse.model_validate_list)
+    assert "obj_id" in inspect.signature(url_for).parameters  # the worker's link in a run's log
     assert "limit" in inspect.signature(server_workers.get_scheduled_flow_runs).parameters
 
     async def one_slot_per_run() -> None:  # a run's slot is held on behalf of its id, once
