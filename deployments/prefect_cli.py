@@ -9,7 +9,7 @@ and the API to that process waited; with the start-up objects frozen, those duri
 took 56-89 ms.
 
 On SQLite (the embedded default) its transactions take the write lock when they begin
-(deployments/prefect_compat.py `serialize_sqlite_writes`): a burst no longer fails with
+(deployments/prefect_compat/sqlite.py `serialize_sqlite_writes`): a burst no longer fails with
 `database is locked`.
 
     python -m deployments.prefect_cli server start ...   # as `prefect server start ...`

@@ -21,6 +21,10 @@ Trade-offs, the reason the process worker stays available (`MARKETPLACE_WORKER__
 - Cancellation of a *running* run cannot kill a thread: it is refused (scheduled runs, the only
   ones the platform cancels, are cancelled by the server before any worker takes them).
 
+It overrides only public methods of BaseWorker; the few Prefect internals it needs (a shared
+suspension observer, shared TLS contexts for Prefect's clients) are in deployments/prefect_compat,
+whose version check it runs first (docs/prefect-upgrade.md).
+
 `python -m deployments.warm_worker --pool marketplace` starts it; `--create-pool` makes the pool.
 """
 
@@ -29,14 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import importlib
 import logging
 import os
 import pkgutil
-import ssl
-import types
-from collections.abc import Iterator
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -45,11 +46,7 @@ from uuid import UUID
 import anyio
 import anyio.abc
 import httpx
-import prefect.client.orchestration as prefect_client_module
-import prefect.flow_engine as prefect_flow_engine
 from prefect import Flow
-from prefect._flow_run_suspension import FlowRunSuspensionRequest, mark_flow_run_suspension_requested
-from prefect._internal.observers import FlowRunSuspendingObserver
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, State
@@ -60,15 +57,25 @@ from prefect.exceptions import Abort, ObjectNotFound, Pause
 from prefect.flow_engine import run_flow
 from prefect.flows import load_flow_from_entrypoint
 from prefect.logging.loggers import flow_run_logger
+from prefect.states import Crashed, Pending
+from prefect.utilities.engine import propose_state
+from prefect.utilities.urls import url_for
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 import flows
 from core.gc_pauses import freeze_startup_objects
+from deployments.prefect_compat import require_supported_prefect
+from deployments.prefect_compat.client_tls import share_prefect_client_ssl_contexts
+from deployments.prefect_compat.suspension import SharedSuspensionObserver
 from deployments.run_ledger import RunLedger, crash_orphans
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_TYPE = "marketplace-warm"
+# Each flow run that enters Scheduled (a submission, a resume, a retry) wakes the worker's poll.
+SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 log = logging.getLogger("marketplace.warm_worker")
+
+__all__ = ["SharedSuspensionObserver", "WarmWorker", "create_pool", "load_entrypoint", "main", "serve"]
 
 
 class WarmJobConfiguration(BaseJobConfiguration):
@@ -84,58 +91,113 @@ class WarmWorkerResult(BaseWorkerResult):
 
 
 class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResult]):
+    """A BaseWorker that claims and runs flow runs itself, through BaseWorker's public hooks only.
+
+    BaseWorker's poll loop calls `get_and_submit_flow_runs`, its heartbeat loop keeps the pool and
+    the worker registered, `setup`/`teardown` bracket its life: this worker overrides those public
+    methods (and `run`, `kill_infrastructure`, `get_description`, `is_worker_still_polling`) and
+    no private one. Its own query, claim and start replace BaseWorker's (see
+    `get_and_submit_flow_runs`); tests/deployments/test_prefect_contract.py pins the hooks.
+    """
+
     type = WORKER_TYPE
     job_configuration = WarmJobConfiguration
     job_configuration_variables = WarmVariables
-    _description = "Runs flow runs in threads of one warm Python process (no process start per run)."
-    _display_name = "Marketplace warm worker"
 
-    def __init__(self, *args: Any, threads: int = 32, ledger: RunLedger | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        work_pool_name: str,
+        work_queues: list[str] | None = None,
+        *,
+        threads: int = 32,
+        ledger: RunLedger | None = None,
+        wake_on_events: bool = False,
+        prefetch_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("limit", threads)  # the worker takes no more runs than it has threads
         # No prefetch: a run starts in milliseconds here, and a run taken early would start
         # early (a retirement before its sunset).
-        kwargs.setdefault("prefetch_seconds", 0)
-        super().__init__(*args, **kwargs)
+        prefetch = 0 if prefetch_seconds is None else prefetch_seconds
+        super().__init__(work_pool_name, work_queues, prefetch_seconds=prefetch, **kwargs)
+        self._pool_name = work_pool_name
+        self._queue_names = sorted(work_queues or [])
+        self._lookahead = timedelta(seconds=int(prefetch))
         self._threads = anyio.CapacityLimiter(threads)
         self._flows: dict[UUID, Flow[..., Any]] = {}
         self._ledger = ledger
+        self._wake_on_events = wake_on_events
+        self._tasks: anyio.abc.TaskGroup | None = None  # the runs and the wake-up loop
+        self._wake_scope: anyio.CancelScope | None = None
+        self._last_poll = time.monotonic()
 
-    async def run(
-        self,
-        flow_run: FlowRun,
-        configuration: WarmJobConfiguration,
-        task_status: anyio.abc.TaskStatus[int] | None = None,
-    ) -> WarmWorkerResult:
-        flow = await self._flow_of(flow_run)
-        if task_status is not None:
-            task_status.started(os.getpid())  # the run's "infrastructure" is this process
-        crashed = await anyio.to_thread.run_sync(_execute, flow, flow_run, limiter=self._threads)
-        return WarmWorkerResult(status_code=1 if crashed else 0, identifier=str(os.getpid()))
+    @classmethod
+    def get_description(cls) -> str:
+        return "Runs flow runs in threads of one warm Python process (no process start per run)."
 
-    async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
-        """At most as many scheduled runs as this worker has free slots, and no query when it has none.
+    async def setup(self) -> None:
+        """BaseWorker's set-up (client, pool, heartbeat), then this worker's own task group: it
+        holds the runs this worker starts and, with `wake_on_events`, the loop that polls on each
+        Scheduled event (so that loop runs exactly while the worker can take runs)."""
+        await super().setup()
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        if self._wake_on_events:
+            self._wake_scope = anyio.CancelScope()
+            self._tasks.start_soon(self._wake_on_scheduled_runs, self._wake_scope)
 
-        BaseWorker (Prefect 3.8.8) asks for every scheduled run of the pool on every poll and then
-        takes as many as it can: under a burst of a hundred submissions each poll made the server
-        serialize, and this worker parse, a hundred runs it could not take. The server's endpoint
-        takes a `limit`; the client method does not expose it, so the request is made here.
+    async def teardown(self, *exc_info: Any) -> None:
+        """The wake-up loop stops; the runs in flight end (threads cannot be cancelled) before
+        BaseWorker closes the client they report through, as BaseWorker's own runs do."""
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+        tasks, self._tasks, self._wake_scope = self._tasks, None, None
+        try:
+            if tasks is not None:
+                await tasks.__aexit__(*exc_info)
+        finally:
+            await super().teardown(*exc_info)
+
+    def is_worker_still_polling(self, query_interval_seconds: float) -> bool:
+        """As BaseWorker's (a poll within 30 query intervals), from this worker's own polls."""
+        return time.monotonic() - self._last_poll < 30 * query_interval_seconds
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """One poll (BaseWorker's poll loop and the event-driven wake-up call it): ask for at most
+        as many scheduled runs as there are free slots, take them, start each on a thread.
+
+        BaseWorker (Prefect 3.8.8) asks for every scheduled run of the pool on every poll and
+        then takes as many as it can: under a burst of a hundred submissions each poll made the
+        server serialize, and this worker parse, a hundred runs it could not take. Its submission
+        also re-reads the deployment, templates a job configuration, labels the run, proposes
+        `Submitting` and records an infrastructure pid for each run: ~0.3 s of API calls that buy
+        nothing when the "infrastructure" is a thread of this process.
         """
-        free = int(self._limiter.available_tokens) if self._limiter is not None else None
-        if free is not None and free < 1:
+        self._last_poll = time.monotonic()
+        if not self.is_setup or self._tasks is None or not self._knows_its_pool():
+            return []  # as BaseWorker: no poll before the first sync with the server
+        return self.take(await self.scheduled_runs_for_free_slots())
+
+    def _knows_its_pool(self) -> bool:
+        try:
+            self.work_pool  # noqa: B018  # known once the worker has synced with the server
+        except RuntimeError:
+            return False
+        return True
+
+    async def scheduled_runs_for_free_slots(self) -> list[WorkerFlowRunResponse]:
+        """At most as many scheduled runs as this worker has free slots, and no query when it has
+        none. The server's endpoint takes a `limit`; the client method does not expose it, so the
+        request is made here."""
+        free = int(self.limiter.available_tokens)
+        if free < 1:
             return []
-        body: dict[str, Any] = {
-            "scheduled_before": (datetime.now(UTC) + timedelta(seconds=int(self._prefetch_seconds))).isoformat()
-        }
-        if free is not None:
-            body["limit"] = free
-        if self._work_queues:
-            body["work_queue_names"] = sorted(self._work_queues)
+        body: dict[str, Any] = {"scheduled_before": (datetime.now(UTC) + self._lookahead).isoformat(), "limit": free}
+        if self._queue_names:
+            body["work_queue_names"] = self._queue_names
         try:
             response = await self.client.request(
-                "POST",
-                "/work_pools/{name}/get_scheduled_flow_runs",
-                path_params={"name": self._work_pool_name},
-                json=body,
+                "POST", "/work_pools/{name}/get_scheduled_flow_runs", path_params={"name": self._pool_name}, json=body
             )
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404:  # the pool is created on the next heartbeat, as BaseWorker has it
@@ -143,42 +205,57 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             raise
         return WorkerFlowRunResponse.model_validate_list(response.json())
 
-    async def _submit_scheduled_flow_runs(self, flow_run_response: list[WorkerFlowRunResponse]) -> list[FlowRun]:
-        """Leave out runs whose previous attempt still holds a slot here; the next poll takes them.
+    def take(self, scheduled: list[WorkerFlowRunResponse]) -> list[FlowRun]:
+        """Hold a slot for each run while slots are free and start claiming it; the runs taken.
 
-        A run resumed moments after it suspended is `Scheduled` again while the thread of its
-        earlier attempt may still be finishing (the engine reports the pause, flushes logs). The
-        slot is held on behalf of the run id, and anyio refuses a second token for the same
-        borrower with a RuntimeError that BaseWorker does not catch: it would end the poll loop,
-        and with it the worker.
+        A run whose slot is still held here is left out (the next poll takes it): it is being
+        claimed already (two polls overlapped), or it was resumed moments after it suspended and
+        is `Scheduled` again while the thread of its earlier attempt is still finishing (the
+        engine reports the pause, flushes logs). The slot is held on behalf of the run id, and
+        anyio refuses a second token for the same borrower with a RuntimeError: in the poll loop,
+        that would end the loop and with it the worker.
         """
-        borrowing = self._limiter.statistics().borrowers if self._limiter else ()
-        free = [entry for entry in flow_run_response if entry.flow_run.id not in borrowing]
-        return await super()._submit_scheduled_flow_runs(free)
+        if self._tasks is None:
+            raise RuntimeError("the warm worker is not set up (use it as an async context manager)")
+        holding = set(self.limiter.statistics().borrowers)
+        taken: list[FlowRun] = []
+        for entry in scheduled:
+            flow_run = entry.flow_run
+            if flow_run.id in holding:
+                continue
+            try:
+                self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
+            except anyio.WouldBlock:
+                break
+            self._log_submission(flow_run)
+            self._tasks.start_soon(self._claim_and_run, flow_run)
+            taken.append(flow_run)
+        return taken
 
-    async def _submit_run(self, flow_run: FlowRun) -> None:
-        """Claim the run (Scheduled → Pending) and start it on a thread: nothing more.
+    def _log_submission(self, flow_run: FlowRun) -> None:
+        """The lines BaseWorker writes to a run it takes (the worker, and where its logs are)."""
+        logger = self.get_flow_run_logger(flow_run)
+        logger.info(f"Worker '{self.name}' submitting flow run '{flow_run.id}'")
+        if self.backend_id:
+            try:
+                worker_url = url_for("worker", obj_id=self.backend_id, work_pool_name=self._pool_name)
+                logger.info(f"Running on worker id: {self.backend_id}. See worker logs here: {worker_url}")
+            except ValueError as exc:
+                logger.warning(f"Failed to generate worker URL: {exc}")
 
-        BaseWorker's own submission (Prefect 3.8.8) also re-reads the deployment, templates a
-        job configuration, labels the run, proposes `Submitting` and records an infrastructure
-        pid: ~0.3 s of API calls that buy nothing when the "infrastructure" is a thread of this
-        process. The claim and the release of the concurrency slot are kept exactly as there.
-        """
+    async def _claim_and_run(self, flow_run: FlowRun) -> None:
+        """Claim the run (Scheduled → Pending) and run it on a thread; its slot is released after."""
         try:
-            if await self._propose_pending_state(flow_run):
-                assert self._runs_task_group is not None
-                if self._ledger is not None:
-                    self._ledger.take(flow_run.id)
-                self._runs_task_group.start_soon(self._run_and_release, flow_run)
-            else:
-                self._release_limit_slot(flow_run.id)
+            claimed = await self._propose(flow_run, Pending())
         except BaseException:
-            self._release_limit_slot(flow_run.id)
+            self._release(flow_run.id)
             raise
-        finally:
-            self._submitting_flow_run_ids.discard(flow_run.id)
-            if self._cancelling_observer is not None:
-                self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
+        if claimed is None or not claimed.is_pending():
+            self._release(flow_run.id)  # another worker took it, or it was cancelled meanwhile
+            return
+        if self._ledger is not None:
+            self._ledger.take(flow_run.id)
+        await self._run_and_release(flow_run)
 
     async def _run_and_release(self, flow_run: FlowRun) -> None:
         try:
@@ -186,14 +263,56 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             crashed = await anyio.to_thread.run_sync(_execute, flow, flow_run, limiter=self._threads)
         except Exception as exc:
             self.get_flow_run_logger(flow_run).exception("could not start flow run %s", flow_run.id)
-            await self._propose_crashed_state(flow_run, f"the warm worker could not run it: {exc}")
+            await self._propose(flow_run, Crashed(message=f"the warm worker could not run it: {exc}"))
         else:
             if crashed:
-                await self._propose_crashed_state(flow_run, "the flow engine crashed (see the run's logs)")
+                await self._propose(flow_run, Crashed(message="the flow engine crashed (see the run's logs)"))
         finally:
             if self._ledger is not None:
                 self._ledger.release(flow_run.id)
-            self._release_limit_slot(flow_run.id)
+            self._release(flow_run.id)
+
+    async def _propose(self, flow_run: FlowRun, state: State) -> State | None:
+        """Propose a state through Prefect's orchestration (the public `propose_state`); None when
+        it could not be set. Logged on the run as BaseWorker logs its claims and crash reports."""
+        logger = self.get_flow_run_logger(flow_run)
+        try:
+            accepted = await propose_state(self.client, state, flow_run_id=flow_run.id)
+        except Abort as exc:
+            logger.info(f"Aborted {state.name} of flow run '{flow_run.id}'. Server sent an abort signal: {exc}")
+            return None
+        except ObjectNotFound:
+            logger.debug(f"Flow run '{flow_run.id}' was deleted before its state could be updated")
+            return None
+        except Exception:
+            logger.exception(f"Failed to update state of flow run '{flow_run.id}'")
+            return None
+        if state.is_pending() and not accepted.is_pending():
+            logger.info(
+                f"Aborted submission of flow run '{flow_run.id}': "
+                f"Server returned a non-pending state {accepted.type.value!r}"
+            )
+        elif state.is_crashed() and accepted.is_crashed():
+            logger.info(f"Reported flow run '{flow_run.id}' as crashed: {state.message}")
+        return accepted
+
+    def _release(self, flow_run_id: UUID) -> None:
+        with contextlib.suppress(RuntimeError):  # released already (an error path ran twice)
+            self.limiter.release_on_behalf_of(flow_run_id)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: WarmJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> WarmWorkerResult:
+        """BaseWorker's abstract entry point (BaseWorker's own submission path, e.g. its ad-hoc
+        `submit`); this worker's polls start runs through `take` instead."""
+        flow = await self._flow_of(flow_run)
+        if task_status is not None:
+            task_status.started(os.getpid())  # the run's "infrastructure" is this process
+        crashed = await anyio.to_thread.run_sync(_execute, flow, flow_run, limiter=self._threads)
+        return WarmWorkerResult(status_code=1 if crashed else 0, identifier=str(os.getpid()))
 
     async def kill_infrastructure(
         self, infrastructure_pid: str, configuration: WarmJobConfiguration, grace_seconds: int = 30
@@ -213,41 +332,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             flow = self._flows[flow_run.deployment_id] = load_entrypoint(deployment.entrypoint)
         return flow
 
-
-class _SharedVerifiedContexts(types.ModuleType):
-    """The `ssl` module as Prefect's client module sees it, except that a *verifying* context
-    for a given CA file is built once and shared.
-
-    Prefect 3.8.8 builds `ssl.create_default_context(cafile=certifi.where())` for every client it
-    constructs (even for an http:// API), and the engine constructs several per flow run: loading
-    the CA bundle each time was the largest single cost of starting a run in a warm process.
-    An SSLContext is safe to share across threads and connections. Contexts created any other
-    way (e.g. the one Prefect then switches to CERT_NONE) are still created fresh.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(ssl, name)
-
-    @staticmethod
-    def create_default_context(
-        purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
-        *,
-        cafile: str | None = None,
-        capath: str | None = None,
-        cadata: str | bytes | None = None,
-    ) -> ssl.SSLContext:
-        if cafile and capath is None and cadata is None and purpose == ssl.Purpose.SERVER_AUTH:
-            return _verified_context(cafile)
-        return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
-
-
-@functools.lru_cache(maxsize=8)
-def _verified_context(cafile: str) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=cafile)
-
-
-def share_prefect_client_ssl_contexts() -> None:
-    prefect_client_module.ssl = _SharedVerifiedContexts("ssl")  # type: ignore[attr-defined]
+    async def _wake_on_scheduled_runs(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await wake_on_scheduled_runs(self)
 
 
 def load_entrypoint(entrypoint: str) -> Flow[..., Any]:
@@ -286,82 +373,13 @@ def _execute(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
     return False
 
 
-class SharedSuspensionObserver:
-    """One watch for suspensions requested from outside a run, for every run of this process.
-
-    A running flow run can be suspended from outside (`suspend_flow_run(flow_run_id=...)`, the
-    UI); the engine then stops it at its next task. To notice, Prefect 3.8.8's engine starts for
-    every flow run of a deployment a thread with an event loop of its own, a client, a read of
-    the run and a websocket subscription to the server's event stream (which the server answers
-    with a backfill query): per run, the same job. Its FlowRunSuspendingObserver watches any
-    number of runs, so here one, on the worker's event loop, serves them all
-    (`prefect.flow_engine.observe_flow_run_suspension` is replaced while the worker runs).
-    """
-
-    def __init__(self) -> None:
-        self._observer: FlowRunSuspendingObserver | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._requests: dict[UUID, FlowRunSuspensionRequest] = {}
-
-    async def __aenter__(self) -> SharedSuspensionObserver:
-        self._loop = asyncio.get_running_loop()
-        self._observer = FlowRunSuspendingObserver(on_suspended=self._suspended)
-        await self._observer.__aenter__()  # type: ignore[no-untyped-call]  # untyped in Prefect 3.8.8
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._observer is not None:
-            await self._observer.__aexit__(*exc_info)
-        self._observer = self._loop = None
-
-    @property
-    def watched(self) -> set[UUID]:
-        return set(self._requests)
-
-    def _suspended(self, flow_run_id: UUID, state: State) -> None:
-        # As the engine's own observer does: the request the run registered, else the one it passed.
-        if not mark_flow_run_suspension_requested(flow_run_id, state) and (req := self._requests.get(flow_run_id)):
-            req.mark_requested(state)
-
-    @contextlib.contextmanager
-    def observe(
-        self, flow_run_id: UUID, suspension_request: FlowRunSuspensionRequest, polling_interval: float = 10
-    ) -> Iterator[None]:
-        """The engine's `observe_flow_run_suspension`, called on a run's thread: ready once the
-        run's current state is known (a run already suspended is seen at once), as there."""
-        observer, loop = self._observer, self._loop
-        if observer is None or loop is None:
-            raise RuntimeError("the shared suspension observer is not running")
-        self._requests[flow_run_id] = suspension_request
-        try:
-            asyncio.run_coroutine_threadsafe(observer.watch_flow_run_id(flow_run_id), loop).result()
-            yield
-        finally:
-            self._requests.pop(flow_run_id, None)
-            loop.call_soon_threadsafe(observer.remove_in_flight_flow_run_id, flow_run_id)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Runs started meanwhile by `prefect.flow_engine` use this observer instead of their own."""
-        original = getattr(prefect_flow_engine, _ENGINE_OBSERVER)
-        setattr(prefect_flow_engine, _ENGINE_OBSERVER, self.observe)
-        try:
-            yield
-        finally:
-            setattr(prefect_flow_engine, _ENGINE_OBSERVER, original)
-
-
-# What the engine calls for each run (imported into prefect.flow_engine by name, so replaced there).
-_ENGINE_OBSERVER = "observe_flow_run_suspension"
-
-
-async def wake_on_scheduled_runs(worker: WarmWorker, started: anyio.Event) -> None:
+async def wake_on_scheduled_runs(worker: WarmWorker) -> None:
     """Poll at once whenever a flow run becomes Scheduled (a submission, a resume, a retry).
 
-    Bursts coalesce: one poll picks up every run scheduled so far, so a poll already running
-    when events arrive is followed by exactly one more.
+    Started by the worker's own set-up (`wake_on_events=True`), so it runs exactly while the
+    worker can take runs. Bursts coalesce: one poll picks up every run scheduled so far, so a
+    poll already running when events arrive is followed by exactly one more.
     """
-    await started.wait()
     kicked = anyio.Event()
 
     async def poller() -> None:
@@ -374,7 +392,7 @@ async def wake_on_scheduled_runs(worker: WarmWorker, started: anyio.Event) -> No
             except Exception:
                 log.exception("event-driven poll failed; the periodic poll continues")
 
-    scheduled = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]))
+    scheduled = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
     async with anyio.create_task_group() as group:
         group.start_soon(poller)
         while True:
@@ -405,6 +423,7 @@ def preload_flows() -> None:
 
 
 async def serve(pool: str, threads: int, ledger_path: Path | None = None) -> None:
+    require_supported_prefect()
     share_prefect_client_ssl_contexts()
     preload_flows()
     freeze_startup_objects()
@@ -413,19 +432,12 @@ async def serve(pool: str, threads: int, ledger_path: Path | None = None) -> Non
     if ledger is not None:  # runs a predecessor held when it died: crashed now, not after the heartbeat timeout
         async with get_client() as client:
             await crash_orphans(client, ledger)
-    worker = WarmWorker(work_pool_name=pool, threads=threads, ledger=ledger, name=f"warm-{os.getpid()}")
-    started = anyio.Event()
-
-    def printer(message: str) -> None:  # BaseWorker.start reports "Worker '...' started!" once set up
-        log.info(message)
-        if message.endswith("started!"):
-            started.set()
-
-    async with SharedSuspensionObserver() as suspensions, anyio.create_task_group() as group:
+    worker = WarmWorker(
+        work_pool_name=pool, threads=threads, ledger=ledger, wake_on_events=True, name=f"warm-{os.getpid()}"
+    )
+    async with SharedSuspensionObserver() as suspensions:
         with suspensions.installed():
-            group.start_soon(wake_on_scheduled_runs, worker, started)
-            await worker.start(printer=printer)
-            group.cancel_scope.cancel()
+            await worker.start(printer=log.info)
 
 
 async def create_pool(pool: str) -> None:
@@ -453,6 +465,7 @@ def main() -> None:
         "--ledger", type=Path, help="file of the runs held (a restarted worker reports its predecessor's as crashed)"
     )
     args = parser.parse_args()
+    require_supported_prefect()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     if args.create_pool:
         asyncio.run(create_pool(args.pool))

@@ -18,7 +18,6 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending
-from prefect.workers.base import BaseWorker
 
 from deployments.stack import Stack
 from deployments.warm_worker import SharedSuspensionObserver, WarmWorker, _execute
@@ -36,11 +35,12 @@ def test_a_run_resumed_while_its_last_attempt_finishes_waits_for_the_next_poll(p
     async def claim() -> None:
         async with WarmWorker(work_pool_name="pool-unused", threads=2) as worker:
             worker.limiter.acquire_on_behalf_of_nowait(run.id)  # the earlier attempt, still finishing
-            assert await worker._submit_scheduled_flow_runs(scheduled(run)) == []
+            assert worker.take(scheduled(run)) == []
             assert worker.limiter.borrowed_tokens == 1
-            # What BaseWorker itself does with the same run: the error that stopped the worker.
+            # What a second claim of the same run would meet (BaseWorker's own submission makes
+            # one): the error that stopped the worker.
             with pytest.raises(RuntimeError, match="already holding"):
-                await BaseWorker._submit_scheduled_flow_runs(worker, scheduled(run))
+                worker.limiter.acquire_on_behalf_of_nowait(run.id)
             worker.limiter.release_on_behalf_of(run.id)
 
     with temporary_settings({PREFECT_API_URL: prefect_server.config.prefect_api_url}):
@@ -60,9 +60,9 @@ def test_a_poll_asks_for_no_more_runs_than_free_slots_and_none_when_full(prefect
         async with WarmWorker(work_pool_name=prefect_server.config.work_pool, threads=2) as worker:
             one_free = FlowRun(id=uuid4(), flow_id=uuid4(), name="running")
             worker.limiter.acquire_on_behalf_of_nowait(one_free.id)
-            with_one_slot = len(await worker._get_scheduled_flow_runs())
+            with_one_slot = len(await worker.scheduled_runs_for_free_slots())
             worker.limiter.acquire_on_behalf_of_nowait(uuid4())
-            when_full = len(await worker._get_scheduled_flow_runs())
+            when_full = len(await worker.scheduled_runs_for_free_slots())
             return with_one_slot, when_full
 
     with temporary_settings({PREFECT_API_URL: prefect_server.config.prefect_api_url}):

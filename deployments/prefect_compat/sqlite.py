@@ -1,12 +1,7 @@
-"""Every use of a private Prefect name, in one place, for the Prefect version it was written against.
+"""The Prefect server on SQLite (the embedded default): transactions that take the write lock first.
 
-Prefect's public API covers flows, tasks, deployments, clients, workers and events; a few things
-this platform needs are only reachable through Prefect's internals. Each is here, with why, and
-tests/deployments/test_prefect_compat.py pins what each one assumes (names, signatures,
-behaviour), so that a Prefect upgrade fails there, in one obvious place, and not at run time.
-
-Upgrading Prefect: change SUPPORTED below, run `make test`; for each failing contract test, read the
-new Prefect code behind the assumption and adapt (or drop) the shim. README "Upgrading Prefect".
+Applied by deployments/prefect_cli.py to the stack's Prefect server and services. No public way:
+no Prefect setting chooses how its SQLite transactions begin (see `serialize_sqlite_writes`).
 """
 
 from __future__ import annotations
@@ -16,28 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import prefect
-
 log = logging.getLogger("marketplace.prefect_compat")
-
-SUPPORTED = ("3.8.",)  # Prefect versions the shims below were written and tested against
-
-
-class UnsupportedPrefectVersion(RuntimeError):
-    """The installed Prefect is not one this module was written for."""
-
-
-def require_supported_prefect(version: str = prefect.__version__) -> None:
-    """Refuse to start on a Prefect whose internals this module has not been checked against."""
-    if not version.startswith(SUPPORTED):
-        raise UnsupportedPrefectVersion(
-            f"Prefect {version} is installed; deployments/prefect_compat.py was written for "
-            f"{', '.join(v + 'x' for v in SUPPORTED)}. Pin prefect in pyproject.toml/requirements.lock, or "
-            "follow README 'Upgrading Prefect' to check the shims against the new version."
-        )
-
-
-# ---------------------------------------------------------------- the Prefect server on SQLite
 
 
 def serialize_sqlite_writes() -> None:
