@@ -214,8 +214,10 @@ def remove_month(session: Session, export: Export) -> None:
     if session.get_bind().dialect.name == "postgresql":
         _drop_partition(session, export)
     else:
-        deleted = session.execute(UsageRecord.__table__.delete().where(*_range(export.month))).rowcount  # type: ignore[attr-defined]
-        _same_rows(export, deleted)
+        # SQLite: every transaction here holds the write lock (storage.database), so no row comes in
+        # between this count and the delete
+        _same_rows(export, int(session.scalar(select(func.count()).where(*_range(export.month))) or 0))
+        session.execute(UsageRecord.__table__.delete().where(*_range(export.month)))
     session.add(
         UsageArchive(
             month=export.month,
