@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from storage.models import UsageArchive, UsageRecord, utcnow
@@ -217,7 +217,7 @@ def remove_month(session: Session, export: Export) -> None:
         # SQLite: every transaction here holds the write lock (storage.database), so no row comes in
         # between this count and the delete
         _same_rows(export, int(session.scalar(select(func.count()).where(*_range(export.month))) or 0))
-        session.execute(UsageRecord.__table__.delete().where(*_range(export.month)))
+        session.execute(delete(UsageRecord).where(*_range(export.month)))
     session.add(
         UsageArchive(
             month=export.month,
