@@ -44,7 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CHUNK = 1_000_000
 T0 = datetime(2025, 12, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
-RANGE = {"from": "2025-12-01T06:00:00Z", "to": "2026-11-30T18:00:00Z", "limit": 50}
+RANGE: dict[str, str | int] = {"from": "2025-12-01T06:00:00Z", "to": "2026-11-30T18:00:00Z", "limit": 50}
 
 # one statement per chunk; consumer c0 gets u < 0.1, i.e. ~10% of the calls (floor(1000 u^3))
 LOAD = text(
