@@ -113,7 +113,7 @@ def test_long_ranges_read_whole_days_from_the_rollups_and_stay_exact(api: TestCl
         usage_rollups.roll_up(session, timedelta(0))
     late = handed(99, "alice", "svc-1", datetime(2026, 9, 5, 8, tzinfo=UTC), cost="2")
     store([late])  # after the rollup: read raw until the next one
-    params = {"from": "2026-09-02T10:00:00Z", "to": "2026-09-11T18:30:00Z", "limit": 5}
+    params: dict[str, str | int] = {"from": "2026-09-02T10:00:00Z", "to": "2026-09-11T18:30:00Z", "limit": 5}
     headers = auth.consumer("alice")
     reads = database_reads(lambda: api.get("/api/v1/consumers/me/usage", params=params, headers=headers))
     assert any("usage_rollups" in statement for statement in reads)
