@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -31,7 +32,13 @@ def amount(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without an offset is UTC (as every usage time is)."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def _page(session: DbSession, query: UsageQuery, offset: int, limit: int) -> UsagePage:
+    query = replace(query, start=_utc(query.start), end=_utc(query.end))
     if query.start is not None and query.end is not None and query.end <= query.start:
         raise SpecValidationError("'to' must be after 'from'", [{"pointer": "/query/to", "message": "not after from"}])
     rows = usage_repo.page_records(session, query, offset, limit)

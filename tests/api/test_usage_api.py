@@ -128,6 +128,8 @@ def test_long_ranges_read_whole_days_from_the_rollups_and_stay_exact(api: TestCl
     assert (page["totals"]["inputTokens"], page["totals"]["outputTokens"]) == (raw.input_tokens, raw.output_tokens)
     assert {c: Decimal(a) for c, a in page["totals"]["cost"].items()} == raw.cost
     assert [item["requestId"] for item in page["items"]] == [r.request_id for r in newest]
+    naive = {**params, "from": "2026-09-02T10:00:00", "to": "2026-09-11T18:30:00"}  # no offset: UTC
+    assert api.get("/api/v1/consumers/me/usage", params=naive, headers=headers).json()["totals"] == page["totals"]
     with session_scope() as session:  # the whole days are the rollups' figures, not a count of the rows
         session.execute(update(UsageRollup).where(UsageRollup.consumer_id == "alice").values(requests=0))
     tampered = api.get("/api/v1/consumers/me/usage", params=params, headers=headers).json()
