@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from api.app import create_app
 from storage.database import get_engine, reset_engine, session_scope
@@ -140,7 +140,26 @@ def roll_up() -> tuple[float, int]:
     return time.perf_counter() - began, days
 
 
-def run(rows: int, budget: float, repeats: int) -> tuple[list[str], list[str]]:
+def explain_statements(call: Callable[[], Any]) -> None:
+    """EXPLAIN ANALYZE of every SELECT one call sends, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(get_engine(), "before_cursor_execute", keep)
+    try:
+        call()
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", keep)
+    with get_engine().connect() as connection:
+        for statement, parameters in sent:
+            plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters).all()
+            print("\n".join(row[0] for row in plan), "\n", flush=True)
+
+
+def run(rows: int, budget: float, repeats: int, explain: bool = False) -> tuple[list[str], list[str]]:
     table: list[str] = []
     notes: list[str] = []
     with temporary_database(prefix="mkt_bench") as url:
@@ -168,6 +187,8 @@ def run(rows: int, budget: float, repeats: int) -> tuple[list[str], list[str]]:
             spent, days = roll_up()
             notes.append(f"rollup after the late rows: {days} days redone in {spent:.1f} s")
             table.append(_row("rollups after that rollup", "c0", answers["c0"] + 1000, timed(heavy, repeats)))
+            if explain:
+                explain_statements(heavy)
         reset_engine()
     return table, notes
 
@@ -184,11 +205,12 @@ def main() -> None:
     parser.add_argument("--load-budget", type=float, default=280.0, help="seconds of loading at most")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--explain", action="store_true", help="print the plans of the last call's statements")
     args = parser.parse_args()
     for noisy in ("httpx", "httpx2", "marketplace.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     began = time.perf_counter()
-    rows, notes = run(args.rows, args.load_budget, args.repeats)
+    rows, notes = run(args.rows, args.load_budget, args.repeats, args.explain)
     header = "| read | consumer | its calls in the year | p50 (ms) | p95 (ms) |\n| --- | --- | --- | --- | --- |\n"
     body = header + "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
     print(f"\n{body}\n\ntotal {time.perf_counter() - began:.0f} s")
