@@ -412,6 +412,29 @@ class UsageSettings(BaseModel):
         description="After a batch smaller than batch_size, how long the writer lets records gather before "
         "reading again: fewer, larger transactions (the records are already safe in Redis or the journal).",
     )
+    partitions_ahead_months: int = Field(
+        default=3,
+        ge=1,
+        le=24,
+        description="PostgreSQL: monthly partitions of the usage records that maintain-usage-partitions keeps "
+        "created ahead of the current month.",
+    )
+    retention_months: int = Field(
+        default=13,
+        ge=1,
+        description="Whole months of usage records kept in the database before the current one; older months "
+        "are exported to archive_dir, verified, and removed (their daily rollups stay).",
+    )
+    archive_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "usage-archive",
+        description="Where months past retention are written, one gzip-compressed CSV file per month.",
+    )
+    rollup_lag_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="rollup-usage rolls up rows stored until this long ago: longer than any usage write "
+        "transaction lasts, so no row commits behind the watermark. Reads stay exact meanwhile.",
+    )
 
 
 class PlanSettings(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -344,6 +345,61 @@ class UsageRecord(Base):
     currency: Mapped[str] = mapped_column(String(3))
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(String(64))
+    # when the row reached the database (PostgreSQL: its transaction's now()); the rollup redoes the
+    # days of rows stored since its watermark, so a late row (a replayed journal) is counted too
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRollup(Base):
+    """Usage of one day (UTC) per consumer, service, key and currency, recomputed whole by `rollup-usage`.
+
+    Holds exactly the day's rows stored up to `usage_rollup_state.rolled_through`
+    (storage/repositories/usage_rollups.py); kept after the raw rows' month is archived.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index("ix_usage_rollups_service", "service_id", "day"),)
+
+    consumer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[Decimal] = mapped_column(Money())
+    latency_p50_ms: Mapped[float] = mapped_column(Float)
+    latency_p95_ms: Mapped[float] = mapped_column(Float)
+    latency_p99_ms: Mapped[float] = mapped_column(Float)
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRollupState(Base):
+    """The rollup's watermark: every usage row stored up to `rolled_through` is in `usage_rollups`."""
+
+    __tablename__ = "usage_rollup_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rolled_through: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageArchive(Base):
+    """A month of usage rows exported to a compressed file, verified, then removed from the database."""
+
+    __tablename__ = "usage_archives"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # its first day
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0, then 1... for rows arriving after
+    path: Mapped[str] = mapped_column(String(1024))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[dict[str, Any]] = mapped_column()  # currency -> exact amount as text
+    sha256: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class FlowRunRequest(Base):

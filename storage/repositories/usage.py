@@ -21,19 +21,33 @@ def month_start(moment: datetime, offset: int = 0) -> datetime:
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
 
 
-def ensure_partitions(session: Session, moments: Iterable[datetime]) -> None:
-    """On PostgreSQL, the monthly partitions holding these instants (and the month after each)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    months = {month_start(m, k) for m in moments for k in (0, 1)}
-    for start in sorted(months):
-        end = month_start(start, 1)
-        session.execute(
-            text(
-                f"CREATE TABLE IF NOT EXISTS usage_records_{start:%Y_%m} PARTITION OF usage_records "
-                f"FOR VALUES FROM ('{start:%Y-%m-%d}') TO ('{end:%Y-%m-%d}')"
-            )
+def partition_name(month: datetime) -> str:
+    return f"usage_records_{month:%Y_%m}"
+
+
+def create_partition(session: Session, month: datetime) -> bool:
+    """On PostgreSQL, the partition of the month starting at `month`; False when it already existed."""
+    name = partition_name(month)
+    if session.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}):
+        return False
+    end = month_start(month, 1)
+    # bounds with an explicit UTC offset: a bare date would be read in the session's time zone
+    session.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF usage_records "
+            f"FOR VALUES FROM ('{month:%Y-%m-%d} 00:00:00+00') TO ('{end:%Y-%m-%d} 00:00:00+00')"
         )
+    )
+    return True
+
+
+def ensure_partitions(session: Session, moments: Iterable[datetime]) -> list[str]:
+    """On PostgreSQL, the monthly partitions holding these instants (and the month after each);
+    returns the names of those it had to create."""
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    months = {month_start(m, k) for m in moments for k in (0, 1)}
+    return [partition_name(start) for start in sorted(months) if create_partition(session, start)]
 
 
 COLUMNS = (
@@ -73,6 +87,7 @@ class UsageQuery:
     service_id: str | None = None
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
+    recorded_after: datetime | None = None  # only rows stored after this (those not yet in the rollups)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,20 @@ class Totals:
     input_tokens: int
     output_tokens: int
     cost: dict[str, Decimal]  # per currency
+
+    def __add__(self, other: Totals) -> Totals:
+        cost = dict(self.cost)
+        for currency, amount in other.cost.items():
+            cost[currency] = cost.get(currency, Decimal(0)) + amount
+        return Totals(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            cost,
+        )
+
+
+NO_USAGE = Totals(0, 0, 0, {})
 
 
 def _where(q: UsageQuery) -> list[Any]:
@@ -93,7 +122,15 @@ def _where(q: UsageQuery) -> list[Any]:
         clauses.append(UsageRecord.occurred_at >= q.start)
     if q.end is not None:
         clauses.append(UsageRecord.occurred_at < q.end)
+    if q.recorded_after is not None:
+        clauses.append(UsageRecord.recorded_at > q.recorded_after)
     return clauses
+
+
+def page_records(session: Session, q: UsageQuery, offset: int, limit: int) -> Sequence[UsageRecord]:
+    """A page of records, newest first (without counting them: the rollups know how many)."""
+    stmt = select(UsageRecord).where(*_where(q)).order_by(UsageRecord.occurred_at.desc(), UsageRecord.request_id)
+    return session.scalars(stmt.offset(offset).limit(limit)).all()
 
 
 def list_records(session: Session, q: UsageQuery, offset: int, limit: int) -> tuple[Sequence[UsageRecord], int]:

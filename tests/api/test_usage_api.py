@@ -8,14 +8,20 @@ from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from api.app import create_app
 from gateway.usage import UsageRecord as Handed
 from gateway.writer import rows_of
 from storage.database import get_engine, reset_engine, session_scope
+from storage.models import UsageRollup
 from storage.repositories import usage as usage_repo
+from storage.repositories import usage_rollups
 from tests.support import auth
 from tests.support.gateway import add_service
+from tests.support.sql import database_reads
+from tests.support.usage import random_records
+from tests.support.usage import store as store_usage
 
 NOW = datetime.now(UTC)
 
@@ -99,3 +105,32 @@ def test_months_land_in_their_partitions(database_url: str) -> None:
 
         where = connection.execute(text("SELECT tableoid::regclass::text FROM usage_records")).scalar_one()
     assert where == "usage_records_2031_05"
+
+
+def test_long_ranges_read_whole_days_from_the_rollups_and_stay_exact(api: TestClient) -> None:
+    store_usage(random_records(300, datetime(2026, 9, 1, tzinfo=UTC).date(), 12))
+    with session_scope() as session:
+        usage_rollups.roll_up(session, timedelta(0))
+    late = handed(99, "alice", "svc-1", datetime(2026, 9, 5, 8, tzinfo=UTC), cost="2")
+    store([late])  # after the rollup: read raw until the next one
+    params: dict[str, str | int] = {"from": "2026-09-02T10:00:00Z", "to": "2026-09-11T18:30:00Z", "limit": 5}
+    headers = auth.consumer("alice")
+    reads = database_reads(lambda: api.get("/api/v1/consumers/me/usage", params=params, headers=headers))
+    assert any("usage_rollups" in statement for statement in reads)
+    page = api.get("/api/v1/consumers/me/usage", params=params, headers=headers).json()
+    query = usage_repo.UsageQuery(
+        consumer_id="alice", start=datetime(2026, 9, 2, 10, tzinfo=UTC), end=datetime(2026, 9, 11, 18, 30, tzinfo=UTC)
+    )
+    with session_scope() as session:
+        raw = usage_repo.totals(session, query)
+        newest = usage_repo.list_records(session, query, 0, 5)[0]
+    assert page["total"] == page["totals"]["requests"] == raw.requests
+    assert (page["totals"]["inputTokens"], page["totals"]["outputTokens"]) == (raw.input_tokens, raw.output_tokens)
+    assert {c: Decimal(a) for c, a in page["totals"]["cost"].items()} == raw.cost
+    assert [item["requestId"] for item in page["items"]] == [r.request_id for r in newest]
+    naive = {**params, "from": "2026-09-02T10:00:00", "to": "2026-09-11T18:30:00"}  # no offset: UTC
+    assert api.get("/api/v1/consumers/me/usage", params=naive, headers=headers).json()["totals"] == page["totals"]
+    with session_scope() as session:  # the whole days are the rollups' figures, not a count of the rows
+        session.execute(update(UsageRollup).where(UsageRollup.consumer_id == "alice").values(requests=0))
+    tampered = api.get("/api/v1/consumers/me/usage", params=params, headers=headers).json()
+    assert tampered["totals"]["requests"] < raw.requests

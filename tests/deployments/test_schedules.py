@@ -21,3 +21,15 @@ def test_the_reconcile_safety_net_is_scheduled_by_the_server(prefect_server: Sta
             time.sleep(1)
     assert all(run.state is not None and run.state.is_scheduled() for run in runs)
     assert "bulk DML" not in (prefect_server.config.log_dir / "prefect-server.log").read_text()  # type: ignore[operator]
+
+
+def test_the_usage_lifecycle_deployments_are_scheduled_by_the_server(prefect_server: Stack) -> None:
+    """maintain-usage-partitions daily and rollup-usage hourly, in UTC, one run at a time each."""
+    expected = {"maintain-usage-partitions": "17 2 * * *", "rollup-usage": "7 * * * *"}
+    with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+        for name, cron in expected.items():
+            deployment = prefect.read_deployment_by_name(f"{name}/{name}")
+            assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [(cron, "UTC")]  # type: ignore[union-attr]
+            limit = deployment.global_concurrency_limit
+            assert limit is not None and limit.limit == 1
+            assert deployment.entrypoint == f"flows/usage_lifecycle.py:{name.replace('-', '_')}"
