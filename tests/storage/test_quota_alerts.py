@@ -5,43 +5,18 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from sqlalchemy import select
 
-from gateway.usage import UsageRecord as Handed
 from gateway.writer import store
 from storage.database import get_engine, session_scope
 from storage.models import FlowRunRequest, OutboxEvent, QuotaAlert, QuotaUsage
 from storage.repositories import quotas
-from tests.support.billing import subscribed
+from tests.support.billing import call, subscribed
 from tests.support.consumption import live_service
 
 NOW = datetime.now(UTC)
 NEXT_MONTH = datetime(NOW.year + NOW.month // 12, NOW.month % 12 + 1, 1, 0, 0, 1, tzinfo=UTC)
-
-
-def call(n: int, subscription_id: str, service_id: str, at: datetime, tokens: int = 10, status: int = 200) -> bytes:
-    """A call's record as the gateway hands it off (tokens split between input and output)."""
-    ok = status == 200
-    return Handed(
-        request_id=f"r-{subscription_id[:8]}-{at:%Y%m}-{n}",
-        occurred_at=at.timestamp(),
-        consumer_id="carol",
-        key_id="k1",
-        service_id=service_id,
-        service_version="1.0.0",
-        subscription_id=subscription_id,
-        route="chat.completions",
-        status=status,
-        latency_ms=2.0,
-        ttfb_ms=1.0,
-        input_tokens=tokens // 2 if ok else 0,
-        output_tokens=tokens - tokens // 2 if ok else 0,
-        cost=Decimal("0.001") if ok else Decimal(0),
-        currency="USD",
-        error=None if ok else "upstream_error",
-    ).to_json()
 
 
 def alerts() -> list[tuple[str, str, int, int]]:

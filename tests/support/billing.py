@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.plans import Plan
+from gateway.usage import UsageRecord as Handed
 from storage.database import session_scope
 from storage.models import QuotaAlert
 from storage.repositories import consumers, quotas, service_subscriptions, services
@@ -72,3 +73,26 @@ def subscribed(consumer_id: str, service_id: str, requests_per_month: int | None
         consumers.ensure(session, consumer_id, TESTER)
         service = services.get(session, service_id)
         return service_subscriptions.subscribe(session, consumer_id, service, plan, "USD", TESTER, pending=False).id
+
+
+def call(n: int, subscription_id: str, service_id: str, at: datetime, tokens: int = 10, status: int = 200) -> bytes:
+    """A call's record as the gateway hands it off (tokens split between input and output)."""
+    ok = status == 200
+    return Handed(
+        request_id=f"r-{subscription_id[:8]}-{at:%Y%m}-{n}",
+        occurred_at=at.timestamp(),
+        consumer_id="carol",
+        key_id="k1",
+        service_id=service_id,
+        service_version="1.0.0",
+        subscription_id=subscription_id,
+        route="chat.completions",
+        status=status,
+        latency_ms=2.0,
+        ttfb_ms=1.0,
+        input_tokens=tokens // 2 if ok else 0,
+        output_tokens=tokens - tokens // 2 if ok else 0,
+        cost=Decimal("0.001") if ok else Decimal(0),
+        currency="USD",
+        error=None if ok else "upstream_error",
+    ).to_json()
