@@ -64,18 +64,18 @@ def count_usage(
     """Add the stored rows to their subscriptions' counters; returns the alerts this made (new rows,
     each with its `quota_threshold_reached` event in the outbox). Months already over get counted but
     raise no alert: a late record is no news to act on."""
-    deltas = deltas_of(rows)
+    limits = _limits(session, {subscription_id for subscription_id, _ in deltas_of(rows)})
+    # subscriptions without a quota have nothing to alert about: no counter to keep for them
+    deltas = {key: delta for key, delta in deltas_of(rows).items() if key[0] in limits}
     if not deltas:
         return []
     current = period_of(now or datetime.now(UTC))
     crossings: list[Crossing] = []
-    limits = _limits(session, {subscription_id for subscription_id, _ in deltas})
-    # in key order: two writers updating the same counters lock them in the same order (no deadlock)
-    for (subscription_id, period), (requests, tokens) in sorted(deltas.items()):
-        after = _add(session, subscription_id, period, requests, tokens)
-        quotas = limits.get(subscription_id)
-        if quotas is None or period < current:
+    for (subscription_id, period), after in _add_all(session, deltas).items():
+        if period < current:
             continue
+        requests, tokens = deltas[(subscription_id, period)]
+        quotas = limits[subscription_id]
         for metric, used, added, quota in (
             (REQUESTS, after[0], requests, quotas[0]),
             (TOKENS, after[1], tokens, quotas[1]),
@@ -93,33 +93,44 @@ def _crossed(before: int, after: int, quota: int | None, thresholds: Sequence[in
 
 
 def _limits(session: Session, subscription_ids: set[str]) -> dict[str, tuple[int | None, int | None, str, str]]:
-    """subscription id -> (requests per month, tokens per month, consumer id, service id)."""
+    """subscription id -> (requests per month, tokens per month, consumer id, service id), for those
+    with a quota."""
     query = select(
         ServiceSubscription.id,
         ServiceSubscription.requests_per_month,
         ServiceSubscription.tokens_per_month,
         ServiceSubscription.consumer_id,
         ServiceSubscription.service_id,
-    ).where(ServiceSubscription.id.in_(subscription_ids))
+    ).where(
+        ServiceSubscription.id.in_(subscription_ids),
+        (ServiceSubscription.requests_per_month.is_not(None)) | (ServiceSubscription.tokens_per_month.is_not(None)),
+    )
     return {row[0]: (row[1], row[2], row[3], row[4]) for row in session.execute(query)}
 
 
-def _add(session: Session, subscription_id: str, period: str, requests: int, tokens: int) -> tuple[int, int]:
-    """Increment one counter (created at zero if new); its values after the increment."""
+def _add_all(
+    session: Session, deltas: dict[tuple[str, str], tuple[int, int]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Increment the counters (created at zero if new) in one statement; their values after it.
+
+    Rows in key order: two writers updating the same counters lock them in the same order, so they
+    wait for each other instead of deadlocking."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table: Any = QuotaUsage.__table__
-    values = {"subscription_id": subscription_id, "period": period, "requests": requests, "tokens": tokens}
-    upsert = (
-        insert(table)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["subscription_id", "period"],
-            set_={"requests": table.c.requests + requests, "tokens": table.c.tokens + tokens},
-        )
-    )
-    row = session.execute(upsert.returning(table.c.requests, table.c.tokens)).one()
-    return int(row[0]), int(row[1])
+    values = [
+        {"subscription_id": s, "period": p, "requests": requests, "tokens": tokens}
+        for (s, p), (requests, tokens) in sorted(deltas.items())
+    ]
+    statement = insert(table).values(values)
+    upsert = statement.on_conflict_do_update(
+        index_elements=["subscription_id", "period"],
+        set_={
+            "requests": table.c.requests + statement.excluded.requests,
+            "tokens": table.c.tokens + statement.excluded.tokens,
+        },
+    ).returning(table.c.subscription_id, table.c.period, table.c.requests, table.c.tokens)
+    return {(row[0], row[1]): (int(row[2]), int(row[3])) for row in session.execute(upsert)}
 
 
 def _alert(session: Session, crossing: Crossing, who: tuple[Any, ...]) -> QuotaAlert | None:
