@@ -21,3 +21,15 @@ def test_the_reconcile_safety_net_is_scheduled_by_the_server(prefect_server: Sta
             time.sleep(1)
     assert all(run.state is not None and run.state.is_scheduled() for run in runs)
     assert "bulk DML" not in (prefect_server.config.log_dir / "prefect-server.log").read_text()  # type: ignore[operator]
+
+
+def test_statements_are_issued_on_the_first_of_each_month_utc(prefect_server: Stack) -> None:
+    """issue-statements runs at 02:00 UTC on the 1st (the month before is over); quota alerts have a safety net."""
+    with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+        statements = prefect.read_deployment_by_name("issue-statements/issue-statements")
+        alerts = prefect.read_deployment_by_name("send-quota-alerts/send-quota-alerts")
+    (monthly,) = [s.schedule for s in statements.schedules]
+    assert (getattr(monthly, "cron", None), getattr(monthly, "timezone", None)) == ("0 2 1 * *", "UTC")
+    (every_five_minutes,) = [s.schedule for s in alerts.schedules]
+    assert getattr(every_five_minutes, "interval", None) is not None
+    assert every_five_minutes.interval.total_seconds() == 300  # type: ignore[union-attr]
