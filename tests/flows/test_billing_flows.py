@@ -47,7 +47,8 @@ def test_the_flow_issues_last_month_once_even_when_run_twice_at_once(
         run.start()
     for run in runs:
         run.join(120)
-    assert sorted(len(r.issued) for r in results) in ([0, 3], [1, 2]), "dan, eve and acme: once between them"
+    assert len(results) == 2
+    assert sum(len(r.issued) for r in results) == 3, "dan, eve and acme: once between the two runs"
     rerun = issue_statements(period="2026-11")
     assert (rerun.issued, rerun.already_issued) == ([], 3)
     with session_scope() as session:
@@ -80,7 +81,7 @@ def test_a_quota_alert_reaches_the_consumers_webhook_once(flow_env: pytest.Monke
 
         (received,) = carol_hook.received
         assert received.verified, "signed with the webhook secret"
-        assert received.headers[EVENT_HEADER] == "quota_threshold_reached"
+        assert received.headers[EVENT_HEADER.lower()] == "quota_threshold_reached"
         data = json.loads(received.body)["data"]
         assert (data["consumerId"], data["metric"], data["threshold"], data["used"], data["quota"]) == (
             "carol", "requests", 80, 4, 5,
