@@ -63,7 +63,7 @@ def plan_statements(inp: PeriodInput) -> StatementPlan:
     return StatementPlan(period=period, parties=[PartyRef(party_type=p.party_type, party_id=p.party_id) for p in found])
 
 
-@task(name="issue-statements", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
+@task(name="issue-party-statements", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
 def issue_batch(inp: BatchInput) -> BatchResult:
     """Issue the statements of these parties not issued yet, each party in its own transaction."""
     result = BatchResult()
