@@ -518,6 +518,34 @@ def _urlsafe_bytes(value: str) -> bytes:
         return b""
 
 
+class BillingSettings(BaseModel):
+    """Monthly statements and quota alerts (docs/statements.md)."""
+
+    marketplace_fee_percent: Decimal = Field(
+        default=Decimal("10"),
+        ge=0,
+        le=100,
+        description="The marketplace's cut of what consumers paid for a provider's services, in percent; a "
+        "provider's statement shows its gross, this fee and the net it earns.",
+    )
+    quota_alert_thresholds: list[int] = Field(
+        default=[80, 100],
+        description="Percentages of a monthly quota (requests, tokens) at which the consumer is told, once each "
+        "per subscription and month.",
+    )
+    quota_alert_deployment: str = Field(
+        default="send-quota-alerts/send-quota-alerts",
+        description="'flow-name/deployment-name' the usage writer owes a run of when a quota threshold is reached.",
+    )
+
+    @field_validator("quota_alert_thresholds")
+    @classmethod
+    def _percentages(cls, values: list[int]) -> list[int]:
+        if not values or any(not 1 <= v <= 1000 for v in values):
+            raise ValueError("quota alert thresholds are percentages between 1 and 1000")
+        return sorted(set(values))
+
+
 class Settings(BaseSettings):
     """Everything configurable, with embedded defaults that need no set-up."""
 
@@ -548,6 +576,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     usage: UsageSettings = UsageSettings()
     consumption: ConsumptionSettings = ConsumptionSettings()
+    billing: BillingSettings = BillingSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

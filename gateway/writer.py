@@ -29,11 +29,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.logging import configure_logging, resolve_format
-from core.settings import Settings, UsageSettings
+from core.settings import Settings, UsageSettings, get_settings
 from gateway.handoff import STREAM
 from gateway.journal import Journal, claimed_segments, read_segment
 from gateway.usage import UsageRecord
 from storage.database import build_engine
+from storage.repositories import quotas, run_requests
 from storage.repositories import usage as usage_repo
 
 log = logging.getLogger("marketplace.gateway.writer")
@@ -53,18 +54,36 @@ def rows_of(lines: Sequence[bytes]) -> list[dict[str, Any]]:
 
 
 def store(engine: Engine, lines: Sequence[bytes]) -> None:
-    """Insert the records in one transaction (creating a month's partition when one is missing)."""
+    """Insert the records in one transaction (creating a month's partition when one is missing),
+    with the quota counters they move and the quota alerts they raise."""
     rows = rows_of(lines)
     with Session(engine) as session:
         try:
-            usage_repo.insert_records(session, rows)
+            stored = usage_repo.insert_records(session, rows)
         except DBAPIError as exc:
             if "no partition" not in str(exc):
                 raise
             session.rollback()
             usage_repo.ensure_partitions(session, [r["occurred_at"] for r in rows])
-            usage_repo.insert_records(session, rows)
+            stored = usage_repo.insert_records(session, rows)
+        _alert_quotas(session, stored)
         session.commit()
+
+
+def _alert_quotas(session: Session, stored: Sequence[dict[str, Any]]) -> None:
+    """Count the stored rows against their quotas; a threshold reached owes a run that tells the consumer
+    (by webhook, retried and recorded, in Prefect). The event for Kafka is in the outbox already."""
+    billing = get_settings().billing
+    for alert in quotas.count_usage(session, stored, billing.quota_alert_thresholds):
+        spec = run_requests.RunSpec(
+            kind="quota-alert",
+            deployment=billing.quota_alert_deployment,
+            parameters={"alert_id": alert.id},
+            idempotency_key=f"quota-alert-{alert.id}",
+            run_name=f"quota {alert.threshold}% {alert.metric} {alert.consumer_id}"[:256],
+            tags=("quota-alert",),
+        )
+        run_requests.enqueue(session, spec)
 
 
 class UsageWriter:

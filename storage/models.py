@@ -589,3 +589,100 @@ class SigningSecret(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     revealed_at: Mapped[datetime | None] = mapped_column()  # shown to the provider (once)
     expires_at: Mapped[datetime | None] = mapped_column()  # None while current
+
+
+# --- Statements and quota alerts (docs/statements.md). Statements, lines and adjustments are
+# append-only in the database (triggers refuse UPDATE and DELETE): a correction is an adjustment.
+
+
+class Statement(Base):
+    """What a consumer owes, or a provider earns, for one calendar month (UTC) in one currency."""
+
+    __tablename__ = "statements"
+    __table_args__ = (
+        UniqueConstraint("party_type", "party_id", "period", "currency", name="uq_statements_party_period"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    party_type: Mapped[str] = mapped_column(String(16))  # consumer | provider
+    party_id: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[datetime] = mapped_column()
+    period_end: Mapped[datetime] = mapped_column()
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    gross: Mapped[Decimal] = mapped_column(Money())  # exact sum of the usage rows' costs
+    fee_percent: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # the marketplace's cut (providers; 0 for consumers)
+    fee: Mapped[Decimal] = mapped_column(Money())
+    net: Mapped[Decimal] = mapped_column(Money())  # gross - fee, exact
+    total: Mapped[Decimal] = mapped_column(Numeric(18, 2))  # net rounded to the cent (half up)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class StatementLine(Base):
+    """One service on a statement."""
+
+    __tablename__ = "statement_lines"
+    __table_args__ = (UniqueConstraint("statement_id", "service_id", name="uq_statement_lines_service"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    statement_id: Mapped[str] = mapped_column(ForeignKey("statements.id"))
+    service_id: Mapped[str] = mapped_column(String(36))
+    service_name: Mapped[str] = mapped_column(String(128))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    gross: Mapped[Decimal] = mapped_column(Money())
+    fee: Mapped[Decimal] = mapped_column(Money())
+    net: Mapped[Decimal] = mapped_column(Money())
+
+
+class StatementAdjustment(Base):
+    """A correction to an issued statement (positive: more owed or earned), added by an admin."""
+
+    __tablename__ = "statement_adjustments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    statement_id: Mapped[str] = mapped_column(ForeignKey("statements.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class QuotaUsage(Base):
+    """A subscription's quota-counted usage in one month, kept by the usage writer with the rows it stores."""
+
+    __tablename__ = "quota_usage"
+
+    subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class QuotaAlert(Base):
+    """A subscription reached a threshold of a monthly quota: once per period, metric and threshold."""
+
+    __tablename__ = "quota_alerts"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "period", "metric", "threshold", name="uq_quota_alerts_once"),
+        Index("ix_quota_alerts_consumer", "consumer_id", "period"),
+        Index("ix_quota_alerts_unnotified", "notified_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    consumer_id: Mapped[str] = mapped_column(String(128))
+    service_id: Mapped[str] = mapped_column(String(36))
+    period: Mapped[str] = mapped_column(String(7))
+    metric: Mapped[str] = mapped_column(String(16))  # requests | tokens
+    threshold: Mapped[int] = mapped_column(Integer)  # percent
+    used: Mapped[int] = mapped_column(BigInteger)
+    quota: Mapped[int] = mapped_column(BigInteger)
+    reached_at: Mapped[datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[datetime | None] = mapped_column()
+    webhook_event_id: Mapped[str | None] = mapped_column(String(36))

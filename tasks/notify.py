@@ -56,10 +56,16 @@ class NotificationInput(BaseModel):
         default_factory=dict, description="Added to the service's event data (serviceId, name, version, ...)."
     )
     flow_run_id: str | None = Field(default=None, description="Tells apart the same event of two runs.")
+    consumer_id: str | None = Field(
+        default=None, description="audience consumers: only this consumer's callbacks for the service (a quota alert)."
+    )
 
     def event_id(self) -> str:
         """Derived from the whole input: a retried (or re-run) task finds the deliveries it made before."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        fields = self.model_dump(mode="json")
+        if fields["consumer_id"] is None:  # left out when unset: the ids of every earlier event stay as they were
+            del fields["consumer_id"]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return str(uuid.uuid5(EVENT_NAMESPACE, canonical))
 
 
@@ -113,7 +119,7 @@ def notify(inp: NotificationInput) -> NotificationReport:
 def _urls(session: Session, inp: NotificationInput, settings: WebhookSettings) -> list[str]:
     if inp.audience is Audience.GOVERNANCE:
         return list(settings.governance_urls)
-    return [s.callback_url for s in webhooks.subscriptions_for(session, inp.service_id)]
+    return [s.callback_url for s in webhooks.subscriptions_for(session, inp.service_id, inp.consumer_id)]
 
 
 def _create(session: Session, inp: NotificationInput, event_id: str, urls: Sequence[str]) -> None:

@@ -65,20 +65,31 @@ PG_TYPES = (
 _PG_INSERT = text(
     f"INSERT INTO usage_records ({', '.join(COLUMNS)}) "  # noqa: S608
     f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in zip(COLUMNS, PG_TYPES, strict=True))}) "
-    "ON CONFLICT DO NOTHING"
+    "ON CONFLICT DO NOTHING RETURNING request_id"
 )
 
 
-def insert_records(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Store the rows; one already stored (same request id and time) is skipped, not an error."""
+def insert_records(session: Session, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the rows; one already stored (same request id and time) is skipped, not an error.
+
+    Returns the rows this call stored (what quota counters may add: a record handed off twice is
+    returned by the insert that stored it, and only by that one)."""
     if not rows:
-        return
+        return []
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_PG_INSERT, {c: [row[c] for row in rows] for c in COLUMNS})
-        return
-    # the table, not the ORM class: a plain executemany, without the ORM's bulk bookkeeping per row
-    table: Any = UsageRecord.__table__
-    session.execute(sqlite.insert(table).on_conflict_do_nothing(), list(rows))
+        stored = session.execute(_PG_INSERT, {c: [row[c] for row in rows] for c in COLUMNS}).scalars().all()
+    else:
+        # the table, not the ORM class: a plain executemany, without the ORM's bulk bookkeeping per row
+        table: Any = UsageRecord.__table__
+        insert = sqlite.insert(table).on_conflict_do_nothing().returning(table.c.request_id)
+        stored = session.execute(insert, list(rows)).scalars().all()
+    new = set(stored)
+    added = []
+    for row in rows:  # a batch may carry a record twice (stream and journal): its first copy stands for it
+        if row["request_id"] in new:
+            new.discard(row["request_id"])
+            added.append(row)
+    return added
 
 
 @dataclass(frozen=True)

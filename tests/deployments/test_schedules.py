@@ -33,3 +33,15 @@ def test_the_usage_lifecycle_deployments_are_scheduled_by_the_server(prefect_ser
             limit = deployment.global_concurrency_limit
             assert limit is not None and limit.limit == 1
             assert deployment.entrypoint == f"flows/usage_lifecycle.py:{name.replace('-', '_')}"
+
+
+def test_statements_are_issued_on_the_first_of_each_month_utc(prefect_server: Stack) -> None:
+    """issue-statements runs at 02:00 UTC on the 1st (the month before is over); quota alerts have a safety net."""
+    with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+        statements = prefect.read_deployment_by_name("issue-statements/issue-statements")
+        alerts = prefect.read_deployment_by_name("send-quota-alerts/send-quota-alerts")
+    (monthly,) = [s.schedule for s in statements.schedules]
+    assert (getattr(monthly, "cron", None), getattr(monthly, "timezone", None)) == ("0 2 1 * *", "UTC")
+    (every_five_minutes,) = [s.schedule for s in alerts.schedules]
+    assert getattr(every_five_minutes, "interval", None) is not None
+    assert every_five_minutes.interval.total_seconds() == 300  # type: ignore[union-attr]

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from core.domain import ServiceStatus
 from core.plans import Plan
 from storage.database import session_scope
-from storage.repositories import access_requests, api_keys, consumers, outbox, service_subscriptions, services, versions
+from storage.repositories import (
+    access_requests,
+    api_keys,
+    consumers,
+    outbox,
+    service_subscriptions,
+    services,
+    statements,
+    versions,
+)
 from storage.repositories.api_keys import KeySpec
 from storage.repositories.services import SYSTEM, Actor, event_data
+from tests.support.billing import store_rows, usage_row
 from tests.support.specs import make_spec
 
 PROVIDER = Actor("acme", "provider")
@@ -77,6 +89,22 @@ def _consumer_events(session: Session, service_id: str) -> None:
     consumers.unblock(session, consumer, "cleared", GOVERNANCE)
 
 
+def _billing(session: Session, service_id: str) -> None:
+    """Usage under a one-request quota (quota_threshold_reached at 80 and 100), the month's statements
+    (statement_issued; the provider's once, with the first service) and a correction (statement_adjusted)."""
+    consumer, service = _consumer_of(service_id), services.get(session, service_id)
+    plan = Plan(name="metered", requests_per_minute=10, requests_per_month=1)
+    subscription = service_subscriptions.subscribe(session, consumer, service, plan, None, PROVIDER, pending=False)
+    now = datetime.now(UTC)
+    store_rows(session, [usage_row(consumer, service_id, now, "0.25", subscription_id=subscription.id)], now=now)
+    period = statements.period_of(now)
+    for party in (statements.Party("consumer", consumer), statements.Party("provider", service.provider_id)):
+        statements.issue(session, party, period, Decimal(10))
+    issued = statements.find(session, statements.Party("consumer", consumer), period, "USD")
+    assert issued is not None
+    statements.adjust(session, issued.id, Decimal("-0.05"), "goodwill", GOVERNANCE)
+
+
 # Every event type of the schema, in an order the lifecycle allows (moves without an event in between).
 LIFECYCLE: list[Callable[[Session, str], None]] = [
     _move_version("1.0.0", ServiceStatus.VALIDATING),
@@ -85,6 +113,7 @@ LIFECYCLE: list[Callable[[Session, str], None]] = [
     _decide,
     _move_version("1.0.0", ServiceStatus.ACTIVE, "service_published"),
     _access,
+    _billing,
     _consumer_events,
     _next_version,
     _move_version("1.1.0", ServiceStatus.VALIDATING),
@@ -104,7 +133,7 @@ def write_lifecycles(count: int, prefix: str = "svc", *, with_consumers: bool = 
     With consumers, each service also gets a consumer whose events go under its own (consumer id) key."""
     with session_scope() as session:
         ids = [services.create_submitted(session, make_spec(name=f"{prefix}-{i}"), PROVIDER).id for i in range(count)]
-    steps = LIFECYCLE if with_consumers else [s for s in LIFECYCLE if s is not _consumer_events]
+    steps = LIFECYCLE if with_consumers else [s for s in LIFECYCLE if s not in (_consumer_events, _billing)]
     for step in steps:
         for service_id in ids:
             with session_scope() as session:
