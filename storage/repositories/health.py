@@ -72,6 +72,7 @@ def suspended_by_monitor(session: Session, service_ids: Sequence[str]) -> set[st
 _UPSTREAM = UsageRecord.error.like("upstream\\_%", escape="\\")
 _REACHED = or_(UsageRecord.error.is_(None), _UPSTREAM)
 _FAILED = or_(and_(UsageRecord.error.is_(None), UsageRecord.status >= 500), _UPSTREAM)
+_SUCCEEDED = and_(UsageRecord.error.is_(None), UsageRecord.status < 500)  # not ~_FAILED: NULL LIKE is NULL
 # A stream lasts as long as the model writes; its first byte is the provider's delay.
 _LATENCY = case(
     (and_(UsageRecord.stream.is_(True), UsageRecord.ttfb_ms.is_not(None)), UsageRecord.ttfb_ms),
@@ -85,7 +86,7 @@ def traffic(session: Session, service_id: str, start: datetime, end: datetime) -
     requests, errors = session.execute(
         select(func.count(), func.coalesce(func.sum(case((_FAILED, 1), else_=0)), 0)).where(*window, _REACHED)
     ).one()
-    ok = (*window, _REACHED, ~_FAILED)
+    ok = (*window, _SUCCEEDED)
     if session.get_bind().dialect.name == "postgresql":
         p95 = session.scalar(select(func.percentile_disc(0.95).within_group(_LATENCY)).where(*ok))
     else:
