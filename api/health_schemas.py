@@ -24,7 +24,10 @@ class HealthCheckOut(ApiModel):
     health_ok: bool
     health_status: int | None
     health_ms: float | None
-    call_ok: bool = Field(description="The authenticated minimal call succeeded (not 5xx, 401, 403 or unreachable).")
+    call_ok: bool | None = Field(
+        description="The authenticated minimal call succeeded (not 5xx, 401, 403 or unreachable); "
+        "null: not made, no credential stored."
+    )
     call_status: int | None
     call_ms: float | None
     requests: int = Field(description="Gateway calls of the window that reached the provider.")

@@ -4,8 +4,8 @@ Pure arithmetic, no I/O: the monitor's record task (tasks/health.py) gathers the
 module decides. A service's spec promises `sla.availability` (percent) and `sla.maxLatencyMs`
 (p95); a check observes
 
-- availability: the share of attempts that succeeded, where the attempts are the two probes
-  (health endpoint, authenticated minimal call) and every gateway call of the window that
+- availability: the share of attempts that succeeded, where the attempts are the probes
+  (health endpoint, authenticated minimal call when a credential is stored) and every gateway call of the window that
   reached the provider (calls the gateway refused on its own — limits, quotas, a suspended
   service — say nothing about the provider and are not counted);
 - latency: the p95 of the window's successful gateway calls (time to first byte for streams,
@@ -54,7 +54,7 @@ class Traffic:
 class Probes:
     health_ok: bool
     health_ms: float | None
-    call_ok: bool
+    call_ok: bool | None  # None: not made (no credential stored yet)
     call_ms: float | None
 
 
@@ -70,8 +70,8 @@ class Verdict:
 
 def judge(promise: Promise, probes: Probes, traffic: Traffic) -> Verdict:
     """Availability and latency of the check, and whether they break the promise (with why)."""
-    successes = int(probes.health_ok) + int(probes.call_ok) + traffic.requests - traffic.errors
-    attempts = 2 + traffic.requests
+    successes = int(probes.health_ok) + int(bool(probes.call_ok)) + traffic.requests - traffic.errors
+    attempts = 1 + int(probes.call_ok is not None) + traffic.requests
     availability = round(100.0 * successes / attempts, 3)
     latency = _worst_p95(probes, traffic)
     reasons = []
@@ -91,7 +91,7 @@ def _worst_p95(probes: Probes, traffic: Traffic) -> float | None:
         return round(traffic.latency_p95_ms, 1)
     samples = sorted(
         ms
-        for ok, ms in ((probes.health_ok, probes.health_ms), (probes.call_ok, probes.call_ms))
+        for ok, ms in ((probes.health_ok, probes.health_ms), (bool(probes.call_ok), probes.call_ms))
         if ok and ms is not None
     )
     if not samples:

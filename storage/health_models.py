@@ -52,7 +52,7 @@ class ServiceHealthCheck(Base):
     health_ok: Mapped[bool] = mapped_column(Boolean)
     health_status: Mapped[int | None] = mapped_column(Integer)
     health_ms: Mapped[float | None] = mapped_column(Float)
-    call_ok: Mapped[bool] = mapped_column(Boolean)
+    call_ok: Mapped[bool | None] = mapped_column(Boolean)  # None: not made (no credential stored)
     call_status: Mapped[int | None] = mapped_column(Integer)
     call_ms: Mapped[float | None] = mapped_column(Float)
     probe_errors: Mapped[list[Any]] = mapped_column(default=list)  # why a probe failed (never a secret)

@@ -1,11 +1,14 @@
 """The monitor's two probes of a live service, without Prefect or a database (tasks/health.py
 wraps them): its health endpoint, and a minimal call made the way the gateway makes calls.
 
-The minimal call is a POST of `{"input": "ping", "parameters": {"max_tokens": 1}}` to the
-endpoint URL carrying the provider's stored credential and the marketplace's signed headers
-(consumer `marketplace-health-monitor`), so it fails exactly when a consumer's call would: the
-provider is down, answers 5xx, or refuses our credential (401/403). Any other answer, a 400 for
-the tiny body or a 429 included, shows a provider that is up and accepts us.
+Without a stored credential the minimal call is not made (the provider may not have set one
+yet; the publish-time auth check proved it refuses anonymous calls), and the service is judged
+by its health endpoint and traffic. The minimal call is a POST of
+`{"input": "ping", "parameters": {"max_tokens": 1}}` to the endpoint URL carrying the provider's
+stored credential and the marketplace's signed headers (consumer `marketplace-health-monitor`),
+so it fails exactly when a consumer's call would: the provider is down, answers 5xx, or refuses
+our credential (401/403). Any other answer, a 400 for the tiny body or a 429 included, shows a
+provider that is up and accepts us.
 
 Provider endpoints are untrusted: calls go through core.egress (no private addresses outside
 development and tests, no redirects, no proxies or ~/.netrc), with a timeout and a capped read.
@@ -38,7 +41,7 @@ class ProbeReport(BaseModel):
     health_ok: bool
     health_status: int | None = None
     health_ms: float | None = None
-    call_ok: bool
+    call_ok: bool | None = Field(description="None: not made, the provider has stored no credential yet.")
     call_status: int | None = None
     call_ms: float | None = None
     errors: list[str] = Field(default_factory=list)
@@ -58,10 +61,16 @@ def probe(
     headers = {"User-Agent": "llm-marketplace-health-monitor/1", "Accept-Encoding": "identity"}
     with egress.client(policy, timeout=settings.health.timeout_seconds, headers=headers) as client:
         health_status, health_ms = _call(client, "GET", health_url, {}, None, errors, "health")
-        call_headers = _call_headers(base, credential, signing_secrets)
-        call_status, call_ms = _call(client, "POST", base, call_headers, MINIMAL_CALL, errors, "call")
+        call_status = call_ms = None
+        if credential is not None:
+            call_headers = _call_headers(base, credential, signing_secrets)
+            call_status, call_ms = _call(client, "POST", base, call_headers, MINIMAL_CALL, errors, "call")
     health_ok = health_status is not None and 200 <= health_status < 300
-    call_ok = call_status is not None and call_status < 500 and call_status not in (401, 403)
+    call_ok = None
+    if credential is not None:
+        call_ok = call_status is not None and call_status < 500 and call_status not in (401, 403)
+    else:
+        errors.append("call: skipped, no credential stored (PUT /services/{id}/credential)")
     if health_status is not None and not health_ok:
         errors.append(f"health: answered {health_status}")
     if call_status is not None and not call_ok:

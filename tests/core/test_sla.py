@@ -44,5 +44,11 @@ def test_traffic_errors_and_slow_calls_breach() -> None:
     assert slow.latency_p95_ms == 750.4, "the traffic's p95, not the probes', when there was traffic"
 
 
+def test_without_a_credential_the_health_probe_alone_speaks() -> None:
+    probes = Probes(health_ok=True, health_ms=8.0, call_ok=None, call_ms=None)
+    verdict = judge(PROMISE, probes, Traffic())
+    assert (verdict.successes, verdict.attempts, verdict.breached) == (1, 1, False)
+
+
 def test_nothing_promised_is_never_breached() -> None:
     assert not judge(Promise(None, None), DOWN, Traffic(requests=10, errors=10)).breached

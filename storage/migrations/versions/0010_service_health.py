@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("health_ok", sa.Boolean, nullable=False),
         sa.Column("health_status", sa.Integer),
         sa.Column("health_ms", sa.Float),
-        sa.Column("call_ok", sa.Boolean, nullable=False),
+        sa.Column("call_ok", sa.Boolean),  # NULL: not made (no credential stored)
         sa.Column("call_status", sa.Integer),
         sa.Column("call_ms", sa.Float),
         sa.Column("probe_errors", sa.JSON, nullable=False),
