@@ -26,6 +26,7 @@ from api.routes import (
     health,
     schemas,
     search,
+    service_health,
     services,
     statements,
     subscriptions,
@@ -103,6 +104,7 @@ def create_app() -> FastAPI:
     app.include_router(search.router, prefix=API_PREFIX)  # before /services/{service_id}
     app.include_router(usage.router, prefix=API_PREFIX)
     app.include_router(statements.router, prefix=API_PREFIX)
+    app.include_router(service_health.router, prefix=API_PREFIX)
     app.include_router(services.router, prefix=API_PREFIX)
     app.include_router(versions.router, prefix=API_PREFIX)
     app.include_router(approvals.router, prefix=API_PREFIX)

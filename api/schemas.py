@@ -37,6 +37,19 @@ class PublishAccepted(ApiModel):
     status_url: str = Field(description="Poll this for progress.")
 
 
+class ObservedSla(ApiModel):
+    """What the health monitor observed of a service (docs/provider-health.md)."""
+
+    availability: float | None = Field(
+        description="Percent of probes and gateway calls that succeeded over the window (null: no check yet)."
+    )
+    window_seconds: int = Field(description="The span the availability covers, ending now.")
+    checks: int = Field(description="Health checks in the window.")
+    latency_p95_ms: float | None = Field(description="p95 latency of the latest check.")
+    state: str | None = Field(description="healthy, breaching, suspended or recovering (null: never checked).")
+    checked_at: datetime | None = Field(description="When the latest check ran.")
+
+
 class ServiceOut(ApiModel):
     id: str
     name: str
@@ -60,6 +73,9 @@ class ServiceOut(ApiModel):
     archived_at: datetime | None
     retirement_flow_run_id: str | None
     spec: dict[str, Any]
+    observed_sla: ObservedSla | None = Field(
+        default=None, description="Availability and latency the health monitor observed (GET of one service only)."
+    )
 
 
 class ServicePage(Page[ServiceOut]):

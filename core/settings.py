@@ -437,6 +437,39 @@ class UsageSettings(BaseModel):
     )
 
 
+class HealthSettings(BaseModel):
+    """Provider health: the `monitor-services` flow's probes, the SLA verdict and automatic suspension."""
+
+    interval_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="How often monitor-services runs (its schedule) and the traffic window each check reads; "
+        "one check per service per interval (a rerun in the same interval records nothing new).",
+    )
+    consecutive_checks: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive checks breaching the SLA that suspend a service, and consecutive healthy "
+        "checks that reinstate a service the monitor suspended.",
+    )
+    window_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Span of gateway traffic (usage records) each check judges, ending at the check; "
+        "unset: the interval (windows then do not overlap).",
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of each probe call to a provider.")
+    probe_concurrency: int = Field(default=8, ge=1, le=64, description="Services probed at once.")
+    observed_window_seconds: int = Field(
+        default=24 * 3600, ge=60, description="Span of the observed availability shown with a service."
+    )
+    history_limit: int = Field(default=20, ge=1, le=500, description="Recent checks listed by the health endpoint.")
+
+    @property
+    def window(self) -> int:
+        return self.window_seconds or self.interval_seconds
+
+
 class PlanSettings(BaseModel):
     """The plan a service gets when its pricing publishes none."""
 
@@ -577,6 +610,7 @@ class Settings(BaseSettings):
     usage: UsageSettings = UsageSettings()
     consumption: ConsumptionSettings = ConsumptionSettings()
     billing: BillingSettings = BillingSettings()
+    health: HealthSettings = HealthSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -111,7 +111,7 @@ class GatewayApp:
         redis = RespClient(url, g.redis_timeout_seconds) if url else None
         engine = build_engine(s.database.url, pool_size=2, max_overflow=2)
         directory = self._directory or DatabaseDirectory(
-            engine, s.consumption, g.directory_refresh_seconds, s.cache.redis_url
+            engine, s.consumption, g.directory_refresh_seconds, s.cache.redis_url, s.health.interval_seconds
         )
         await directory.start()
         limits = Limits(redis, g.redis_retry_seconds)

@@ -39,13 +39,21 @@ def usable(key: ApiKey | None) -> ApiKey:
 
 
 def callable_service(route: ServiceRoute | None, wanted: str) -> ServiceRoute:
-    """Only active and deprecated services answer; retired 410, suspended 403 with the reason."""
+    """Only active and deprecated services answer; retired 410, suspended 403 with the reason (503 when
+    the health monitor suspended it for breaching its SLA)."""
     if route is None or route.status not in ("active", "deprecated", "retired", "suspended"):
         raise not_found(f"service {wanted!r} not found")
     if route.status == "retired":
         raise GatewayError(410, "service_retired", f"service {route.name} {route.version} has been retired")
     if route.status == "suspended":
         reason = route.suspension_reason or "no reason given"
+        if route.health_retry_after is not None:  # the health monitor's: temporary, reinstated when it recovers
+            raise GatewayError(
+                503,
+                "service_unavailable",
+                f"service {route.name} is suspended while it fails its SLA: {reason}",
+                headers={"Retry-After": str(route.health_retry_after)},
+            )
         raise GatewayError(403, "service_suspended", f"service {route.name} is suspended: {reason}")
     return route
 

@@ -88,6 +88,9 @@ class ServiceRoute:
     deprecated_at: datetime | None = None
     sunset_at: datetime | None = None
     suspension_reason: str | None = None
+    # Suspended by the health monitor (SLA breached), not by an admin: the service is unavailable
+    # for now (503 with Retry-After) rather than refused (403); it comes back by itself.
+    health_retry_after: int | None = None
     max_tokens: int | None = None  # the service's own ceiling per request, when it declares one
     published_at: datetime | None = None
 

@@ -44,6 +44,8 @@ from storage.models import Service
 from storage.repositories import access as access_repo
 from storage.repositories import api_keys, routing, service_subscriptions
 from storage.repositories.api_keys import KeyRecord
+from storage.repositories.health import MONITOR
+from storage.repositories.routing import Suspension
 
 log = logging.getLogger("marketplace.gateway.directory")
 T = TypeVar("T")
@@ -63,7 +65,7 @@ def rates_of(pricing: dict[str, Any]) -> Rates:
     )
 
 
-def route_of(service: Service, suspension_reason: str | None) -> ServiceRoute:
+def route_of(service: Service, suspension: Suspension | None, health_retry_after: int = 60) -> ServiceRoute:
     spec = service.spec or {}
     return ServiceRoute(
         id=service.id,
@@ -75,7 +77,8 @@ def route_of(service: Service, suspension_reason: str | None) -> ServiceRoute:
         rates=rates_of(spec.get("pricing") or {}),
         deprecated_at=service.deprecated_at,
         sunset_at=service.sunset_at,
-        suspension_reason=suspension_reason,
+        suspension_reason=suspension.reason if suspension else None,
+        health_retry_after=health_retry_after if suspension and suspension.actor == MONITOR.id else None,
         published_at=service.published_at,
     )
 
@@ -109,12 +112,18 @@ def access_of(record: access_repo.AccessRecord | None, service_id: str) -> Acces
 
 class DatabaseDirectory:
     def __init__(
-        self, engine: Engine, consumption: ConsumptionSettings, refresh_seconds: float, redis_url: str | None
+        self,
+        engine: Engine,
+        consumption: ConsumptionSettings,
+        refresh_seconds: float,
+        redis_url: str | None,
+        health_retry_after: int = 60,
     ) -> None:
         self.engine = engine
         self.pepper = consumption.key_pepper.get_secret_value()
         self.box = box_for(consumption)
         self.refresh_seconds = refresh_seconds
+        self.health_retry_after = health_retry_after  # Retry-After of a service the health monitor suspended
         self._services: dict[str, ServiceRoute] = {}
         self._models: dict[str, ServiceRoute] = {}
         self._fingerprint: Any = None
@@ -256,8 +265,8 @@ class DatabaseDirectory:
             if fingerprint == self._fingerprint and not forced:
                 return
             rows = routing.routed_services(session)
-            reasons = routing.suspension_reasons(session, [s.id for s in rows if s.status == "suspended"])
-        self._install([route_of(s, reasons.get(s.id)) for s in rows])
+            found = routing.suspensions(session, [s.id for s in rows if s.status == "suspended"])
+        self._install([route_of(s, found.get(s.id), self.health_retry_after) for s in rows])
         self._fingerprint = fingerprint
 
     def _install(self, routes: list[ServiceRoute]) -> None:

@@ -17,6 +17,7 @@ from api.body import read_json_object
 from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
 from api.errors import ErrorResponse
 from api.rate_limit import PublishQuota
+from api.routes.service_health import observed_sla
 from api.schemas import (
     DeprecationAccepted,
     PublishAccepted,
@@ -183,7 +184,10 @@ async def update_service(
 
 def _read(service_id: str) -> ServiceOut:
     with session_scope() as session:
-        return ServiceOut.model_validate(services.get(session, service_id))
+        out = ServiceOut.model_validate(services.get(session, service_id))
+        # each health check invalidates the cached body (storage/repositories/health.py), so the figure stays fresh
+        out.observed_sla = observed_sla(session, service_id)
+        return out
 
 
 def _require_change(principal: ProviderOrAdmin, service_id: str) -> None:

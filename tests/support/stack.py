@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from prefect.client.orchestration import SyncPrefectClient
 from sqlalchemy.engine import make_url
 
 from deployments.stack import Stack, StackConfig
 from tests.support.services import free_port, require_postgres, temporary_database
+
+# The health monitor probes every live service each minute: in a test stack that is load (two task
+# runs per service a test left behind) and it would suspend services whose fake provider has stopped.
+# Its own tests run the flow directly (tests/flows/test_monitor_flow.py).
+PAUSED_IN_TESTS = ("monitor-services",)
 
 
 @contextmanager
@@ -20,8 +26,10 @@ def prefect_stack(
     with_api: bool,
     with_gateway: bool = False,
     env: dict[str, str] | None = None,
+    paused: Sequence[str] = PAUSED_IN_TESTS,
 ) -> Iterator[Stack]:
-    """Start a Prefect server (PostgreSQL-backed), apply the deployments, and the parts asked for."""
+    """Start a Prefect server (PostgreSQL-backed), apply the deployments, and the parts asked for.
+    The deployments named in `paused` are applied with their schedules paused."""
     require_postgres()
     with temporary_database(prefix="prefect_test") as prefect_db:
         async_url = make_url(prefect_db).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
@@ -39,6 +47,7 @@ def prefect_stack(
         try:
             stack.start_prefect_server()
             stack.deploy()
+            pause_deployments(stack, paused)
             if with_worker or with_api:
                 stack.migrate()
             if with_worker:
@@ -50,3 +59,10 @@ def prefect_stack(
             yield stack
         finally:
             stack.stop()
+
+
+def pause_deployments(stack: Stack, names: Sequence[str]) -> None:
+    """Pause scheduled deployments a test stack does not exercise through their schedules."""
+    with SyncPrefectClient(stack.config.prefect_api_url) as prefect:
+        for name in names:
+            prefect.pause_deployment(prefect.read_deployment_by_name(f"{name}/{name}").id)

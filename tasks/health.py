@@ -1,0 +1,126 @@
+"""Thin tasks of the `monitor-services` flow: what to check, the probes, recording each verdict.
+
+The probes (checks/health_probes.py) never raise for a provider's failure: a failure is data. The
+tasks retry only what is ours to retry (the database). `record_health_check` stores the check and
+any move it causes in one transaction (storage/repositories/health.py), keyed by the interval, so
+a retried task or a rerun flow counts nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import task
+from pydantic import BaseModel, Field
+
+from checks.health_probes import ProbeReport, probe
+from core.settings import get_settings
+from core.sla import Probes, Promise, judge
+from storage.database import session_scope
+from storage.encryption import box_for
+from storage.health_models import ServiceHealthCheck
+from storage.repositories import credentials, health
+from tasks._common import backoff, jitter
+
+
+class MonitorTarget(BaseModel):
+    """A service to check, as its spec describes it (no credential: that is read in the probe task)."""
+
+    service_id: str
+    name: str
+    version: str
+    status: str
+    provider_id: str
+    endpoint: dict[str, Any] = Field(default_factory=dict)
+    sla: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckInput(BaseModel):
+    target: MonitorTarget
+    probes: ProbeReport
+    at: datetime = Field(description="The moment the check stands for: its traffic window ends here.")
+    flow_run_id: str | None = None
+
+
+class CheckResult(BaseModel):
+    service_id: str
+    name: str
+    check_id: int | None
+    state: str
+    status: str
+    breached: bool
+    availability: float | None
+    latency_p95_ms: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+    action: str | None = None
+    reason: str | None = None
+    repeated: bool = False
+
+
+def slot_of(at: datetime, interval_seconds: int) -> datetime:
+    """The start of the interval `at` falls in: one check per service per interval."""
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % interval_seconds, UTC)
+
+
+@task(name="list-monitored-services", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
+def list_monitored_services() -> list[MonitorTarget]:
+    """Active and deprecated services, and those the monitor suspended (to see them recover)."""
+    with session_scope() as session:
+        return [MonitorTarget(**vars(t)) for t in health.monitored(session)]
+
+
+@task(name="probe-service", retries=2, retry_delay_seconds=backoff(2), retry_jitter_factor=jitter())
+def probe_service(target: MonitorTarget) -> ProbeReport:
+    """The health endpoint and an authenticated minimal call (the credential decrypted here, in memory only)."""
+    settings = get_settings()
+    box = box_for(settings.consumption)
+    with session_scope() as session:
+        stored = credentials.load_credential(session, target.service_id, box)
+        secrets = credentials.live_signing_secrets(session, target.service_id, box, datetime.now(UTC))
+    credential = (stored.header_name, stored.header_value) if stored is not None else None
+    return probe(target.endpoint, credential, secrets, settings)
+
+
+@task(name="record-health-check", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
+def record_health_check(inp: CheckInput) -> CheckResult:
+    """Judge the probes and the window's traffic against the SLA; store the check; suspend or reinstate."""
+    settings = get_settings().health
+    target, p = inp.target, inp.probes
+    promise = Promise.of({"sla": target.sla})
+    with session_scope() as session:
+        window = timedelta(seconds=settings.window)
+        traffic = health.traffic(session, target.service_id, inp.at - window, inp.at)
+        verdict = judge(promise, Probes(p.health_ok, p.health_ms, p.call_ok, p.call_ms), traffic)
+        check = ServiceHealthCheck(
+            service_id=target.service_id,
+            slot=slot_of(inp.at, settings.interval_seconds),
+            checked_at=datetime.now(UTC),
+            flow_run_id=inp.flow_run_id,
+            service_status=target.status,
+            health_ok=p.health_ok,
+            health_status=p.health_status,
+            health_ms=p.health_ms,
+            call_ok=p.call_ok,
+            call_status=p.call_status,
+            call_ms=p.call_ms,
+            probe_errors=p.errors,
+            requests=traffic.requests,
+            errors=traffic.errors,
+            successes=verdict.successes,
+            attempts=verdict.attempts,
+            availability=verdict.availability,
+            latency_p95_ms=verdict.latency_p95_ms,
+            sla_availability=promise.availability,
+            sla_latency_ms=promise.max_latency_ms,
+            breached=verdict.breached,
+            reasons=[*verdict.reasons, *p.errors],
+        )
+        outcome = health.apply_check(session, check, settings.consecutive_checks)
+    return CheckResult(
+        name=target.name,
+        latency_p95_ms=verdict.latency_p95_ms,
+        reasons=[*verdict.reasons, *p.errors],
+        **vars(outcome),
+    )
