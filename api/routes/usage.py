@@ -41,10 +41,10 @@ def _page(session: DbSession, query: UsageQuery, offset: int, limit: int) -> Usa
     query = replace(query, start=_utc(query.start), end=_utc(query.end))
     if query.start is not None and query.end is not None and query.end <= query.start:
         raise SpecValidationError("'to' must be after 'from'", [{"pointer": "/query/to", "message": "not after from"}])
-    rows = usage_repo.page_records(session, query, offset, limit)
     # whole days from the daily rollups, the partial days at the edges from the raw rows: a year is
     # a few hundred rollup rows, not every call; the count of matching rows is the requests total
     totals = usage_rollups.totals(session, query)
+    rows = usage_repo.page_records(session, query, offset, limit)
     return UsagePage(
         items=[_out(r) for r in rows],
         total=totals.requests,
