@@ -91,7 +91,7 @@ class LoopbackHTTPServer:
         keep_alive: bool = False,
         name: str = "loopback-http",
     ) -> None:
-        self.tls = tls
+        self.tls_context = tls
         attributes: dict[str, Any] = {f"do_{method}": _Handler.serve for method in methods}
         attributes["protocol_version"] = "HTTP/1.1" if keep_alive else "HTTP/1.0"
         self._handler = type("Handler", (_Handler,), attributes)
@@ -111,10 +111,10 @@ class LoopbackHTTPServer:
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. http://127.0.0.1:54321."""
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_context else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
-        self._server = _Server(self._handler, self._on_request, self.tls)
+        self._server = _Server(self._handler, self._on_request, self.tls_context)
         self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self._name, daemon=True
