@@ -86,14 +86,8 @@ def _builder(
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    """A CA signs certificates and revocation lists; a server certificate only its handshakes."""
+    unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+    only_with_key_agreement = ("encipher_only", "decipher_only")
+    flags = dict.fromkeys(unused + only_with_key_agreement, False)
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **flags)

@@ -123,13 +123,12 @@ class LoopbackHTTPServer:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is not None:
+            server.shutdown()  # serve_forever returns, so the thread ends
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
 
     def __enter__(self) -> Self:
         return self.start()
