@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from storage.database import reset_engine, session_scope
 from storage.repositories import services
 from storage.search import document_from_service, get_search_index
 from tests.support.auth import provider
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request
 from tests.support.specs import make_spec
 
 SERVICES = "/api/v1/services"
@@ -88,25 +87,12 @@ def counting_server() -> Iterator[tuple[str, list[str]]]:
     """A loopback server that records every request it gets (none are expected)."""
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            body = b'{"type": "object"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(request: Request) -> Reply:
+        seen.append(request.path)
+        return Reply(200, b'{"type": "object"}')
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(answer, methods=("GET",)) as server:
+        yield server.url, seen
 
 
 # --- structure and size --------------------------------------------------------------------------------

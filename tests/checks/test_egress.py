@@ -7,25 +7,18 @@ point at a loopback server; it refuses to dial anything else.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 import socket
 import ssl
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpcore
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr, ValidationError
 
 import api.routes.webhooks as webhook_routes
@@ -36,6 +29,8 @@ from core import egress
 from core.domain import Outcome, Severity
 from core.egress import EgressPolicy, EgressRefused
 from core.settings import AuthSettings, DatabaseSettings, EndpointTestSettings, Environment, Settings
+from tests.support.certificates import server_tls
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.provider import good_spec
 from tests.support.secrets import CONSUMPTION
 
@@ -55,110 +50,17 @@ STRICT = EgressPolicy(allow_private=False)
 # --- loopback servers and network seams ------------------------------------------------------------
 
 
-class Server:
-    """A loopback HTTP(S) server answering every request with `status` and `headers`; counts requests."""
+class Server(LoopbackHTTPServer):
+    """A loopback HTTP(S) server answering every request with `status` and `headers`; records requests."""
 
     def __init__(self, status: int = 200, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None):
-        self.status, self.headers, self.tls = status, headers or {}, tls
+        self.status, self.headers = status, headers or {}
         self.requests: list[tuple[str, str, str]] = []  # (method, path, Host header)
-        server = self
+        super().__init__(self._answer, methods=("GET", "POST"), tls=tls, keep_alive=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self) -> None:
-                server.requests.append((self.command, self.path, self.headers.get("Host", "")))
-                body = b'{"status": "ok"}'
-                self.send_response(server.status)
-                for name, value in {"Content-Type": "application/json", **server.headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        if tls is not None:
-            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def tls_for(hostname: str, folder: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server context with a certificate for `hostname` (only), and the path of the CA that signed it."""
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test CA")])
-    now = dt.datetime.now(dt.UTC)
-
-    def builder(subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        )
-
-    ca = (
-        builder(ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf = (
-        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]), key.public_key())
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, ca_path
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    def _answer(self, request: Request) -> Reply:
+        self.requests.append((request.method, request.path, request.headers.get("Host", "")))
+        return json_reply(self.status, {"status": "ok"}, self.headers)
 
 
 class Network:
@@ -380,7 +282,7 @@ def test_dns_rebinding_connects_to_the_vetted_address(network: Network) -> None:
 def test_tls_verifies_the_original_host_name_on_the_vetted_address(
     network: Network, tmp_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    context, ca_path = tls_for("api.provider.test", tmp_folder)
+    context, ca_path = server_tls(tmp_folder, ["api.provider.test"])
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_path))
     network.answer("api.provider.test", [PUBLIC_V4])
     with Server(
@@ -406,7 +308,7 @@ def test_tls_verifies_the_original_host_name_on_the_vetted_address(
 def test_a_redirect_to_loopback_is_not_followed_in_production(
     network: Network, tmp_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    context, ca_path = tls_for("api.provider.test", tmp_folder)
+    context, ca_path = server_tls(tmp_folder, ["api.provider.test"])
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_path))
     network.answer("api.provider.test", [PUBLIC_V4])
     with Server() as internal:

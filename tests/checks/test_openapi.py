@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from checks.openapi_structure import OAS_DIALECT, structural_issues
 from core.domain import Outcome, Phase
 from core.settings import LimitSettings, Settings
 from tests.checks.test_spec_schema import EXAMPLE
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.openapi_docs import compact_size, openapi_document
 from tests.support.provider import provider_openapi
 
@@ -174,35 +174,16 @@ def test_path_limit_stops_before_validating(doc: dict[str, Any]) -> None:
 # --- references: never fetched -----------------------------------------------------------
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str]
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        body = b'{"type": "integer", "description": "fetched"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[str]]]:
     hits: list[str] = []
-    handler = type("Handler", (_Recorder,), {"hits": hits})
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}", hits
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+
+    def answer(request: Request) -> Reply:
+        hits.append(request.path)
+        return json_reply(200, {"type": "integer", "description": "fetched"})
+
+    with LoopbackHTTPServer(answer, methods=("GET",)) as srv:
+        yield srv.url, hits
 
 
 def test_server_fixture_really_records(server: tuple[str, list[str]]) -> None:

@@ -6,7 +6,6 @@ import copy
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import SecretStr
 from checks.policy import ENTRYPOINT, PolicyEvaluationError, _engine, check_policies, evaluate_policies, policy_input
 from core.domain import Outcome, Phase, Severity
 from core.settings import PROJECT_ROOT, AuthSettings, EndpointTestSettings, Environment, PolicySettings, Settings
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.openapi_docs import openapi_document
 from tests.support.secrets import CONSUMPTION
 
@@ -287,30 +287,15 @@ def fake_opa(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpaFixture]:
     received: list[dict[str, Any]] = []
     replies: list[Any] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append({"path": self.path, "content_type": self.headers["Content-Type"], "body": body})
-            reply = replies.pop(0) if replies else {"result": regopy_violations(body["input"])}
-            status, payload = reply if isinstance(reply, tuple) else (200, reply)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        received.append({"path": request.path, "content_type": request.headers["Content-Type"], "body": body})
+        reply = replies.pop(0) if replies else {"result": regopy_violations(body["input"])}
+        status, payload = reply if isinstance(reply, tuple) else (200, reply)
+        return json_reply(status, payload)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", received, replies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(answer, methods=("POST",)) as server:
+        yield f"{server.url}/", received, replies
 
 
 def opa_settings(url: str, **kwargs: Any) -> Settings:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from deployments import ui_check
 from deployments.headless import Browser, find_chromium
+from tests.support.loopback_http import LoopbackHTTPServer, Reply
 from tests.support.services import CI
 
 # Renders its text late, as a single-page app does after its API calls.
@@ -19,25 +18,10 @@ setTimeout(() => { document.querySelector('h1').textContent = 'publish acme/chat
 </script></body></html>"""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/runs/flow-run/x"
-    server.shutdown()
-    server.server_close()
+    with LoopbackHTTPServer(lambda _: Reply(200, PAGE, {"Content-Type": "text/html"}), methods=("GET",)) as server:
+        yield f"{server.url}/runs/flow-run/x"
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ to see what the client sends and how the backend reads the answers and failures.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
+
+# The client refuses servers that do not say what they are.
+_PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
 
 
 @dataclass
@@ -24,55 +25,27 @@ class Recorded:
     body: Any
 
 
-class FakeElasticsearch:
+class FakeElasticsearch(LoopbackHTTPServer):
     def __init__(self, *, fail_status: int | None = None) -> None:
         self.fail_status = fail_status
         self.requests: list[Recorded] = []
         self.indices: set[str] = set()
         self.documents: dict[str, dict[str, Any]] = {}
         self.search_response: dict[str, Any] = {"hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__(self._respond, methods=("GET", "PUT", "POST", "DELETE", "HEAD"), name="fake-elasticsearch")
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeElasticsearch:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                fake._handle(self, raw)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _handle(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
-        url = urlsplit(handler.path)
-        parts = [p for p in url.path.split("/") if p]
+    def _respond(self, request: Request) -> Reply:
+        parts = [p for p in request.route.split("/") if p]
         body: Any = None
-        if raw and url.path.endswith("/_bulk"):
-            body = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        elif raw:
-            body = json.loads(raw)
-        self.requests.append(Recorded(handler.command, url.path, parse_qs(url.query), body))
+        if request.body and request.route.endswith("/_bulk"):
+            body = [json.loads(line) for line in request.body.splitlines() if line.strip()]
+        else:
+            body = request.json()
+        self.requests.append(Recorded(request.method, request.route, request.query, body))
         if self.fail_status:
-            return _reply(handler, self.fail_status, {"error": {"type": "unavailable", "reason": "down"}})
-        status, answer = self._answer(handler.command, parts, body)
-        _reply(handler, status, answer)
+            return json_reply(self.fail_status, {"error": {"type": "unavailable", "reason": "down"}}, _PRODUCT)
+        status, answer = self._answer(request.method, parts, body)
+        return json_reply(status, answer, _PRODUCT)
 
     def _answer(self, method: str, parts: list[str], body: Any) -> tuple[int, dict[str, Any]]:
         if method == "PUT" and len(parts) == 1 and not parts[0].startswith("_"):
@@ -98,13 +71,3 @@ class FakeElasticsearch:
         if parts[-1] == "_search":
             return 200, self.search_response
         return 404, {"error": {"type": "not_found", "reason": "/".join(parts)}, "status": 404}
-
-
-def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("X-Elastic-Product", "Elasticsearch")  # the client refuses servers without it
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)

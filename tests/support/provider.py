@@ -22,32 +22,25 @@ Routes of the healthy provider:
 - anything else       404
 
 Every response carries Strict-Transport-Security and X-Content-Type-Options unless
-``security_headers=False``. The server is a stdlib ThreadingHTTPServer in a daemon thread:
-no event loop to share with the test, and it starts in about a millisecond.
+``security_headers=False``. The server is tests.support.loopback_http's (a stdlib
+ThreadingHTTPServer in a daemon thread, HTTP/1.1 keep-alive here): no event loop to share with
+the test, and it starts in about a millisecond.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import json
-import ssl
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from tests.support.certificates import server_tls
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.specs import make_spec
 
 Mode = Literal["healthy", "health_500", "open_auth", "slow", "bad_schema", "redirect"]
@@ -89,7 +82,17 @@ def _chunk(delta: dict[str, Any]) -> dict[str, Any]:
 _SECURITY_HEADERS = {"Strict-Transport-Security": "max-age=63072000", "X-Content-Type-Options": "nosniff"}
 
 
-class FakeProvider:
+def _events(include_usage: bool) -> Iterator[bytes]:
+    """Server-sent events as an OpenAI-style provider sends them; the connection closes after [DONE]."""
+    chunks = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo!"})]
+    if include_usage:
+        chunks.append({**_chunk({}), "choices": [], "usage": OPENAI_USAGE})
+    for chunk in chunks:
+        yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+class FakeProvider(LoopbackHTTPServer):
     """A real HTTP(S) server on a free port of 127.0.0.1; use it as a context manager."""
 
     def __init__(
@@ -106,170 +109,57 @@ class FakeProvider:
         self.ca_path: Path | None = None
         """PEM of the CA that signed the server certificate (tls=True only)."""
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        super().__init__(self._answer, methods=("GET", "POST"), keep_alive=True, name="fake-provider")
 
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. http://127.0.0.1:54321."""
-        if self._server is None:
-            raise RuntimeError("FakeProvider is not started")
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeProvider:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self, self._tls_context() if self.tls else None)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-provider", daemon=True
-        )
-        self._thread.start()
-        return self
+    def start(self) -> Self:
+        if self.tls:  # a fresh certificate for each start, removed at stop
+            self._tmp = tempfile.TemporaryDirectory(prefix="fake-provider-")
+            self.tls_context, self.ca_path = server_tls(Path(self._tmp.name))
+        return super().start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> FakeProvider:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def _count(self, key: str) -> None:
+    def _answer(self, request: Request) -> Reply:
         with self._lock:
-            self.requests[key] += 1
+            self.requests[f"{request.method} {request.route}"] += 1
+        if request.method == "GET":
+            return self._get(request.route)
+        authorized = self.mode == "open_auth" or bool(request.headers.get("Authorization"))
+        if request.route not in ("/", *OPENAI_ANSWERS):
+            return self._json(404, {"error": "not found"})
+        if not authorized:
+            return self._json(401, {"error": "missing credentials"}, {"WWW-Authenticate": "Bearer"})
+        if request.route == "/":
+            return self._json(200, {"id": "resp-1", "output": "hello"})
+        with self._lock:
+            self.received.append(dict(request.headers.items()))
+        body = request.json(empty={})
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            headers = {"Content-Type": "text/event-stream", "Connection": "close"}
+            return Reply(200, headers=headers, chunks=_events(include_usage))
+        return self._json(200, OPENAI_ANSWERS[request.route])
 
-    def _tls_context(self) -> ssl.SSLContext:
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-provider-")
-        ca_path, cert_path, key_path = _write_certificates(Path(self._tmp.name))
-        self.ca_path = ca_path
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cert_path, key_path)
-        return ctx
+    def _get(self, route: str) -> Reply:
+        if route == "/health":
+            time.sleep(self.delay_ms / 1000)
+            if self.mode == "health_500":
+                return self._json(500, {"status": "error"})
+            if self.mode == "redirect":
+                return self._json(302, {"status": "moved"}, {"Location": "/v1/models"})
+            return self._json(200, {"status": "ok"})
+        if route == "/v1/models":
+            return self._json(200, {"models": "m1"} if self.mode == "bad_schema" else {"data": [{"id": "m1"}]})
+        return self._json(404, {"error": "not found"})
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        provider: FakeProvider,
-        tls: ssl.SSLContext | None,
-    ) -> None:
-        super().__init__(address, handler)
-        self.provider = provider
-        if tls is not None:
-            # The handshake is deferred to the request thread (finish_request) so a client that
-            # rejects the certificate cannot stall the accept loop.
-            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # the client gave up (a timeout test, say): not worth a traceback
-        super().handle_error(request, client_address)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(5)
-            try:
-                request.do_handshake()
-            except (ssl.SSLError, OSError):
-                return  # the client refused our certificate: that is what some tests want
-        super().finish_request(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so latency probes measure requests, not handshakes
-    timeout = 5
-    # Headers and body go out in two writes; with Nagle on, keep-alive requests would wait for a
-    # delayed ACK and every latency sample after the first would read ~40 ms.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def do_GET(self) -> None:
-        provider = self._provider("GET")
-        path = self.path.split("?", 1)[0]
-        if path == "/health":
-            time.sleep(provider.delay_ms / 1000)
-            if provider.mode == "health_500":
-                self._send(500, {"status": "error"})
-            elif provider.mode == "redirect":
-                self._send(302, {"status": "moved"}, {"Location": "/v1/models"})
-            else:
-                self._send(200, {"status": "ok"})
-        elif path == "/v1/models":
-            body: dict[str, Any] = {"models": "m1"} if provider.mode == "bad_schema" else {"data": [{"id": "m1"}]}
-            self._send(200, body)
-        else:
-            self._send(404, {"error": "not found"})
-
-    def do_POST(self) -> None:
-        provider = self._provider("POST")
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # drain, or keep-alive breaks
-        path = self.path.split("?", 1)[0]
-        authorized = provider.mode == "open_auth" or bool(self.headers.get("Authorization"))
-        if path not in ("/", *OPENAI_ANSWERS):
-            self._send(404, {"error": "not found"})
-        elif not authorized:
-            self._send(401, {"error": "missing credentials"}, {"WWW-Authenticate": "Bearer"})
-        elif path == "/":
-            self._send(200, {"id": "resp-1", "output": "hello"})
-        else:
-            with provider._lock:
-                provider.received.append(dict(self.headers.items()))
-            body = json.loads(raw or b"{}")
-            if body.get("stream"):
-                self._stream(bool((body.get("stream_options") or {}).get("include_usage")))
-            else:
-                self._send(200, OPENAI_ANSWERS[path])
-
-    def _stream(self, include_usage: bool) -> None:
-        """Server-sent events as an OpenAI-style provider sends them; the connection closes after [DONE]."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        chunks = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo!"})]
-        if include_usage:
-            chunks.append({**_chunk({}), "choices": [], "usage": OPENAI_USAGE})
-        for chunk in chunks:
-            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.close_connection = True
-
-    def _provider(self, method: str) -> FakeProvider:
-        provider = self.server.provider
-        provider._count(f"{method} {self.path.split('?', 1)[0]}")
-        return provider
-
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        extra = dict(_SECURITY_HEADERS) if self.server.provider.security_headers else {}
-        for name, value in {**extra, **(headers or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
+    def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+        extra = _SECURITY_HEADERS if self.security_headers else {}
+        return json_reply(status, body, {**extra, **(headers or {})})
 
 
 def provider_openapi(provider_url: str) -> dict[str, Any]:
@@ -330,70 +220,6 @@ def good_spec(provider_url: str, *, name: str = "fake-chat", version: str = "1.0
         tags=["chat", "test"],
         endpoint={"url": provider_url, "healthPath": "/health", "authentication": {"type": "bearer"}},
         openApiSpec=provider_openapi(provider_url),
-    )
-
-
-def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a server certificate for 127.0.0.1/localhost signed by it.
-
-    A separate CA (rather than one self-signed leaf) keeps strict X.509 verification happy.
-    """
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "FakeProvider test CA")])
-    now = dt.datetime.now(dt.UTC)
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
-    leaf = (
-        _builder(leaf_name, ca_name, key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(san, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: dt.datetime
-) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
     )
 
 

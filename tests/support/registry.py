@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 
-class FakeRegistry:
+
+class FakeRegistry(LoopbackHTTPServer):
     """POST /api/v1/services registers, PUT /api/v1/services/{id} updates, DELETE removes.
 
     `fail_first` answers that many requests with `fail_status` before behaving;
@@ -39,40 +38,7 @@ class FakeRegistry:
         self.calls: list[str] = []
         self.failed: list[str] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeRegistry:
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                registry._handle(self, "POST", body)
-
-            def do_PUT(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                registry._handle(self, "PUT", json.loads(self.rfile.read(length) or b"{}"))
-
-            def do_DELETE(self) -> None:
-                registry._handle(self, "DELETE", None)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._answer, methods=("POST", "PUT", "DELETE"), name="fake-registry")
 
     def outage(self, methods: set[str] | None = None) -> None:
         """Answer `fail_status` to every request (of `methods`, when given) until `heal()`."""
@@ -93,9 +59,11 @@ class FakeRegistry:
         with self._lock:
             return sum(1 for call in (self.failed if failed else self.calls) if call.startswith(f"{method} "))
 
-    def _handle(self, handler: BaseHTTPRequestHandler, method: str, body: dict[str, Any] | None) -> None:
+    def _answer(self, request: Request) -> Reply:
+        method, path = request.method, request.path
+        body: dict[str, Any] | None = None if method == "DELETE" else request.json(empty={})
         with self._lock:
-            self.calls.append(f"{method} {handler.path}")
+            self.calls.append(f"{method} {path}")
             hold = self.hold_seconds
         if hold > 0:
             time.sleep(hold)
@@ -103,25 +71,16 @@ class FakeRegistry:
             failing = self.always_fail or self.fail_first > 0
             if failing and (self.fail_methods is None or method in self.fail_methods):
                 self.fail_first -= 1
-                self.failed.append(f"{method} {handler.path}")
-                return _reply(handler, self.fail_status, {"error": "unavailable"})
-            if method == "POST" and handler.path == "/api/v1/services" and body is not None:
+                self.failed.append(f"{method} {path}")
+                return json_reply(self.fail_status, {"error": "unavailable"})
+            if method == "POST" and path == "/api/v1/services" and body is not None:
                 entry_id = f"reg-{uuid.uuid4().hex[:8]}"
                 self.entries[entry_id] = body
-                return _reply(handler, 200, {"id": entry_id, "status": "registered"})
-            entry_id = handler.path.rsplit("/", 1)[-1]
+                return json_reply(200, {"id": entry_id, "status": "registered"})
+            entry_id = path.rsplit("/", 1)[-1]
             if method == "PUT" and entry_id in self.entries and body is not None:
                 self.entries[entry_id] = {**self.entries[entry_id], **body}
-                return _reply(handler, 200, {"id": entry_id, "status": "updated"})
+                return json_reply(200, {"id": entry_id, "status": "updated"})
             if method == "DELETE" and self.entries.pop(entry_id, None) is not None:
-                return _reply(handler, 204, None)
-            return _reply(handler, 404, {"error": "not found"})
-
-
-def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | None) -> None:
-    data = json.dumps(body).encode() if body is not None else b""
-    handler.send_response(status)
-    handler.send_header("content-type", "application/json")
-    handler.send_header("content-length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
+                return json_reply(204, None)
+            return json_reply(404, {"error": "not found"})

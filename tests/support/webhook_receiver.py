@@ -5,11 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
 
 from notifications.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class Received:
     answered: int
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHTTPServer):
     """Answers 200 to POSTs whose signature verifies, 401 to the others.
 
     `fail_first` answers that many requests with `fail_status` first; `always_fail` answers every
@@ -46,39 +44,21 @@ class WebhookReceiver:
         self.delay = delay
         self.received: list[Received] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__(self._answer, methods=("POST",), name="webhook-receiver")
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/marketplace"
+        return f"{super().url}/hooks/marketplace"
 
-    def __enter__(self) -> WebhookReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver._handle(self, body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _handle(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    def _answer(self, request: Request) -> Reply:
         if self.delay:
             time.sleep(self.delay)
-        headers = {k.lower(): v for k, v in handler.headers.items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
         verified = verify_signature(
-            self.secret, headers.get(TIMESTAMP_HEADER.lower(), ""), body, headers.get(SIGNATURE_HEADER.lower(), "")
+            self.secret,
+            headers.get(TIMESTAMP_HEADER.lower(), ""),
+            request.body,
+            headers.get(SIGNATURE_HEADER.lower(), ""),
         )
         with self._lock:
             if self.always_fail or self.fail_first > 0:
@@ -88,15 +68,7 @@ class WebhookReceiver:
                 status = 302
             else:
                 status = 200 if verified else 401
-            self.received.append(Received(handler.path, headers, body, verified, status))
-        reply = b'{"error": "receiver failing on purpose"}' if status >= 500 else b"{}"
-        try:
-            handler.send_response(status)
-            if status == 302 and self.redirect_to:
-                handler.send_header("location", self.redirect_to)
-            handler.send_header("content-type", "application/json")
-            handler.send_header("content-length", str(len(reply)))
-            handler.end_headers()
-            handler.wfile.write(reply)
-        except OSError:  # the sender timed out and hung up first (the timeout test)
-            return
+            self.received.append(Received(request.path, headers, request.body, verified, status))
+        if status >= 500:
+            return json_reply(status, {"error": "receiver failing on purpose"})
+        return json_reply(status, {}, {"location": self.redirect_to} if status == 302 and self.redirect_to else None)
