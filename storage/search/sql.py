@@ -19,9 +19,9 @@ from sqlalchemy import (
     Executable,
     FromClause,
     Select,
-    String,
     Table,
     and_,
+    case,
     cast,
     column,
     delete,
@@ -40,9 +40,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 
 from storage.database import mark_services_changed, session_scope
-from storage.models import SearchDocument, utcnow
+from storage.models import SearchDocument, ServiceSignal, utcnow
+from storage.repositories import service_signals
 from storage.search import (
     FACET_SIZE,
+    SIGNAL_FACETS,
+    SIGNAL_SORTS,
+    UNKNOWN,
     FacetBucket,
     Facets,
     SearchDocumentIn,
@@ -55,6 +59,14 @@ from storage.search import (
 from storage.search.terms import fts5_query, search_terms
 
 TABLE = typed(Table, SearchDocument.__table__)
+SIGNALS = typed(Table, ServiceSignal.__table__)
+CALLS = func.coalesce(SIGNALS.c.calls_30d, 0)  # no row: no calls recorded
+SIGNAL_COLUMNS = ("calls_30d", "availability", "latency_p50_ms", "latency_p95_ms")
+# Facets are counted exactly over at most this many matches; past it they are estimated from the
+# first FACET_SAMPLE matches the database reaches and scaled to the total (`facets.approximate`).
+# Counting every one of 76,000 matches (three facets, ~3 tags each, the signals) was most of a
+# broad query's time at 100,000 services (bench/RESULTS.md).
+FACET_SAMPLE = 2_000
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -87,7 +99,7 @@ BATCH = 1000  # rows per INSERT statement (both drivers turn one into a multi-ro
 class _Plan:
     """Where the matching rows come from, what they must satisfy, and their relevance (None: no text)."""
 
-    source: FromClause
+    source: FromClause  # joined with the signals when the query filters or sorts by them
     where: list[ColumnElement[bool]]
     score: ColumnElement[Any] | None
 
@@ -120,9 +132,21 @@ class SqlSearchIndex:
             dialect = _dialect(session)
             plan = _plan(query, dialect)
             rows = session.execute(_page(plan, query, dialect)).all()
+            # The page's figures by primary key: joining the signals to every match only to
+            # show twenty would cost a broad query a join of all its matches.
+            signals = service_signals.get_many(session, [row.service_id for row in rows])
             total, facets = _facets(session, plan, dialect)
-        items = [SearchHit.model_validate({**row._mapping, "tags": list(row.tags)}) for row in rows]
+        items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
         return SearchPage(items=items, total=total, facets=facets)
+
+    def update_signals(self, signals: Iterable[service_signals.Signals]) -> int:
+        """Nothing to do: searches read `service_signals` itself."""
+        return 0
+
+
+def _hit(row: Any, signals: service_signals.Signals | None) -> SearchHit:
+    figures = {name: getattr(signals, name) for name in SIGNAL_COLUMNS} if signals else {}
+    return SearchHit.model_validate({**row, "tags": list(row["tags"]), **figures})
 
 
 def _dialect(session: Session) -> str:
@@ -160,17 +184,34 @@ def _upsert(dialect: str) -> Executable:
 
 def _plan(query: SearchQuery, dialect: str) -> _Plan:
     where = [TABLE.c.status.in_(query.statuses), *_filters(query.filters, dialect)]
+    signal_filters = _signal_filters(query.filters)
+    source: FromClause = TABLE
+    if signal_filters or query.sort in SIGNAL_SORTS:
+        source = TABLE.outerjoin(SIGNALS, SIGNALS.c.service_id == TABLE.c.service_id)
+        where += signal_filters
     terms = search_terms(query.text)
     if not terms:  # empty, punctuation or stop words only: everything listed matches
-        return _Plan(TABLE, where, None)
+        return _Plan(source, where, None)
     if dialect == "postgresql":
         # PostgreSQL text cannot hold NUL; websearch_to_tsquery accepts anything else as typed.
         tsquery = func.websearch_to_tsquery(literal_column("'english'"), query.text.replace("\x00", " "))
         matches = PG_VECTOR.op("@@", is_comparison=True)(tsquery)
-        return _Plan(TABLE, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
+        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
     matches = FTS_TABLE.op("MATCH", is_comparison=True)(fts5_query(terms))
     # bm25 is lower-is-better; negated so that every backend's score is higher-is-better.
-    return _Plan(TABLE.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
+    return _Plan(source.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
+
+
+def _signal_filters(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    # A service never observed has no availability or latency: it passes no bound on them.
+    where: list[ColumnElement[bool]] = []
+    if filters.min_availability is not None:
+        where.append(SIGNALS.c.availability >= filters.min_availability)
+    if filters.max_latency_ms is not None:
+        where.append(SIGNALS.c.latency_p95_ms <= filters.max_latency_ms)
+    if filters.min_calls_30d is not None:
+        where.append(filters.min_calls_30d <= CALLS)
+    return where
 
 
 def _filters(filters: SearchFilters, dialect: str) -> list[ColumnElement[bool]]:
@@ -206,6 +247,9 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
         order = [TABLE.c.name.collate("C") if dialect == "postgresql" else TABLE.c.name, TABLE.c.service_id]
     elif query.sort is SortOrder.RELEVANCE and plan.score is not None:
         order = [score.desc(), *newest]
+    elif query.sort in SIGNAL_SORTS:
+        relevance = [score.desc()] if plan.score is not None else []
+        order = [*_signal_order(query.sort), *relevance, *newest]
     else:
         order = newest
     page = query.pagination
@@ -213,31 +257,59 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
     return statement.order_by(*order).offset(page.offset).limit(page.limit)
 
 
+def _signal_order(sort: SortOrder) -> list[Any]:
+    # Unknown figures last on both databases (SQLite puts NULLs first in ascending order).
+    if sort is SortOrder.POPULARITY:
+        return [CALLS.desc()]
+    if sort is SortOrder.AVAILABILITY:
+        return [SIGNALS.c.availability.is_(None), SIGNALS.c.availability.desc()]
+    return [SIGNALS.c.latency_p95_ms.is_(None), SIGNALS.c.latency_p95_ms.asc()]
+
+
 def _facets(session: Session, plan: _Plan, dialect: str) -> tuple[int, Facets]:
-    """The total and every facet's top buckets, in one statement over the matching rows."""
-    columns = [TABLE.c[name] for name in (*FACET_COLUMNS, "tags")]
-    matched = select(*columns).select_from(plan.source).where(*plan.where).cte("matched")
-    branches: list[Rows] = [
-        select(
-            literal("total").label("facet"), cast(null(), String).label("value"), func.count().label("n")
-        ).select_from(matched)
-    ]
-    branches += [_top(name, matched.c[name], matched) for name in FACET_COLUMNS]
+    """The exact total, and every facet's buckets: exact up to FACET_SAMPLE matches, estimated past it."""
+    total = int(session.execute(select(func.count()).select_from(plan.source).where(*plan.where)).scalar_one())
+    sampled = total > FACET_SAMPLE
+    columns = [TABLE.c[name] for name in ("service_id", *FACET_COLUMNS, "tags")]
+    rows = select(*columns).select_from(plan.source).where(*plan.where)
+    if sampled:
+        # The first matches the scan reaches (no ORDER BY: a sort would visit every match again).
+        # Rows are stored as they were indexed, which says nothing of their category, tags or use.
+        rows = rows.limit(FACET_SAMPLE)
+    found = rows.subquery("found")
+    with_signals = found.outerjoin(SIGNALS, SIGNALS.c.service_id == found.c.service_id)
+    signal_values = [SIGNALS.c[name] for name in SIGNAL_COLUMNS]
+    matched = select(found, *signal_values).select_from(with_signals).cte("matched")
+    branches = [_top(name, matched.c[name], matched) for name in FACET_COLUMNS]
     if dialect == "postgresql":
         tag = func.json_array_elements_text(matched.c.tags).table_valued("value").render_derived()
     else:
         tag = func.json_each(matched.c.tags).table_valued("value")
     branches.append(_top("tags", tag.c.value, matched.join(tag, true())))
-    total = 0
-    buckets: dict[str, list[FacetBucket]] = {name: [] for name in (*FACET_COLUMNS, "tags")}
+    for facet, (name, buckets) in SIGNAL_FACETS.items():
+        value = func.coalesce(matched.c[name], 0) if name == "calls_30d" else matched.c[name]
+        bucket = case(*[(_within(value, b.low, b.high), b.value) for b in buckets], else_=literal(UNKNOWN))
+        branches.append(select(literal(facet), bucket, func.count()).select_from(matched).group_by(bucket))
+    scale = total / FACET_SAMPLE if sampled else 1.0
+    counted: dict[str, dict[str, int]] = {name: {} for name in (*FACET_COLUMNS, "tags", *SIGNAL_FACETS)}
     for facet, value, count in session.execute(union_all(*branches)):
-        if facet == "total":
-            total = int(count)
-        else:
-            buckets[facet].append(FacetBucket(value=str(value), count=int(count)))
-    for values in buckets.values():
-        values.sort(key=lambda bucket: (-bucket.count, bucket.value))  # UNION ALL keeps no order
-    return total, Facets(**buckets)
+        counted[facet][str(value)] = round(int(count) * scale)
+    listed: dict[str, list[FacetBucket]] = {}
+    for facet, counts in counted.items():
+        if facet in SIGNAL_FACETS:  # in the order of their ranges, unknown last
+            order = [b.value for b in SIGNAL_FACETS[facet][1]] + [UNKNOWN]
+            listed[facet] = [FacetBucket(value=v, count=counts[v]) for v in order if counts.get(v)]
+        else:  # most frequent first (UNION ALL keeps no order)
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            listed[facet] = [FacetBucket(value=v, count=n) for v, n in ranked]
+    sample = FACET_SAMPLE if sampled else None
+    return total, Facets(**listed, approximate=sampled, sampled=sample)
+
+
+def _within(value: ColumnElement[Any], low: float | None, high: float | None) -> ColumnElement[bool]:
+    bounds = [value >= low] if low is not None else []
+    bounds += [value < high] if high is not None else []
+    return and_(value.is_not(None), *bounds)
 
 
 def _top(facet: str, value: ColumnElement[Any], source: FromClause) -> Rows:

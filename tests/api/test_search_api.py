@@ -61,6 +61,10 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "status",
         "publishedAt",
         "score",
+        "calls30d",
+        "availability",
+        "latencyP50Ms",
+        "latencyP95Ms",
     }
     assert (hit["name"], hit["pricingModel"], hit["complianceLevel"], hit["status"]) == (
         "acme-chat",
@@ -75,7 +79,13 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "pricingModel": [{"value": "per-token", "count": 2}],
         "complianceLevel": [{"value": "public", "count": 2}],
         "tags": [{"value": "eu", "count": 2}, {"value": "fast", "count": 1}],
+        "popularity": [{"value": "0", "count": 2}],  # nothing recorded yet: no calls, nothing observed
+        "availability": [{"value": "unknown", "count": 2}],
+        "latency": [{"value": "unknown", "count": 2}],
+        "approximate": False,
+        "sampled": None,
     }
+    assert (hit["calls30d"], hit["availability"], hit["latencyP50Ms"], hit["latencyP95Ms"]) == (0, None, None, None)
 
 
 def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) -> None:
