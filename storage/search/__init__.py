@@ -228,6 +228,11 @@ class Facets(CamelModel):
 class SearchPage(CamelModel):
     items: list[SearchHit]
     total: int
+    total_approximate: bool = Field(
+        default=False,
+        description="True when `total` is an estimate: past 10,000 matches (the deepest a page can reach) "
+        "the SQL backend stops counting and extrapolates.",
+    )
     facets: Facets
 
 

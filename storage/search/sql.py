@@ -32,6 +32,7 @@ from sqlalchemy import (
     null,
     select,
     table,
+    text,
     true,
     union_all,
 )
@@ -44,6 +45,7 @@ from storage.models import SearchDocument, ServiceSignal, utcnow
 from storage.repositories import service_signals
 from storage.search import (
     FACET_SIZE,
+    MAX_WINDOW,
     SIGNAL_FACETS,
     SIGNAL_SORTS,
     UNKNOWN,
@@ -67,6 +69,11 @@ SIGNAL_COLUMNS = ("calls_30d", "availability", "latency_p50_ms", "latency_p95_ms
 # Counting every one of 76,000 matches (three facets, ~3 tags each, the signals) was most of a
 # broad query's time at 100,000 services (bench/RESULTS.md).
 FACET_SAMPLE = 2_000
+# Matches are counted one by one up to COUNT_CAP, the deepest row a page can reach (MAX_WINDOW);
+# past it the total is extrapolated from where in the table the scan had got to when it found
+# the COUNT_CAP-th match (`totalApproximate`). An exact count of 76,000 matches cost 25-60 ms of
+# a broad query's time at 100,000 services.
+COUNT_CAP = MAX_WINDOW
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -130,14 +137,19 @@ class SqlSearchIndex:
     def search(self, query: SearchQuery) -> SearchPage:
         with session_scope() as session:
             dialect = _dialect(session)
+            if dialect == "postgresql":
+                # One core per search: parallel workers made a broad query no faster on two busy
+                # cores, and tripled its CPU (three processes scanning) when searches run side by side.
+                session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             plan = _plan(query, dialect)
             rows = session.execute(_page(plan, query, dialect)).all()
             # The page's figures by primary key: joining the signals to every match only to
             # show twenty would cost a broad query a join of all its matches.
             signals = service_signals.get_many(session, [row.service_id for row in rows])
-            total, facets = _facets(session, plan, dialect)
+            total, exact = _total(session, plan, dialect)
+            facets = _facets(session, plan, dialect, total)
         items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
-        return SearchPage(items=items, total=total, facets=facets)
+        return SearchPage(items=items, total=total, total_approximate=not exact, facets=facets)
 
     def update_signals(self, signals: Iterable[service_signals.Signals]) -> int:
         """Nothing to do: searches read `service_signals` itself."""
@@ -266,9 +278,45 @@ def _signal_order(sort: SortOrder) -> list[Any]:
     return [SIGNALS.c.latency_p95_ms.is_(None), SIGNALS.c.latency_p95_ms.asc()]
 
 
-def _facets(session: Session, plan: _Plan, dialect: str) -> tuple[int, Facets]:
-    """The exact total, and every facet's buckets: exact up to FACET_SAMPLE matches, estimated past it."""
-    total = int(session.execute(select(func.count()).select_from(plan.source).where(*plan.where)).scalar_one())
+def _total(session: Session, plan: _Plan, dialect: str) -> tuple[int, bool]:
+    """How many rows match, and whether that is exact (it is up to COUNT_CAP)."""
+    # Where each match lies in the table: SQLite's rowid, PostgreSQL's block (the ctid's first part).
+    if dialect == "postgresql":
+        position: ColumnElement[Any] = literal_column("(search_documents.ctid::text::point)[0]")
+        size = text("SELECT pg_relation_size('search_documents') / current_setting('block_size')::int")
+    else:
+        position, size = DOC_ROWID, text("SELECT max(rowid) FROM search_documents")
+    first = select(position.label("position")).select_from(plan.source).where(*plan.where)
+    counted = first.limit(COUNT_CAP + 1).subquery()
+    found, furthest = session.execute(select(func.count(), func.max(counted.c.position))).one()
+    if found <= COUNT_CAP:
+        return int(found), True
+    # Scans (full-text, sequential, bitmap) meet rows in table order, so the first COUNT_CAP matches
+    # came from the first `furthest` positions; the rest of the table is taken to match as densely.
+    # An index read in another order (newest first) reaches far positions early and so estimates
+    # low; never lower than what was counted.
+    extent = session.execute(size).scalar() or 0
+    estimate = round(found * (extent + 1) / (furthest + 1)) if furthest is not None else found
+    if dialect == "postgresql":
+        # The planner's own estimate (column statistics, including the tsvector's most common
+        # lexemes) is good where the scan order is not the table's.
+        estimate = max(
+            estimate, _planned_rows(session, select(func.count()).select_from(plan.source).where(*plan.where))
+        )
+    return max(int(found), estimate), False
+
+
+def _planned_rows(session: Session, statement: Rows) -> int:
+    """The rows PostgreSQL's planner expects the aggregate's input to have (EXPLAIN, nothing run)."""
+    # Compiled here, parameters kept apart (never rendered into the text), sent as the driver takes them.
+    compiled = statement.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    [[plan]] = session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).all()
+    top = plan[0]["Plan"]
+    return int(top["Plans"][0]["Plan Rows"]) if top.get("Plans") else int(top["Plan Rows"])
+
+
+def _facets(session: Session, plan: _Plan, dialect: str, total: int) -> Facets:
+    """Every facet's buckets: exact up to FACET_SAMPLE matches, estimated past it."""
     sampled = total > FACET_SAMPLE
     columns = [TABLE.c[name] for name in ("service_id", *FACET_COLUMNS, "tags")]
     rows = select(*columns).select_from(plan.source).where(*plan.where)
@@ -303,7 +351,7 @@ def _facets(session: Session, plan: _Plan, dialect: str) -> tuple[int, Facets]:
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
             listed[facet] = [FacetBucket(value=v, count=n) for v, n in ranked]
     sample = FACET_SAMPLE if sampled else None
-    return total, Facets(**listed, approximate=sampled, sampled=sample)
+    return Facets(**listed, approximate=sampled, sampled=sample)
 
 
 def _within(value: ColumnElement[Any], low: float | None, high: float | None) -> ColumnElement[bool]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +46,8 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
     response = client.post(SEARCH, json=body)  # no Authorization header: search is public
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"items", "total", "offset", "limit", "facets"}
+    assert set(result) == {"items", "total", "totalApproximate", "offset", "limit", "facets"}
+    assert result["totalApproximate"] is False
     assert result["total"] == 2
     assert (result["offset"], result["limit"]) == (0, 1)
     [hit] = result["items"]
@@ -165,3 +169,36 @@ def test_a_change_is_visible_in_the_next_search_despite_the_cache(client) -> Non
         services.get(session, service_id).status = "retired"
     get_search_index().remove(service_id)
     assert client.post("/api/v1/services/search", json=body).json()["total"] == 0
+
+
+def test_identical_searches_missing_the_cache_together_run_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many clients asking the same broad question right after a change share one search."""
+    from api.routes import search as route
+    from core.settings import get_settings
+    from storage.search import SearchQuery
+
+    listed("shared-chat")
+    real = get_search_index()
+    calls: list[str] = []
+    gate = threading.Event()
+
+    class Counting:
+        def search(self, query: SearchQuery) -> Any:
+            calls.append(query.text)
+            gate.wait(5)  # hold the first search until every client has asked
+            return real.search(query)
+
+    monkeypatch.setattr(route, "get_search_index", lambda settings: Counting())
+    query = SearchQuery(text="shared")
+    with ThreadPoolExecutor(8) as pool:
+        pages = [pool.submit(route.run_search, query, get_settings()) for _ in range(8)]
+        time.sleep(0.5)
+        gate.set()
+        totals = [page.result(timeout=10).total for page in pages]
+    assert totals == [1] * 8
+    assert calls == ["shared"]
+    # Once done, nothing is left waiting: the next identical search is a cache hit, no new run.
+    assert route.run_search(query, get_settings()).total == 1
+    assert calls == ["shared"] and route._in_flight == {}

@@ -250,6 +250,21 @@ def test_broad_queries_estimate_their_facets_from_a_sample_and_say_so(
     assert search(index, "chat", filters={"category": "embeddings"}).facets.approximate is False
 
 
+def test_past_the_count_cap_the_total_is_an_estimate_and_says_so(
+    index: SearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(12):
+        listed(index, f"s{n}", days=n)
+    exact = search(index, "chat")
+    assert (exact.total, exact.total_approximate) == (12, False)
+    monkeypatch.setattr(sql_backend, "COUNT_CAP", 5)
+    estimated = search(index, "chat")
+    assert estimated.total_approximate is True
+    assert estimated.total >= 6  # never below what was counted
+    assert names(estimated) == names(exact)  # the page is exact whatever the total
+    assert search(index, "chat", filters={"provider_id": "nobody"}).total_approximate is False
+
+
 # --- validation ------------------------------------------------------------------------------
 
 
