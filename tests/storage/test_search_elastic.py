@@ -402,3 +402,32 @@ def test_live_upsert_and_remove(live: ElasticsearchIndex) -> None:
     while live.search(SearchQuery(text="meetings")).total and time.monotonic() < deadline:
         time.sleep(0.2)
     assert live.search(SearchQuery(text="meetings")).total == 0
+
+
+@needs_server
+def test_live_signals_rank_filter_bucket_and_update_in_place(live: ElasticsearchIndex) -> None:
+    busy = doc("busy", calls_30d=5000, availability=99.95, latency_p95_ms=180.0)
+    slow = doc("slow", calls_30d=40, availability=98.0, latency_p95_ms=1500.0)
+    unseen = doc("unseen")
+    live.index_many([busy, slow, unseen])
+    assert [h.name for h in live.search(SearchQuery(sort="popularity")).items] == ["busy", "slow", "unseen"]
+    assert [h.name for h in live.search(SearchQuery(sort="latency")).items] == ["busy", "slow", "unseen"]
+    assert [h.name for h in live.search(SearchQuery(filters={"min_availability": 99})).items] == ["busy"]
+    assert [h.name for h in live.search(SearchQuery(filters={"max_latency_ms": 200})).items] == ["busy"]
+    page = live.search(SearchQuery())
+    assert [(b.value, b.count) for b in page.facets.popularity] == [("0", 1), ("1-99", 1), ("1000-9999", 1)]
+    assert [(b.value, b.count) for b in page.facets.availability] == [("99.9+", 1), ("95-99", 1), ("unknown", 1)]
+    now = datetime.now(UTC)
+    live.update_signals(
+        [
+            Signals(
+                unseen.service_id,
+                calls_30d=10**6,
+                availability=None,
+                latency_p50_ms=None,
+                latency_p95_ms=None,
+                updated_at=now,
+            )
+        ]
+    )
+    assert live.search(SearchQuery(sort="popularity")).items[0].name == "unseen"
