@@ -31,6 +31,8 @@ from core.domain import ServiceStatus
 from core.errors import SpecValidationError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from core.settings import Settings
     from storage.models import Service
     from storage.repositories.service_signals import Signals
@@ -299,14 +301,14 @@ def get_search_index(settings: Settings | None = None) -> SearchIndex:
     return SqlSearchIndex()
 
 
-def document_from_service(service: Service) -> SearchDocumentIn:
-    """The search document of a service row (its current version's spec), with its signals when
-    the row belongs to a session to read them from."""
+def document_from_service(service: Service, session: Session | None = None) -> SearchDocumentIn:
+    """The search document of a service row (its current version's spec), with its signals read
+    through `session`, or the row's own session; a detached row without one gets none."""
     from sqlalchemy.orm import object_session
 
     from storage.repositories import service_signals
 
-    session = object_session(service)
+    session = session or object_session(service)
     signals = service_signals.get(session, service.id) if session is not None else None
     figures = {name: getattr(signals, name) for name in SIGNAL_FIELDS} if signals else {}
     spec = service.spec

@@ -149,6 +149,20 @@ def test_refresh_counts_the_last_30_days_and_a_rerun_changes_nothing(index: Sear
         assert {r.calls_30d for r in service_signals.get_many(session, [busy, quiet, gone]).values()} == {0}
 
 
+def test_a_document_carries_the_signals_for_a_backend_that_copies_them(index: SearchIndex) -> None:
+    service_id = listed(index, "svc")
+    signals(service_id, calls_30d=7, availability=99.9, latency_p50_ms=50.0, latency_p95_ms=90.0)
+    with session_scope() as session:
+        service = services.get(session, service_id)
+        document = document_from_service(service)
+        session.expunge(service)
+        detached = document_from_service(service, session)  # a detached row, read through a session
+    figures = (document.calls_30d, document.availability, document.latency_p50_ms, document.latency_p95_ms)
+    assert figures == (7, 99.9, 50.0, 90.0)
+    assert detached.calls_30d == 7
+    assert document_from_service(service).calls_30d == 0  # detached and no session: none
+
+
 # --- ranking ---------------------------------------------------------------------------------
 
 
