@@ -36,4 +36,5 @@ def test_the_deployment_is_scheduled_hourly(prefect_server: Stack) -> None:
         deployment = prefect.read_deployment_by_name("refresh-service-signals/refresh-service-signals")
     assert deployment.entrypoint == "flows/signals.py:refresh_service_signals"
     assert [s.schedule.interval for s in deployment.schedules] == [timedelta(hours=1)]  # type: ignore[union-attr]
-    assert deployment.concurrency_limit == 1
+    assert deployment.global_concurrency_limit is not None
+    assert deployment.global_concurrency_limit.limit == 1  # one refresh at a time
