@@ -4,6 +4,11 @@ PostgreSQL matches `websearch_to_tsquery('english', text)` against the generated
 `search_vector` (name A > description B > tags C) and ranks with `ts_rank`. SQLite matches the
 external-content FTS5 table `search_fts` (porter stemming) with a sanitized query and ranks
 with `bm25` weighted the same way. Each method opens, and commits, its own session.
+
+The signals (`service_signals`) are joined when a query filters or sorts by them, read by primary
+key for the page's hits, and bucketed in the facets. Broad queries are bounded: the total is
+counted up to COUNT_CAP and extrapolated past it, the facets are counted over a sample past
+FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`).
 """
 
 from __future__ import annotations
