@@ -42,8 +42,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.elements import ClauseElement, ColumnClause
 
 from storage.database import mark_services_changed, session_scope
 from storage.models import SearchDocument, ServiceSignal, utcnow
@@ -313,11 +314,23 @@ def _total(session: Session, plan: _Plan, dialect: str) -> tuple[int, bool]:
 
 def _planned_rows(session: Session, statement: Rows) -> int:
     """The rows PostgreSQL's planner expects the aggregate's input to have (EXPLAIN, nothing run)."""
-    # Compiled here, parameters kept apart (never rendered into the text), sent as the driver takes them.
-    compiled = statement.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
-    [[plan]] = session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).all()
+    [[plan]] = session.execute(_Explain(statement)).all()
     top = plan[0]["Plan"]
     return int(top["Plans"][0]["Plan Rows"]) if top.get("Plans") else int(top["Plan Rows"])
+
+
+class _Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement, its parameters bound as the statement's own are."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Rows) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
 def _facets(session: Session, plan: _Plan, dialect: str, total: int) -> Facets:

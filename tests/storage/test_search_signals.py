@@ -268,7 +268,7 @@ def test_past_the_count_cap_the_total_is_an_estimate_and_says_so(
     index: SearchIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for n in range(12):
-        listed(index, f"s{n}", days=n)
+        listed(index, f"s{n}", days=n, tags=["eu"])
     exact = search(index, "chat")
     assert (exact.total, exact.total_approximate) == (12, False)
     monkeypatch.setattr(sql_backend, "COUNT_CAP", 5)
@@ -277,6 +277,10 @@ def test_past_the_count_cap_the_total_is_an_estimate_and_says_so(
     assert estimated.total >= 6  # never below what was counted
     assert names(estimated) == names(exact)  # the page is exact whatever the total
     assert search(index, "chat", filters={"provider_id": "nobody"}).total_approximate is False
+    # Every kind of filter goes through the estimate (on PostgreSQL, the planner's too).
+    broad = search(index, filters={"tags": ["eu"], "min_calls_30d": 0})
+    assert (broad.total_approximate, broad.total >= 6) == (True, True)
+    assert search(index, "chat", filters={"tags": ["eu"]}, sort="popularity").total >= 6
 
 
 # --- validation ------------------------------------------------------------------------------
