@@ -297,6 +297,7 @@ def run_backend(backend: str, sizes: list[int], repeats: int, clients: int, seco
                 rows[label] = {
                     "matches": page.total if page else None,
                     "approximate": bool(getattr(facets, "approximate", False)),
+                    "total_approximate": bool(getattr(page, "total_approximate", False)),
                     "p50": percentile(values, 0.5),
                     "p99": percentile(values, 0.99),
                 }
@@ -335,8 +336,11 @@ def table(results: dict[str, dict[str, Figures]], before: dict[str, dict[str, Fi
             for label, row in rows.items():
                 old = before.get(backend, {}).get(size, {}).get(label)
                 matches = f"{row['matches']:,}" if row.get("matches") is not None else ""
-                if row.get("approximate"):
-                    matches += " (facets estimated)"
+                estimated = [
+                    w for w, key in (("total", "total_approximate"), ("facets", "approximate")) if row.get(key)
+                ]
+                if estimated:
+                    matches += f" ({' and '.join(estimated)} estimated)"
                 rate = f"{old['qps']:.0f} / {row['qps']:.0f}" if old and "qps" in row else ""
                 if not old and "qps" in row:
                     rate = f"/ {row['qps']:.0f}"
