@@ -1,37 +1,52 @@
 """Search latency of the SQL backend with 10,000 and then 100,000 synthetic services.
 
     .venv/bin/python bench/search_latency.py [--sizes 10000 100000] [--repeats 30]
-        [--backends postgresql sqlite] [--no-record]
+        [--backends postgresql sqlite] [--clients 50] [--seconds 10] [--no-record]
+        [--json FILE] [--before FILE]
 
 PostgreSQL runs in a temporary database (dropped afterwards), SQLite in a temporary file; both
 are migrated by Alembic. Services and their search documents are bulk-inserted (multi-row
 INSERTs of 1,000, one transaction per 5,000), then a fixed mix of queries runs `--repeats` times
 each, one at a time, timed around `SearchIndex.search` (SQL, facets and building the page).
 Prints p50/p99 per query and overall, and appends the table to bench/RESULTS.md.
+
+Then the broad one-word query with facets ("chat", three quarters of the catalogue) runs from
+`--clients` threads at once for `--seconds`, each sending the next query as soon as its last one
+answered: once straight to the backend (every query does the whole work), once through the API's
+result cache (`api.routes.search.run_search`, in-process cache, 30 s TTL), as the API serves it.
+
+When the schema has `service_signals` (migration 0011), 70 % of the services get figures
+(Zipf-distributed calls, availability, latency) so that the signal facets, filters and sorts have
+something to count. `--json` writes the figures; `--before FILE` puts such an earlier run's
+figures beside this one's (the same script run against the code before a change).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 
+from core.errors import SpecValidationError
 from storage.database import get_engine, reset_engine
 from storage.migrate import upgrade
 from storage.models import Service
-from storage.search import SearchDocumentIn, SearchIndex, SearchQuery, get_search_index
+from storage.search import SearchDocumentIn, SearchIndex, SearchPage, SearchQuery, get_search_index
 from tests.support.services import temporary_database
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -60,6 +75,10 @@ class Corpus:
         self.word_weights = _cumulative(len(self.words))
         self.tags = [f"tag-{n}" for n in range(150)]
         self.tag_weights = _cumulative(len(self.tags))
+        self.signal_rng = random.Random(seed + 1)  # its own stream: the catalogue stays as it was
+
+    def signals(self, service_id: str) -> dict[str, Any] | None:
+        return _signals(self.signal_rng, service_id)
 
     def rows(self, start: int, count: int) -> Iterator[tuple[dict[str, Any], SearchDocumentIn]]:
         rng = self.rng
@@ -86,6 +105,20 @@ class Corpus:
                 published_at=published,
             )
             yield _service_row(document), document
+
+
+def _signals(rng: random.Random, service_id: str) -> dict[str, Any] | None:
+    if rng.random() < 0.3:  # never called, never observed
+        return None
+    p50 = rng.lognormvariate(5.5, 0.6)  # ~250 ms median
+    return {
+        "service_id": service_id,
+        "calls_30d": int(rng.paretovariate(1.1) * 10) - 10,
+        "availability": round(min(100.0, 100 - rng.expovariate(1.5)), 3),
+        "latency_p50_ms": round(p50, 1),
+        "latency_p95_ms": round(p50 * rng.uniform(1.5, 4), 1),
+        "updated_at": T0,
+    }
 
 
 def _cumulative(size: int) -> list[float]:
@@ -118,30 +151,61 @@ def load(index: SearchIndex, corpus: Corpus, start: int, count: int) -> float:
     """Insert services [start, start + count) and index them; returns the seconds it took."""
     began = time.perf_counter()
     rows = corpus.rows(start, count)
+    signals = inspect(get_engine()).has_table("service_signals")
     for offset in range(0, count, CHUNK):
         batch = [next(rows) for _ in range(min(CHUNK, count - offset))]
         with get_engine().begin() as connection:
             connection.execute(insert(Service), [service for service, _ in batch])
+            if signals:
+                figures = [corpus.signals(service["id"]) for service, _ in batch]
+                connection.execute(
+                    text(
+                        "INSERT INTO service_signals (service_id, calls_30d, availability, latency_p50_ms, "
+                        "latency_p95_ms, updated_at) VALUES (:service_id, :calls_30d, :availability, "
+                        ":latency_p50_ms, :latency_p95_ms, :updated_at)"
+                    ),
+                    [f for f in figures if f is not None],
+                )
         index.index_many(document for _, document in batch)
     return time.perf_counter() - began
 
 
+BROAD = "text, common word"
+
+
 def queries(corpus: Corpus) -> list[tuple[str, SearchQuery]]:
+    """The mix; a query the code under test refuses (a sort or filter it does not have yet) is left out."""
     rare = corpus.words[3000]
-    return [
-        ("text, common word", SearchQuery(text="chat")),
-        ("text, rare word", SearchQuery(text=rare)),
-        ("text, two words", SearchQuery(text="fast translation")),
-        ("text + category + pricing", SearchQuery(text="assistant", filters={"category": "chat", "pricing_model": "free"})),  # noqa: E501
-        ("text + 2 tags", SearchQuery(text="model", filters={"tags": ["tag-0", "tag-1"]})),
-        ("text, sort by name", SearchQuery(text="secure", sort="name")),
-        ("filters only (category + compliance)", SearchQuery(filters={"category": "embeddings", "compliance_level": "internal"})),  # noqa: E501
-        ("filter: provider", SearchQuery(filters={"provider_id": "prov-7"})),
-        ("filter: 1 tag", SearchQuery(filters={"tags": ["tag-3"]})),
-        ("browse all (newest), page 1", SearchQuery(include_deprecated=True)),
-        ("browse all, offset 5000", SearchQuery(pagination={"offset": 5000, "limit": 20})),
-        ("text, offset 2000", SearchQuery(text="model", pagination={"offset": 2000, "limit": 20})),
-    ]  # fmt: skip
+    mix: list[tuple[str, dict[str, Any]]] = [
+        (BROAD, {"text": "chat"}),
+        ("text, rare word", {"text": rare}),
+        ("text, two words", {"text": "fast translation"}),
+        ("text + category + pricing", {"text": "assistant", "filters": {"category": "chat", "pricing_model": "free"}}),
+        ("text + 2 tags", {"text": "model", "filters": {"tags": ["tag-0", "tag-1"]}}),
+        ("text, sort by name", {"text": "secure", "sort": "name"}),
+        (
+            "filters only (category + compliance)",
+            {"filters": {"category": "embeddings", "compliance_level": "internal"}},
+        ),
+        ("filter: provider", {"filters": {"provider_id": "prov-7"}}),
+        ("filter: 1 tag", {"filters": {"tags": ["tag-3"]}}),
+        ("browse all (newest), page 1", {"include_deprecated": True}),
+        ("browse all, offset 5000", {"pagination": {"offset": 5000, "limit": 20}}),
+        ("text, offset 2000", {"text": "model", "pagination": {"offset": 2000, "limit": 20}}),
+        ("text, sort by popularity", {"text": "chat", "sort": "popularity"}),
+        (
+            "text + min availability + max latency",
+            {"text": "model", "filters": {"min_availability": 99.5, "max_latency_ms": 500}},
+        ),
+        ("browse, min calls, sort by availability", {"filters": {"min_calls_30d": 100}, "sort": "availability"}),
+    ]
+    built = []
+    for label, fields in mix:
+        try:
+            built.append((label, SearchQuery(**fields)))
+        except SpecValidationError:
+            continue
+    return built  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,6 +226,38 @@ def measure(index: SearchIndex, mix: list[tuple[str, SearchQuery]], repeats: int
     return samples
 
 
+def concurrent(search: Any, query: SearchQuery, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads sending `query` back to back for `seconds`: latency percentiles and rate."""
+    samples: list[list[float]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    stop = threading.Event()
+
+    def client(mine: list[float]) -> None:
+        start.wait()
+        while not stop.is_set():
+            began = time.perf_counter()
+            search(query)
+            mine.append((time.perf_counter() - began) * 1000)
+
+    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in samples]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    everything = [ms for mine in samples for ms in mine]
+    return {
+        "p50": percentile(everything, 0.5),
+        "p99": percentile(everything, 0.99),
+        "qps": len(everything) / elapsed,
+        "n": len(everything),
+    }
+
+
 @contextmanager
 def database(backend: str) -> Iterator[str]:
     if backend == "postgresql":
@@ -172,8 +268,11 @@ def database(backend: str) -> Iterator[str]:
             yield f"sqlite:///{folder}/bench.db"
 
 
-def run_backend(backend: str, sizes: list[int], repeats: int) -> list[str]:
-    rows: list[str] = []
+Figures = dict[str, dict[str, Any]]  # label -> {"matches", "p50", "p99", "approximate", ...}
+
+
+def run_backend(backend: str, sizes: list[int], repeats: int, clients: int, seconds: float) -> dict[str, Figures]:
+    figures: dict[str, Figures] = {}
     corpus = Corpus()
     mix = queries(corpus)
     with database(backend) as url:
@@ -183,21 +282,73 @@ def run_backend(backend: str, sizes: list[int], repeats: int) -> list[str]:
         index = get_search_index()
         loaded = 0
         for size in sizes:
-            seconds = load(index, corpus, loaded, size - loaded)
-            print(f"{backend}: loaded {size - loaded} services in {seconds:.1f} s", flush=True)
+            seconds_loading = load(index, corpus, loaded, size - loaded)
+            print(f"{backend}: loaded {size - loaded} services in {seconds_loading:.1f} s", flush=True)
             loaded = size
             with get_engine().begin() as connection:  # fresh statistics, as autovacuum (PostgreSQL) would
                 connection.execute(text("ANALYZE"))
             samples = measure(index, mix, repeats)
-            total = {label: index.search(query).total for label, query in mix}
+            pages: dict[str, SearchPage] = {label: index.search(query) for label, query in mix}
+            rows: Figures = {}
             everything = [ms for values in samples.values() for ms in values]
             for label, values in [*samples.items(), ("all queries", everything)]:
-                matches = f"{total[label]:,}" if label in total else ""
-                row = f"| {backend} | {size:,} | {label} | {matches} | {percentile(values, 0.5):.1f} | "
-                rows.append(row + f"{percentile(values, 0.99):.1f} |")
-                print(rows[-1], flush=True)
+                page = pages.get(label)
+                facets = getattr(page, "facets", None)
+                rows[label] = {
+                    "matches": page.total if page else None,
+                    "approximate": bool(getattr(facets, "approximate", False)),
+                    "total_approximate": bool(getattr(page, "total_approximate", False)),
+                    "p50": percentile(values, 0.5),
+                    "p99": percentile(values, 0.99),
+                }
+                print(backend, size, label, rows[label], flush=True)
+            if clients:
+                broad = dict(mix)[BROAD]
+                from api.routes.search import run_search
+                from core.settings import get_settings
+
+                cached = partial(run_search, settings=get_settings())
+                for label, search in (
+                    (f"{BROAD}, {clients} clients, straight to the backend", index.search),
+                    (f"{BROAD}, {clients} clients, through the API's result cache", cached),
+                ):
+                    rows[label] = {**concurrent(search, broad, clients, seconds), "matches": rows[BROAD]["matches"]}
+                    print(backend, size, label, rows[label], flush=True)
+            figures[f"{size}"] = rows
         reset_engine()
-    return rows
+    return figures
+
+
+def _cell(row: dict[str, Any] | None, key: str) -> str:
+    if not row or row.get(key) is None:
+        return ""
+    return f"{row[key]:.1f}"
+
+
+def table(results: dict[str, dict[str, Figures]], before: dict[str, dict[str, Figures]]) -> str:
+    lines = [
+        "| backend | services | query | matches | before p50 (ms) | before p99 (ms) | p50 (ms) | p99 (ms) "
+        "| q/s before / after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for backend, sizes in results.items():
+        for size, rows in sizes.items():
+            for label, row in rows.items():
+                old = before.get(backend, {}).get(size, {}).get(label)
+                matches = f"{row['matches']:,}" if row.get("matches") is not None else ""
+                estimated = [
+                    w for w, key in (("total", "total_approximate"), ("facets", "approximate")) if row.get(key)
+                ]
+                if estimated:
+                    matches += f" ({' and '.join(estimated)} estimated)"
+                rate = f"{old['qps']:.0f} / {row['qps']:.0f}" if old and "qps" in row else ""
+                if not old and "qps" in row:
+                    rate = f"/ {row['qps']:.0f}"
+                lines.append(
+                    f"| {backend} | {int(size):,} | {label} | {matches} | {_cell(old, 'p50')} | {_cell(old, 'p99')} "
+                    f"| {_cell(row, 'p50')} | {_cell(row, 'p99')} | {rate} |"
+                )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -205,23 +356,33 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backends", nargs="+", default=["postgresql", "sqlite"])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients for the broad query (0: none)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the concurrent clients run")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--before", type=Path, help="figures (--json) of an earlier run, shown beside these")
     args = parser.parse_args()
     began = time.perf_counter()
-    rows = [row for backend in args.backends for row in run_backend(backend, sorted(args.sizes), args.repeats)]
-    header = "| backend | services | query | matches | p50 (ms) | p99 (ms) |\n| --- | --- | --- | --- | --- | --- |\n"
-    table = header + "\n".join(rows)
+    results = {
+        backend: run_backend(backend, sorted(args.sizes), args.repeats, args.clients, args.seconds)
+        for backend in args.backends
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    before = json.loads(args.before.read_text()) if args.before else {}
+    rendered = table(results, before)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/search_latency.py " + " ".join(sys.argv[1:])
-    print(f"\n{table}\n\ntotal {time.perf_counter() - began:.0f} s")
+    print(f"\n{rendered}\n\ntotal {time.perf_counter() - began:.0f} s")
     if args.no_record:
         return
     with RESULTS.open("a") as out:
         out.write(
-            f"\n## Search latency (SQL backend) — {when}\n\nCommand: `{command.strip()}` (2 cores; "
-            f"{args.repeats} runs of each query, one at a time, after 2 warm-ups; synthetic catalogue, "
-            "Zipf-distributed words; ~85% active, 10% deprecated, 5% retired)\n\n"
-            f"{table}\n"
+            f"\n## Search latency with signals, sampled facets (SQL backend) — {when}\n\nCommand: "
+            f"`{command.strip()}` (2 cores, shared; {args.repeats} runs of each query, one at a time, after 2 "
+            f"warm-ups, then {args.clients} concurrent clients for {args.seconds:.0f} s; synthetic catalogue, "
+            "Zipf-distributed words; ~85% active, 10% deprecated, 5% retired; 70% of services with signals)\n\n"
+            f"{rendered}\n"
         )
 
 

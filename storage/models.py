@@ -314,6 +314,24 @@ class SearchDocument(Base):
     document: Mapped[dict[str, Any]] = mapped_column()
 
 
+class ServiceSignal(Base):
+    """What is known about a service's use and health (storage/repositories/service_signals.py).
+
+    One row per service that has any: `calls_30d` is refreshed from the usage records; the
+    observed availability (percent) and latency come from the provider-health flow. Search ranks,
+    filters and buckets by them; a service without a row has none of them (NULL, 0 calls).
+    """
+
+    __tablename__ = "service_signals"
+
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    calls_30d: Mapped[int] = mapped_column(Integer, default=0, server_default="0", index=True)
+    availability: Mapped[float | None] = mapped_column(Float, index=True)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class UsageRecord(Base):
     """One call through the gateway (written by the usage writer, never by the hot path).
 

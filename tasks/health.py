@@ -20,7 +20,7 @@ from core.sla import Probes, Promise, judge
 from storage.database import session_scope
 from storage.encryption import box_for
 from storage.health_models import ServiceHealthCheck
-from storage.repositories import credentials, health
+from storage.repositories import credentials, health, service_signals
 from tasks._common import backoff, jitter
 
 
@@ -118,9 +118,23 @@ def record_health_check(inp: CheckInput) -> CheckResult:
             reasons=[*verdict.reasons, *p.errors],
         )
         outcome = health.apply_check(session, check, settings.consecutive_checks)
+        if outcome.check_id is not None:  # search ranks and filters by what the monitor observes
+            span = settings.observed_window_seconds
+            _publish_signals(session, target.service_id, inp.at, verdict.latency_p95_ms, span)
     return CheckResult(
         name=target.name,
         latency_p95_ms=verdict.latency_p95_ms,
         reasons=[*verdict.reasons, *p.errors],
         **vars(outcome),
     )
+
+
+def _publish_signals(session: Any, service_id: str, at: datetime, latency_p95_ms: float | None, span: int) -> None:
+    """The service's observed availability over the span shown with it, and this check's latency p95, as
+    the search signals (storage/repositories/service_signals.py), in the check's transaction."""
+    seen = health.observed(session, [service_id], at - timedelta(seconds=span)).get(service_id)
+    availability = seen.availability if seen else None
+    if latency_p95_ms is None:  # no successful call in the window: the last latency known stays
+        service_signals.upsert(session, service_id, availability=availability)
+    else:
+        service_signals.upsert(session, service_id, availability=availability, latency_p95_ms=latency_p95_ms)

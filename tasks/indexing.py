@@ -49,7 +49,8 @@ def index_version(inp: PhaseInput, published_at: datetime) -> PhaseOutcome:
                 # the service, the list and the search then show the same one.
                 published_at=version.published_at or published_at,
             )
-        get_search_index().index(document_from_service(live))
+            document = document_from_service(live, session)  # with the service's signals
+        get_search_index().index(document)
         get_cache().invalidate([inp.service_id])
         evidence = {"backend": get_settings().search.backend, "version": version.version}
         return PhaseOutcome(phase=Phase.ACTIVATION, check="search_index", outcome=Outcome.PASSED, evidence=evidence)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +24,11 @@ router = APIRouter(prefix="/services", tags=["search"])
 class SearchResults(Page[SearchHit]):
     """The page (best match, or the requested order, first) in the list envelope, with facet counts beside it."""
 
+    total_approximate: bool = Field(
+        default=False,
+        description="True when `total` is an estimate (more than 10,000 matches on the SQL backend); "
+        "`facets.approximate` says the same of the facet counts.",
+    )
     facets: Facets = Field(description="Counts over everything the query and filters match, not just this page.")
 
 
@@ -67,18 +73,56 @@ async def search_services(request: Request, settings: SettingsDep) -> SearchResu
     page = await run_in_threadpool(run_search, query, settings)
     paging = query.pagination
     return SearchResults(
-        items=page.items, total=page.total, offset=paging.offset, limit=paging.limit, facets=page.facets
+        items=page.items,
+        total=page.total,
+        total_approximate=page.total_approximate,
+        offset=paging.offset,
+        limit=paging.limit,
+        facets=page.facets,
     )
 
 
+class _InFlight:
+    """One search being run for everyone who asked for it meanwhile."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.page: SearchPage | None = None
+
+
+_in_flight: dict[tuple[str, str], _InFlight] = {}
+_in_flight_lock = threading.Lock()
+
+
 def run_search(query: SearchQuery, settings: Settings) -> SearchPage:
-    """Search through the result cache (30 s TTL; any change to a service invalidates every entry)."""
+    """Search through the result cache (30 s TTL; any change to a service invalidates every entry).
+
+    Identical searches that miss the cache at the same time (a popular query just after a change
+    or at expiry) are run once in this process; the others wait for that result instead of each
+    scanning the same matches. A failed run lets each waiter search for itself.
+    """
     cache = get_cache()
     key = hashlib.sha256(query.model_dump_json().encode()).hexdigest()
     token = cache.search_token()  # before searching: see storage/cache.py
     cached = cache.get_search(key, token)
     if cached is not None:
         return SearchPage.model_validate(cached)
-    page = get_search_index(settings).search(query)
-    cache.put_search(key, token, page.model_dump(mode="json"))
-    return page
+    with _in_flight_lock:
+        running = _in_flight.get((key, token))
+        leader = running is None
+        if running is None:
+            running = _in_flight[(key, token)] = _InFlight()
+    if not leader:
+        running.done.wait(timeout=30)
+        if running.page is not None:
+            return running.page
+        return get_search_index(settings).search(query)
+    try:
+        page = get_search_index(settings).search(query)
+        cache.put_search(key, token, page.model_dump(mode="json"))
+        running.page = page
+        return page
+    finally:
+        with _in_flight_lock:
+            del _in_flight[(key, token)]
+        running.done.set()

@@ -8,6 +8,7 @@ its document; every search backend filters on the status stored with the documen
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -30,8 +31,11 @@ from core.domain import ServiceStatus
 from core.errors import SpecValidationError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from core.settings import Settings
     from storage.models import Service
+    from storage.repositories.service_signals import Signals
 
 MAX_LIMIT = 100
 # Deepest row a page may reach: Elasticsearch's default index.max_result_window, and a bound
@@ -44,6 +48,60 @@ class SortOrder(StrEnum):
     RELEVANCE = "relevance"  # best match first; newest first when there is no text
     NEWEST = "newest"  # most recently published first
     NAME = "name"  # by name, code-point order (the same on every backend)
+    # The signals (storage/repositories/service_signals.py) first, then relevance, then newest.
+    # A service with no figure for the signal comes after every one that has it.
+    POPULARITY = "popularity"  # most calls in the last 30 days first
+    AVAILABILITY = "availability"  # highest observed availability first
+    LATENCY = "latency"  # lowest observed p95 latency first
+
+
+SIGNAL_SORTS = (SortOrder.POPULARITY, SortOrder.AVAILABILITY, SortOrder.LATENCY)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A facet bucket over a numeric signal: `low` <= value < `high` (None: unbounded)."""
+
+    value: str
+    low: float | None
+    high: float | None
+
+
+# The bucketed facets over the signals: field -> buckets, in the order they are listed. A service
+# with no observation is counted under "unknown"; one with no calls recorded has 0 calls.
+SIGNAL_FACETS: dict[str, tuple[str, tuple[Bucket, ...]]] = {
+    "popularity": (
+        "calls_30d",
+        (
+            Bucket("0", None, 1),
+            Bucket("1-99", 1, 100),
+            Bucket("100-999", 100, 1000),
+            Bucket("1000-9999", 1000, 10_000),
+            Bucket("10000+", 10_000, None),
+        ),
+    ),
+    "availability": (
+        "availability",
+        (
+            Bucket("99.9+", 99.9, None),
+            Bucket("99-99.9", 99, 99.9),
+            Bucket("95-99", 95, 99),
+            Bucket("<95", None, 95),
+        ),
+    ),
+    "latency": (
+        "latency_p95_ms",
+        (
+            Bucket("<250", None, 250),
+            Bucket("250-499", 250, 500),
+            Bucket("500-999", 500, 1000),
+            Bucket("1000-1999", 1000, 2000),
+            Bucket("2000+", 2000, None),
+        ),
+    ),
+}
+UNKNOWN = "unknown"
+SIGNAL_FIELDS = ("calls_30d", "availability", "latency_p50_ms", "latency_p95_ms")
 
 
 class CamelModel(BaseModel):
@@ -59,6 +117,25 @@ class SearchFilters(CamelModel):
     compliance_level: StrictStr | None = Field(default=None, max_length=32)
     tags: list[Tag] = Field(default_factory=list, max_length=32, description="Every tag must be present.")
     provider_id: StrictStr | None = Field(default=None, max_length=128, alias="provider", description="Provider id.")
+    min_availability: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        strict=True,
+        allow_inf_nan=False,
+        description="Observed availability (percent) at least this; services never observed are left out.",
+    )
+    max_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=600_000,
+        strict=True,
+        allow_inf_nan=False,
+        description="Observed p95 latency (ms) at most this; services never observed are left out.",
+    )
+    min_calls_30d: StrictInt | None = Field(
+        default=None, ge=0, le=2**53, alias="minCalls30d", description="At least this many calls in the last 30 days."
+    )
 
 
 class Pagination(CamelModel):
@@ -121,6 +198,10 @@ class SearchHit(CamelModel):
     score: float | None = Field(
         default=None, description="Backend-specific relevance (higher is better); null when no text was searched."
     )
+    calls_30d: int = Field(default=0, alias="calls30d", description="Calls through the gateway in the last 30 days.")
+    availability: float | None = Field(default=None, description="Observed availability (percent); null: not observed.")
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
 
 
 class FacetBucket(CamelModel):
@@ -135,11 +216,25 @@ class Facets(CamelModel):
     pricing_model: list[FacetBucket] = []
     compliance_level: list[FacetBucket] = []
     tags: list[FacetBucket] = []
+    popularity: list[FacetBucket] = Field(default=[], description="Calls in the last 30 days, bucketed.")
+    availability: list[FacetBucket] = Field(default=[], description="Observed availability (percent), bucketed.")
+    latency: list[FacetBucket] = Field(default=[], description="Observed p95 latency (ms), bucketed.")
+    approximate: bool = Field(
+        default=False,
+        description="True when the counts were estimated from a sample of the matches (see `sampled`), "
+        "scaled to the total; false when every match was counted.",
+    )
+    sampled: int | None = Field(default=None, description="How many matches the estimate was made from.")
 
 
 class SearchPage(CamelModel):
     items: list[SearchHit]
     total: int
+    total_approximate: bool = Field(
+        default=False,
+        description="True when `total` is an estimate: past 10,000 matches (the deepest a page can reach) "
+        "the SQL backend stops counting and extrapolates.",
+    )
     facets: Facets
 
 
@@ -165,6 +260,11 @@ class SearchDocumentIn(CamelModel):
     capabilities: list[Capability] = []
     status: str
     published_at: datetime | None = None
+    # The signals, for a backend that keeps its own copy (Elasticsearch); the SQL one joins the table.
+    calls_30d: int = 0
+    availability: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
 
 
 class SearchIndex(Protocol):
@@ -179,6 +279,10 @@ class SearchIndex(Protocol):
 
     def search(self, query: SearchQuery) -> SearchPage:
         """One page of listed services matching the query, with the total and facets."""
+
+    def update_signals(self, signals: Iterable[Signals]) -> int:
+        """Bring the copy of these services' signals up to date, for a backend that keeps one
+        (Elasticsearch); returns how many documents changed. The SQL backend reads the table."""
 
 
 def get_search_index(settings: Settings | None = None) -> SearchIndex:
@@ -197,8 +301,16 @@ def get_search_index(settings: Settings | None = None) -> SearchIndex:
     return SqlSearchIndex()
 
 
-def document_from_service(service: Service) -> SearchDocumentIn:
-    """The search document of a service row (its current version's spec)."""
+def document_from_service(service: Service, session: Session | None = None) -> SearchDocumentIn:
+    """The search document of a service row (its current version's spec), with its signals read
+    through `session`, or the row's own session; a detached row without one gets none."""
+    from sqlalchemy.orm import object_session
+
+    from storage.repositories import service_signals
+
+    session = session or object_session(service)
+    signals = service_signals.get(session, service.id) if session is not None else None
+    figures = {name: getattr(signals, name) for name in SIGNAL_FIELDS} if signals else {}
     spec = service.spec
     pricing = spec.get("pricing") or {}
     compliance = spec.get("compliance") or {}
@@ -219,4 +331,5 @@ def document_from_service(service: Service) -> SearchDocumentIn:
         ],
         status=service.status,
         published_at=service.published_at,
+        **figures,
     )

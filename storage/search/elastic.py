@@ -9,7 +9,11 @@ Building the request and reading the response are pure functions, tested without
   "chatting" finds "chat" as the SQL backend does;
 - one shard (ranking statistics are per shard; a catalogue of ~10^5 documents fits one), a replica
   when the cluster has a second node, and a 1 s refresh (`refresh=wait_for` waits for it);
-- `version`, `published_at` and `provider.name` are stored for the hits.
+- `version`, `published_at` and `provider.name` are stored for the hits;
+- `signals` holds what is known of the service's use and health (service_signals): calls in the
+  last 30 days, observed availability (percent) and p50/p95 latency (ms). They are written with
+  the document and refreshed in place by `update_signals` (partial updates), so that the signal
+  sorts, filters and range facets need no join. The seed's `metrics` stay as they were, unused.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ from typing import Any
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
 
 from core.errors import UpstreamUnavailableError
+from storage.repositories.service_signals import Signals
 from storage.search import (
     FACET_SIZE,
+    SIGNAL_FACETS,
+    SIGNAL_FIELDS,
+    SIGNAL_SORTS,
+    UNKNOWN,
     FacetBucket,
     Facets,
     SearchDocumentIn,
@@ -59,6 +68,14 @@ MAPPINGS: dict[str, Any] = {
             }
         },
         "ratings": {"properties": {"average": {"type": "float"}, "count": {"type": "long"}}},
+        "signals": {
+            "properties": {
+                "calls_30d": {"type": "long"},
+                "availability": {"type": "float"},
+                "latency_p50_ms": {"type": "float"},
+                "latency_p95_ms": {"type": "float"},
+            }
+        },
         "published_at": {"type": "date"},
         "indexed_at": {"type": "date"},
         "status": {"type": "keyword"},
@@ -73,6 +90,34 @@ AGGREGATIONS = {
     "tags": "tags",
 }
 NEWEST = [{"published_at": {"order": "desc", "missing": "_last"}}, {"id": "asc"}]
+SIGNAL_SORT_FIELDS = {
+    SortOrder.POPULARITY: {"signals.calls_30d": {"order": "desc", "missing": "_last"}},
+    SortOrder.AVAILABILITY: {"signals.availability": {"order": "desc", "missing": "_last"}},
+    SortOrder.LATENCY: {"signals.latency_p95_ms": {"order": "asc", "missing": "_last"}},
+}
+MISSING = "_unknown"  # suffix of the aggregation counting documents without the signal
+
+
+def _signal_aggregations() -> dict[str, Any]:
+    """Range facets over the signals (`from` inclusive, `to` exclusive, as the SQL buckets), and a
+    count of documents with no figure (none for calls: no figure is 0 calls)."""
+    aggs: dict[str, Any] = {}
+    for facet, (name, buckets) in SIGNAL_FACETS.items():
+        ranges = []
+        for bucket in buckets:
+            bounds: dict[str, Any] = {"key": bucket.value}
+            if bucket.low is not None:
+                bounds["from"] = bucket.low
+            if bucket.high is not None:
+                bounds["to"] = bucket.high
+            ranges.append(bounds)
+        field = f"signals.{name}"
+        if name == "calls_30d":
+            aggs[facet] = {"range": {"field": field, "ranges": ranges, "missing": 0}}
+        else:
+            aggs[facet] = {"range": {"field": field, "ranges": ranges}}
+            aggs[facet + MISSING] = {"missing": {"field": field}}
+    return aggs
 
 
 def to_document(document: SearchDocumentIn, indexed_at: datetime | None = None) -> dict[str, Any]:
@@ -89,6 +134,7 @@ def to_document(document: SearchDocumentIn, indexed_at: datetime | None = None) 
         "pricing": {"model": document.pricing_model},
         "compliance": {"level": document.compliance_level, "certifications": list(document.certifications)},
         "status": document.status,
+        "signals": {name: getattr(document, name) for name in SIGNAL_FIELDS},
         "published_at": document.published_at.isoformat() if document.published_at else None,
         "indexed_at": (indexed_at or datetime.now(UTC)).isoformat(),
     }
@@ -109,7 +155,10 @@ def build_search_request(query: SearchQuery) -> dict[str, Any]:
         "size": query.pagination.limit,
         "sort": _sort(query.sort),
         "track_total_hits": True,
-        "aggs": {name: {"terms": {"field": field, "size": FACET_SIZE}} for name, field in AGGREGATIONS.items()},
+        "aggs": {
+            **{name: {"terms": {"field": field, "size": FACET_SIZE}} for name, field in AGGREGATIONS.items()},
+            **_signal_aggregations(),
+        },
     }
     if query.sort is not SortOrder.RELEVANCE:
         request["track_scores"] = True  # scores are only computed for a _score sort otherwise
@@ -128,6 +177,13 @@ def _filters(query: SearchQuery) -> list[dict[str, Any]]:
         if value is not None:
             clauses.append({"term": {field: value}})
     clauses += [{"term": {"tags": tag}} for tag in filters.tags]  # one clause each: all must match
+    # A document without the figure matches no bound on it (as NULL in SQL); calls default to 0.
+    if filters.min_availability is not None:
+        clauses.append({"range": {"signals.availability": {"gte": filters.min_availability}}})
+    if filters.max_latency_ms is not None:
+        clauses.append({"range": {"signals.latency_p95_ms": {"lte": filters.max_latency_ms}}})
+    if filters.min_calls_30d:  # 0 asks for nothing
+        clauses.append({"range": {"signals.calls_30d": {"gte": filters.min_calls_30d}}})
     return clauses
 
 
@@ -136,6 +192,8 @@ def _sort(order: SortOrder) -> list[Any]:
         return [{"name.keyword": "asc"}, {"id": "asc"}]
     if order is SortOrder.NEWEST:
         return list(NEWEST)
+    if order in SIGNAL_SORTS:
+        return [SIGNAL_SORT_FIELDS[order], "_score", *NEWEST]
     return ["_score", *NEWEST]
 
 
@@ -144,11 +202,17 @@ def parse_search_response(raw: Mapping[str, Any]) -> SearchPage:
     hits = raw["hits"]
     items = [_hit(hit) for hit in hits["hits"]]
     aggregations = raw.get("aggregations") or {}
-    facets = {
+    facets: dict[str, list[FacetBucket]] = {
         name: [FacetBucket(value=str(b["key"]), count=int(b["doc_count"])) for b in agg.get("buckets", [])]
         for name, agg in aggregations.items()
         if name in AGGREGATIONS
     }
+    for facet in SIGNAL_FACETS:
+        agg = aggregations.get(facet) or {}
+        listed = [FacetBucket(value=str(b["key"]), count=int(b["doc_count"])) for b in agg.get("buckets", [])]
+        unknown = int((aggregations.get(facet + MISSING) or {}).get("doc_count", 0))
+        listed += [FacetBucket(value=UNKNOWN, count=unknown)]
+        facets[facet] = [bucket for bucket in listed if bucket.count]  # as the SQL backend: no empty buckets
     total = hits["total"]["value"] if isinstance(hits["total"], Mapping) else hits["total"]
     return SearchPage(items=items, total=int(total), facets=Facets(**facets))
 
@@ -169,6 +233,7 @@ def _hit(hit: Mapping[str, Any]) -> SearchHit:
         status=source["status"],
         published_at=source.get("published_at"),
         score=float(score) if score is not None else None,
+        **{name: value for name, value in (source.get("signals") or {}).items() if name in SIGNAL_FIELDS},
     )
 
 
@@ -223,6 +288,24 @@ class ElasticsearchIndex:
         self._ready()
         with _upstream(), suppress(NotFoundError):  # already gone: removal is idempotent
             self._client.delete(index=self._index, id=service_id, refresh="wait_for")
+
+    def update_signals(self, signals: Iterable[Signals]) -> int:
+        """Partial updates of `signals` in the documents; a service with no document (not listed)
+        is skipped, not an error. Returns how many documents were updated."""
+        self._ready()
+        actions = (
+            {
+                "_op_type": "update",
+                "_index": self._index,
+                "_id": row.service_id,
+                "doc": {"signals": {name: getattr(row, name) for name in SIGNAL_FIELDS}},
+            }
+            for row in signals
+        )
+        with _upstream():
+            updated, _missing = helpers.bulk(self._client, actions, stats_only=True, raise_on_error=False)
+            self._client.indices.refresh(index=self._index)
+        return int(updated)
 
     def search(self, query: SearchQuery) -> SearchPage:
         self._ready()

@@ -4,6 +4,11 @@ PostgreSQL matches `websearch_to_tsquery('english', text)` against the generated
 `search_vector` (name A > description B > tags C) and ranks with `ts_rank`. SQLite matches the
 external-content FTS5 table `search_fts` (porter stemming) with a sanitized query and ranks
 with `bm25` weighted the same way. Each method opens, and commits, its own session.
+
+The signals (`service_signals`) are joined when a query filters or sorts by them, read by primary
+key for the page's hits, and bucketed in the facets. Broad queries are bounded: the total is
+counted up to COUNT_CAP and extrapolated past it, the facets are counted over a sample past
+FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from sqlalchemy import (
     Executable,
     FromClause,
     Select,
-    String,
     Table,
     and_,
+    case,
     cast,
     column,
     delete,
@@ -32,17 +37,24 @@ from sqlalchemy import (
     null,
     select,
     table,
+    text,
     true,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.elements import ClauseElement, ColumnClause
 
 from storage.database import mark_services_changed, session_scope
-from storage.models import SearchDocument, utcnow
+from storage.models import SearchDocument, ServiceSignal, utcnow
+from storage.repositories import service_signals
 from storage.search import (
     FACET_SIZE,
+    MAX_WINDOW,
+    SIGNAL_FACETS,
+    SIGNAL_SORTS,
+    UNKNOWN,
     FacetBucket,
     Facets,
     SearchDocumentIn,
@@ -55,6 +67,19 @@ from storage.search import (
 from storage.search.terms import fts5_query, search_terms
 
 TABLE = typed(Table, SearchDocument.__table__)
+SIGNALS = typed(Table, ServiceSignal.__table__)
+CALLS = func.coalesce(SIGNALS.c.calls_30d, 0)  # no row: no calls recorded
+SIGNAL_COLUMNS = ("calls_30d", "availability", "latency_p50_ms", "latency_p95_ms")
+# Facets are counted exactly over at most this many matches; past it they are estimated from the
+# first FACET_SAMPLE matches the database reaches and scaled to the total (`facets.approximate`).
+# Counting every one of 76,000 matches (three facets, ~3 tags each, the signals) was most of a
+# broad query's time at 100,000 services (bench/RESULTS.md).
+FACET_SAMPLE = 2_000
+# Matches are counted one by one up to COUNT_CAP, the deepest row a page can reach (MAX_WINDOW);
+# past it the total is extrapolated from where in the table the scan had got to when it found
+# the COUNT_CAP-th match (`totalApproximate`). An exact count of 76,000 matches cost 25-60 ms of
+# a broad query's time at 100,000 services.
+COUNT_CAP = MAX_WINDOW
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -87,7 +112,7 @@ BATCH = 1000  # rows per INSERT statement (both drivers turn one into a multi-ro
 class _Plan:
     """Where the matching rows come from, what they must satisfy, and their relevance (None: no text)."""
 
-    source: FromClause
+    source: FromClause  # joined with the signals when the query filters or sorts by them
     where: list[ColumnElement[bool]]
     score: ColumnElement[Any] | None
 
@@ -118,11 +143,28 @@ class SqlSearchIndex:
     def search(self, query: SearchQuery) -> SearchPage:
         with session_scope() as session:
             dialect = _dialect(session)
+            if dialect == "postgresql":
+                # One core per search: parallel workers made a broad query no faster on two busy
+                # cores, and tripled its CPU (three processes scanning) when searches run side by side.
+                session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             plan = _plan(query, dialect)
             rows = session.execute(_page(plan, query, dialect)).all()
-            total, facets = _facets(session, plan, dialect)
-        items = [SearchHit.model_validate({**row._mapping, "tags": list(row.tags)}) for row in rows]
-        return SearchPage(items=items, total=total, facets=facets)
+            # The page's figures by primary key: joining the signals to every match only to
+            # show twenty would cost a broad query a join of all its matches.
+            signals = service_signals.get_many(session, [row.service_id for row in rows])
+            total, exact = _total(session, plan, dialect)
+            facets = _facets(session, plan, dialect, total)
+        items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
+        return SearchPage(items=items, total=total, total_approximate=not exact, facets=facets)
+
+    def update_signals(self, signals: Iterable[service_signals.Signals]) -> int:
+        """Nothing to do: searches read `service_signals` itself."""
+        return 0
+
+
+def _hit(row: Any, signals: service_signals.Signals | None) -> SearchHit:
+    figures = {name: getattr(signals, name) for name in SIGNAL_COLUMNS} if signals else {}
+    return SearchHit.model_validate({**row, "tags": list(row["tags"]), **figures})
 
 
 def _dialect(session: Session) -> str:
@@ -160,17 +202,34 @@ def _upsert(dialect: str) -> Executable:
 
 def _plan(query: SearchQuery, dialect: str) -> _Plan:
     where = [TABLE.c.status.in_(query.statuses), *_filters(query.filters, dialect)]
+    signal_filters = _signal_filters(query.filters)
+    source: FromClause = TABLE
+    if signal_filters or query.sort in SIGNAL_SORTS:
+        source = TABLE.outerjoin(SIGNALS, SIGNALS.c.service_id == TABLE.c.service_id)
+        where += signal_filters
     terms = search_terms(query.text)
     if not terms:  # empty, punctuation or stop words only: everything listed matches
-        return _Plan(TABLE, where, None)
+        return _Plan(source, where, None)
     if dialect == "postgresql":
         # PostgreSQL text cannot hold NUL; websearch_to_tsquery accepts anything else as typed.
         tsquery = func.websearch_to_tsquery(literal_column("'english'"), query.text.replace("\x00", " "))
         matches = PG_VECTOR.op("@@", is_comparison=True)(tsquery)
-        return _Plan(TABLE, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
+        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
     matches = FTS_TABLE.op("MATCH", is_comparison=True)(fts5_query(terms))
     # bm25 is lower-is-better; negated so that every backend's score is higher-is-better.
-    return _Plan(TABLE.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
+    return _Plan(source.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
+
+
+def _signal_filters(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    # A service never observed has no availability or latency: it passes no bound on them.
+    where: list[ColumnElement[bool]] = []
+    if filters.min_availability is not None:
+        where.append(SIGNALS.c.availability >= filters.min_availability)
+    if filters.max_latency_ms is not None:
+        where.append(SIGNALS.c.latency_p95_ms <= filters.max_latency_ms)
+    if filters.min_calls_30d is not None:
+        where.append(filters.min_calls_30d <= CALLS)
+    return where
 
 
 def _filters(filters: SearchFilters, dialect: str) -> list[ColumnElement[bool]]:
@@ -206,6 +265,9 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
         order = [TABLE.c.name.collate("C") if dialect == "postgresql" else TABLE.c.name, TABLE.c.service_id]
     elif query.sort is SortOrder.RELEVANCE and plan.score is not None:
         order = [score.desc(), *newest]
+    elif query.sort in SIGNAL_SORTS:
+        relevance = [score.desc()] if plan.score is not None else []
+        order = [*_signal_order(query.sort), *relevance, *newest]
     else:
         order = newest
     page = query.pagination
@@ -213,31 +275,107 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
     return statement.order_by(*order).offset(page.offset).limit(page.limit)
 
 
-def _facets(session: Session, plan: _Plan, dialect: str) -> tuple[int, Facets]:
-    """The total and every facet's top buckets, in one statement over the matching rows."""
-    columns = [TABLE.c[name] for name in (*FACET_COLUMNS, "tags")]
-    matched = select(*columns).select_from(plan.source).where(*plan.where).cte("matched")
-    branches: list[Rows] = [
-        select(
-            literal("total").label("facet"), cast(null(), String).label("value"), func.count().label("n")
-        ).select_from(matched)
-    ]
-    branches += [_top(name, matched.c[name], matched) for name in FACET_COLUMNS]
+def _signal_order(sort: SortOrder) -> list[Any]:
+    # Unknown figures last on both databases (SQLite puts NULLs first in ascending order).
+    if sort is SortOrder.POPULARITY:
+        return [CALLS.desc()]
+    if sort is SortOrder.AVAILABILITY:
+        return [SIGNALS.c.availability.is_(None), SIGNALS.c.availability.desc()]
+    return [SIGNALS.c.latency_p95_ms.is_(None), SIGNALS.c.latency_p95_ms.asc()]
+
+
+def _total(session: Session, plan: _Plan, dialect: str) -> tuple[int, bool]:
+    """How many rows match, and whether that is exact (it is up to COUNT_CAP)."""
+    # Where each match lies in the table: SQLite's rowid, PostgreSQL's block (the ctid's first part).
+    if dialect == "postgresql":
+        position: ColumnElement[Any] = literal_column("(search_documents.ctid::text::point)[0]")
+        size = text("SELECT pg_relation_size('search_documents') / current_setting('block_size')::int")
+    else:
+        position, size = DOC_ROWID, text("SELECT max(rowid) FROM search_documents")
+    first = select(position.label("position")).select_from(plan.source).where(*plan.where)
+    counted = first.limit(COUNT_CAP + 1).subquery()
+    found, furthest = session.execute(select(func.count(), func.max(counted.c.position))).one()
+    if found <= COUNT_CAP:
+        return int(found), True
+    # Scans (full-text, sequential, bitmap) meet rows in table order, so the first COUNT_CAP matches
+    # came from the first `furthest` positions; the rest of the table is taken to match as densely.
+    # An index read in another order (newest first) reaches far positions early and so estimates
+    # low; never lower than what was counted.
+    extent = session.execute(size).scalar() or 0
+    estimate = round(found * (extent + 1) / (furthest + 1)) if furthest is not None else found
+    if dialect == "postgresql":
+        # The planner's own estimate (column statistics, including the tsvector's most common
+        # lexemes) is good where the scan order is not the table's.
+        estimate = max(
+            estimate, _planned_rows(session, select(func.count()).select_from(plan.source).where(*plan.where))
+        )
+    return max(int(found), estimate), False
+
+
+def _planned_rows(session: Session, statement: Rows) -> int:
+    """The rows PostgreSQL's planner expects the aggregate's input to have (EXPLAIN, nothing run)."""
+    [[plan]] = session.execute(_Explain(statement)).all()
+    top = plan[0]["Plan"]
+    return int(top["Plans"][0]["Plan Rows"]) if top.get("Plans") else int(top["Plan Rows"])
+
+
+class _Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement, its parameters bound as the statement's own are."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Rows) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
+
+
+def _facets(session: Session, plan: _Plan, dialect: str, total: int) -> Facets:
+    """Every facet's buckets: exact up to FACET_SAMPLE matches, estimated past it."""
+    sampled = total > FACET_SAMPLE
+    columns = [TABLE.c[name] for name in ("service_id", *FACET_COLUMNS, "tags")]
+    rows = select(*columns).select_from(plan.source).where(*plan.where)
+    if sampled:
+        # The first matches the scan reaches (no ORDER BY: a sort would visit every match again).
+        # Rows are stored as they were indexed, which says nothing of their category, tags or use.
+        rows = rows.limit(FACET_SAMPLE)
+    found = rows.subquery("found")
+    with_signals = found.outerjoin(SIGNALS, SIGNALS.c.service_id == found.c.service_id)
+    signal_values = [SIGNALS.c[name] for name in SIGNAL_COLUMNS]
+    matched = select(found, *signal_values).select_from(with_signals).cte("matched")
+    branches = [_top(name, matched.c[name], matched) for name in FACET_COLUMNS]
     if dialect == "postgresql":
         tag = func.json_array_elements_text(matched.c.tags).table_valued("value").render_derived()
     else:
         tag = func.json_each(matched.c.tags).table_valued("value")
     branches.append(_top("tags", tag.c.value, matched.join(tag, true())))
-    total = 0
-    buckets: dict[str, list[FacetBucket]] = {name: [] for name in (*FACET_COLUMNS, "tags")}
+    for facet, (name, buckets) in SIGNAL_FACETS.items():
+        value = func.coalesce(matched.c[name], 0) if name == "calls_30d" else matched.c[name]
+        bucket = case(*[(_within(value, b.low, b.high), b.value) for b in buckets], else_=literal(UNKNOWN))
+        branches.append(select(literal(facet), bucket, func.count()).select_from(matched).group_by(bucket))
+    scale = total / FACET_SAMPLE if sampled else 1.0
+    counted: dict[str, dict[str, int]] = {name: {} for name in (*FACET_COLUMNS, "tags", *SIGNAL_FACETS)}
     for facet, value, count in session.execute(union_all(*branches)):
-        if facet == "total":
-            total = int(count)
-        else:
-            buckets[facet].append(FacetBucket(value=str(value), count=int(count)))
-    for values in buckets.values():
-        values.sort(key=lambda bucket: (-bucket.count, bucket.value))  # UNION ALL keeps no order
-    return total, Facets(**buckets)
+        counted[facet][str(value)] = round(int(count) * scale)
+    listed: dict[str, list[FacetBucket]] = {}
+    for facet, counts in counted.items():
+        if facet in SIGNAL_FACETS:  # in the order of their ranges, unknown last
+            order = [b.value for b in SIGNAL_FACETS[facet][1]] + [UNKNOWN]
+            listed[facet] = [FacetBucket(value=v, count=counts[v]) for v in order if counts.get(v)]
+        else:  # most frequent first (UNION ALL keeps no order)
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            listed[facet] = [FacetBucket(value=v, count=n) for v, n in ranked]
+    sample = FACET_SAMPLE if sampled else None
+    return Facets(**listed, approximate=sampled, sampled=sample)
+
+
+def _within(value: ColumnElement[Any], low: float | None, high: float | None) -> ColumnElement[bool]:
+    bounds = [value >= low] if low is not None else []
+    bounds += [value < high] if high is not None else []
+    return and_(value.is_not(None), *bounds)
 
 
 def _top(facet: str, value: ColumnElement[Any], source: FromClause) -> Rows:

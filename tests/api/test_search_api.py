@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +46,8 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
     response = client.post(SEARCH, json=body)  # no Authorization header: search is public
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"items", "total", "offset", "limit", "facets"}
+    assert set(result) == {"items", "total", "totalApproximate", "offset", "limit", "facets"}
+    assert result["totalApproximate"] is False
     assert result["total"] == 2
     assert (result["offset"], result["limit"]) == (0, 1)
     [hit] = result["items"]
@@ -61,6 +65,10 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "status",
         "publishedAt",
         "score",
+        "calls30d",
+        "availability",
+        "latencyP50Ms",
+        "latencyP95Ms",
     }
     assert (hit["name"], hit["pricingModel"], hit["complianceLevel"], hit["status"]) == (
         "acme-chat",
@@ -75,7 +83,13 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "pricingModel": [{"value": "per-token", "count": 2}],
         "complianceLevel": [{"value": "public", "count": 2}],
         "tags": [{"value": "eu", "count": 2}, {"value": "fast", "count": 1}],
+        "popularity": [{"value": "0", "count": 2}],  # nothing recorded yet: no calls, nothing observed
+        "availability": [{"value": "unknown", "count": 2}],
+        "latency": [{"value": "unknown", "count": 2}],
+        "approximate": False,
+        "sampled": None,
     }
+    assert (hit["calls30d"], hit["availability"], hit["latencyP50Ms"], hit["latencyP95Ms"]) == (0, None, None, None)
 
 
 def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) -> None:
@@ -155,3 +169,36 @@ def test_a_change_is_visible_in_the_next_search_despite_the_cache(client) -> Non
         services.get(session, service_id).status = "retired"
     get_search_index().remove(service_id)
     assert client.post("/api/v1/services/search", json=body).json()["total"] == 0
+
+
+def test_identical_searches_missing_the_cache_together_run_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many clients asking the same broad question right after a change share one search."""
+    from api.routes import search as route
+    from core.settings import get_settings
+    from storage.search import SearchQuery
+
+    listed("shared-chat")
+    real = get_search_index()
+    calls: list[str] = []
+    gate = threading.Event()
+
+    class Counting:
+        def search(self, query: SearchQuery) -> Any:
+            calls.append(query.text)
+            gate.wait(5)  # hold the first search until every client has asked
+            return real.search(query)
+
+    monkeypatch.setattr(route, "get_search_index", lambda settings: Counting())
+    query = SearchQuery(text="shared")
+    with ThreadPoolExecutor(8) as pool:
+        pages = [pool.submit(route.run_search, query, get_settings()) for _ in range(8)]
+        time.sleep(0.5)
+        gate.set()
+        totals = [page.result(timeout=10).total for page in pages]
+    assert totals == [1] * 8
+    assert calls == ["shared"]
+    # Once done, nothing is left waiting: the next identical search is a cache hit, no new run.
+    assert route.run_search(query, get_settings()).total == 1
+    assert calls == ["shared"] and route._in_flight == {}

@@ -14,7 +14,7 @@ from api.app import create_app
 from checks.health_probes import ProbeReport
 from core.domain import ServiceStatus
 from storage.database import reset_engine, session_scope
-from storage.repositories import audit, health, outbox, services
+from storage.repositories import audit, health, outbox, service_signals, services
 from tasks.health import CheckInput, CheckResult, MonitorTarget, record_health_check
 from tests.api.test_auth_api import live_service
 from tests.support import auth
@@ -131,3 +131,19 @@ def test_a_deprecated_service_returns_to_deprecated(api: TestClient) -> None:
     for n, probes in enumerate([DOWN, DOWN, UP, UP]):
         last = check(service_id, t0 + timedelta(minutes=n), probes)
     assert (last.action, last.status) == ("reinstated", "deprecated")
+
+
+def test_each_check_feeds_the_search_signals(api: TestClient) -> None:
+    """Search ranks and filters by the monitor's figures: the observed availability over the span shown
+    with the service, and the latest check's latency p95."""
+    service_id = live_service("acme-signals")
+    t0 = datetime.now(UTC)
+    check(service_id, t0, UP)
+    with session_scope() as session:
+        first = service_signals.get(session, service_id)
+    assert first is not None and first.availability == 100.0
+    check(service_id, t0 + timedelta(minutes=1), DOWN)
+    with session_scope() as session:
+        second = service_signals.get(session, service_id)
+    assert second is not None and second.availability is not None and second.availability < 100.0
+    assert second.latency_p95_ms == first.latency_p95_ms, "a window without a successful call keeps the last p95"

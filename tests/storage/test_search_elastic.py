@@ -16,6 +16,7 @@ from elasticsearch import Elasticsearch
 
 from core.errors import UpstreamUnavailableError
 from core.settings import SearchSettings, Settings
+from storage.repositories.service_signals import Signals
 from storage.search import Capability, SearchDocumentIn, SearchQuery, get_search_index
 from storage.search.elastic import (
     AGGREGATIONS,
@@ -103,7 +104,7 @@ def test_paging_sorting_and_facets() -> None:
     assert request["track_scores"] is True
     newest = request_for(sort="newest")["sort"]
     assert newest == [{"published_at": {"order": "desc", "missing": "_last"}}, {"id": "asc"}]
-    assert request["aggs"] == {
+    assert {name: request["aggs"][name] for name in AGGREGATIONS} == {
         "category": {"terms": {"field": "category", "size": 20}},
         "pricing_model": {"terms": {"field": "pricing.model", "size": 20}},
         "compliance_level": {"terms": {"field": "compliance.level", "size": 20}},
@@ -129,6 +130,84 @@ def test_every_field_filtered_sorted_or_aggregated_on_is_a_keyword_or_date() -> 
         field: ("date" if field == "published_at" else "keyword") for field in fields
     }
     assert "embedding_vector" not in MAPPINGS["properties"]
+
+
+def test_signal_filters_are_ranges_and_a_document_without_the_figure_matches_no_bound() -> None:
+    filters = request_for(filters={"min_availability": 99.5, "max_latency_ms": 400, "min_calls_30d": 10})
+    assert filters["query"]["bool"]["filter"][1:] == [
+        {"range": {"signals.availability": {"gte": 99.5}}},
+        {"range": {"signals.latency_p95_ms": {"lte": 400}}},
+        {"range": {"signals.calls_30d": {"gte": 10}}},
+    ]
+    # At least 0 calls is every document: no clause (a range would drop documents without the field).
+    assert request_for(filters={"min_calls_30d": 0})["query"]["bool"]["filter"] == [{"terms": {"status": ["active"]}}]
+
+
+@pytest.mark.parametrize(
+    ("sort", "first"),
+    [
+        ("popularity", {"signals.calls_30d": {"order": "desc", "missing": "_last"}}),
+        ("availability", {"signals.availability": {"order": "desc", "missing": "_last"}}),
+        ("latency", {"signals.latency_p95_ms": {"order": "asc", "missing": "_last"}}),
+    ],
+)
+def test_signal_sorts_put_the_signal_first_then_relevance_then_newest(sort: str, first: dict[str, Any]) -> None:
+    request = request_for(text="chat", sort=sort)
+    assert request["sort"] == [first, "_score", {"published_at": {"order": "desc", "missing": "_last"}}, {"id": "asc"}]
+    assert request["track_scores"] is True
+
+
+def test_signal_facets_are_range_aggregations_with_the_sql_buckets_and_an_unknown_count() -> None:
+    aggs = request_for()["aggs"]
+    assert aggs["popularity"] == {
+        "range": {
+            "field": "signals.calls_30d",
+            "missing": 0,  # no figure: no calls recorded
+            "ranges": [
+                {"key": "0", "to": 1},
+                {"key": "1-99", "from": 1, "to": 100},
+                {"key": "100-999", "from": 100, "to": 1000},
+                {"key": "1000-9999", "from": 1000, "to": 10_000},
+                {"key": "10000+", "from": 10_000},
+            ],
+        }
+    }
+    assert aggs["availability"]["range"]["field"] == "signals.availability"
+    assert [r["key"] for r in aggs["availability"]["range"]["ranges"]] == ["99.9+", "99-99.9", "95-99", "<95"]
+    assert aggs["availability_unknown"] == {"missing": {"field": "signals.availability"}}
+    assert aggs["latency"]["range"]["ranges"][0] == {"key": "<250", "to": 250}
+    assert aggs["latency_unknown"] == {"missing": {"field": "signals.latency_p95_ms"}}
+    assert "popularity_unknown" not in aggs
+    for field in ("signals.calls_30d", "signals.availability", "signals.latency_p95_ms", "signals.latency_p50_ms"):
+        assert _field_type(field) in {"long", "float"}
+
+
+def test_signals_travel_in_the_document_and_back_in_the_hit_and_facets() -> None:
+    document = doc("busy", calls_30d=1234, availability=99.95, latency_p50_ms=120.0, latency_p95_ms=310.5)
+    source = json.loads(json.dumps(to_document(document)))
+    assert source["signals"] == {
+        "calls_30d": 1234,
+        "availability": 99.95,
+        "latency_p50_ms": 120.0,
+        "latency_p95_ms": 310.5,
+    }
+    raw = {
+        "hits": {"total": {"value": 3}, "hits": [{"_id": "x", "_score": 1.0, "_source": source}]},
+        "aggregations": {
+            "popularity": {"buckets": [{"key": "0", "doc_count": 2}, {"key": "1000-9999", "doc_count": 1}]},
+            "availability": {"buckets": [{"key": "99.9+", "doc_count": 1}, {"key": "<95", "doc_count": 0}]},
+            "availability_unknown": {"doc_count": 2},
+            "latency": {"buckets": [{"key": "250-499", "doc_count": 1}]},
+            "latency_unknown": {"doc_count": 0},
+        },
+    }
+    page = parse_search_response(raw)
+    hit = page.items[0]
+    assert (hit.calls_30d, hit.availability, hit.latency_p50_ms, hit.latency_p95_ms) == (1234, 99.95, 120.0, 310.5)
+    assert [(b.value, b.count) for b in page.facets.popularity] == [("0", 2), ("1000-9999", 1)]
+    assert [(b.value, b.count) for b in page.facets.availability] == [("99.9+", 1), ("unknown", 2)]
+    assert [(b.value, b.count) for b in page.facets.latency] == [("250-499", 1)]
+    assert page.facets.approximate is False  # Elasticsearch counts every match
 
 
 # --- reading the response ------------------------------------------------------------------
@@ -238,6 +317,20 @@ def test_index_many_sends_bulk_then_one_refresh(fake: FakeElasticsearch) -> None
     assert [r.path for r in fake.requests][-2:] == ["/_bulk", "/services-test/_refresh"]
 
 
+def test_update_signals_sends_partial_updates_and_skips_unlisted_services(fake: FakeElasticsearch) -> None:
+    listed = doc("listed")
+    index = backend(fake.url)
+    index.index_many([listed])
+    figures = {"calls_30d": 7, "availability": 99.0, "latency_p50_ms": 80.0, "latency_p95_ms": 200.0}
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    rows = [Signals(service_id=sid, updated_at=now, **figures) for sid in (listed.service_id, "not-listed")]
+    assert index.update_signals(rows) == 1
+    assert fake.documents[listed.service_id]["signals"] == figures
+    assert fake.documents[listed.service_id]["name"] == "listed"  # the rest of the document kept
+    assert "not-listed" not in fake.documents
+    assert [r.path for r in fake.requests][-2:] == ["/_bulk", "/services-test/_refresh"]
+
+
 def test_an_unreachable_or_failing_server_is_a_503() -> None:
     with pytest.raises(UpstreamUnavailableError) as raised:
         backend(f"http://127.0.0.1:{free_port()}").search(SearchQuery())
@@ -309,3 +402,32 @@ def test_live_upsert_and_remove(live: ElasticsearchIndex) -> None:
     while live.search(SearchQuery(text="meetings")).total and time.monotonic() < deadline:
         time.sleep(0.2)
     assert live.search(SearchQuery(text="meetings")).total == 0
+
+
+@needs_server
+def test_live_signals_rank_filter_bucket_and_update_in_place(live: ElasticsearchIndex) -> None:
+    busy = doc("busy", calls_30d=5000, availability=99.95, latency_p95_ms=180.0)
+    slow = doc("slow", calls_30d=40, availability=98.0, latency_p95_ms=1500.0)
+    unseen = doc("unseen")
+    live.index_many([busy, slow, unseen])
+    assert [h.name for h in live.search(SearchQuery(sort="popularity")).items] == ["busy", "slow", "unseen"]
+    assert [h.name for h in live.search(SearchQuery(sort="latency")).items] == ["busy", "slow", "unseen"]
+    assert [h.name for h in live.search(SearchQuery(filters={"min_availability": 99})).items] == ["busy"]
+    assert [h.name for h in live.search(SearchQuery(filters={"max_latency_ms": 200})).items] == ["busy"]
+    page = live.search(SearchQuery())
+    assert [(b.value, b.count) for b in page.facets.popularity] == [("0", 1), ("1-99", 1), ("1000-9999", 1)]
+    assert [(b.value, b.count) for b in page.facets.availability] == [("99.9+", 1), ("95-99", 1), ("unknown", 1)]
+    now = datetime.now(UTC)
+    live.update_signals(
+        [
+            Signals(
+                unseen.service_id,
+                calls_30d=10**6,
+                availability=None,
+                latency_p50_ms=None,
+                latency_p95_ms=None,
+                updated_at=now,
+            )
+        ]
+    )
+    assert live.search(SearchQuery(sort="popularity")).items[0].name == "unseen"

@@ -61,11 +61,21 @@ class FakeElasticsearch(LoopbackHTTPServer):
             self.documents[parts[2]] = body
             return 201, {"_id": parts[2], "result": "created"}
         if parts[-1] == "_bulk":
-            items = []
+            items: list[dict[str, Any]] = []
             for action, source in zip(body[::2], body[1::2], strict=True):
+                if "update" in action:  # a partial update: merges into the stored source, if any
+                    key = action["update"]["_id"]
+                    if key not in self.documents:
+                        missing = {"type": "document_missing_exception", "reason": f"[{key}]: document missing"}
+                        items.append({"update": {"_id": key, "status": 404, "error": missing}})
+                        continue
+                    self.documents[key] = {**self.documents[key], **source["doc"]}
+                    items.append({"update": {"_id": key, "status": 200, "result": "updated"}})
+                    continue
                 self.documents[action["index"]["_id"]] = source
                 items.append({"index": {"_id": action["index"]["_id"], "status": 201}})
-            return 200, {"errors": False, "took": 1, "items": items}
+            errors = any(item[kind]["status"] >= 300 for item in items for kind in item)
+            return 200, {"errors": errors, "took": 1, "items": items}
         if parts[-1] == "_refresh":
             return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
         if parts[-1] == "_search":
