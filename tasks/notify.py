@@ -36,8 +36,10 @@ from tasks._common import backoff, jitter
 
 __all__ = ["Audience", "NotificationInput", "NotificationReport", "notify"]
 
-# Fixed when the decorator runs, like every task's retries; the delivery rows count attempts
-# too, so a delivery still stops at the max_attempts configured when it runs.
+# Read when this module is imported, the one setting the tasks still read then: Prefect takes a
+# task's retry count when the decorator runs (the delays between tries follow the settings at retry
+# time, see tasks/_common.py). The delivery rows count attempts too, so a delivery still stops at
+# the max_attempts configured when it runs.
 MAX_ATTEMPTS = get_settings().webhooks.max_attempts
 # Receivers answer independently; a slow one should not hold back the others for a whole timeout.
 PARALLEL_DELIVERIES = 8
