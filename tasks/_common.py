@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 
 from checks.timing import timed
 from core.domain import Phase, PhaseOutcome
-from core.settings import get_settings
 from storage.database import session_scope
 from storage.repositories import phases, versions
+from tasks.context import flow_context
 
 
 class PhaseInput(BaseModel):
@@ -60,7 +60,7 @@ class RetryDelays(list[float]):
 
 
 def _delay(attempt: int, *, jitter: bool = True) -> float:
-    retries = get_settings().retries
+    retries = flow_context().settings.retries
     delay: float = retries.base_delay_seconds * 2.0**attempt
     if jitter and retries.jitter_factor and delay > 0:
         return float(clamped_poisson_interval(delay, clamping_factor=retries.jitter_factor))
