@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
+from api.deps import CacheDep, DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
 from api.errors import ErrorResponse
 from api.rate_limit import PublishQuota
 from api.routes.service_health import observed_sla
@@ -31,7 +31,6 @@ from api.status.record import StatusRecord
 from api.status.view import StatusView
 from checks.spec_schema import load_schema
 from core.domain import ServiceStatus
-from storage.cache import get_cache
 from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import ServiceFilter
@@ -116,12 +115,11 @@ def list_services(
 
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=ERRORS, summary="Read a service")
-def get_service(service_id: str, principal: MaybePrincipal) -> Response:
+def get_service(service_id: str, principal: MaybePrincipal, cache: CacheDep) -> Response:
     """One service with its spec and lifecycle fields (cached; every change invalidates it).
 
     Live services are public; others only for their provider, governance and admin.
     """
-    cache = get_cache()
     token = cache.service_token(service_id)  # before loading: see storage/cache.py
     body = cache.get_service(service_id, token)
     if body is None:
