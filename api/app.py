@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security_document(app)  # bearer auth per operation in /openapi.json
     install_observability(app, settings)  # JSON logs, request ids, HTTP metrics
     app.state.rate_limiter = PublishRateLimiter(settings)
-    app.add_middleware(IdempotencyMiddleware, settings=settings)
+    app.add_middleware(IdempotencyMiddleware)
     install_method_check(app)  # 405 with Allow for a known path asked with another method
     app.include_router(metrics.router)  # GET /metrics, unauthenticated: internal network only
     app.include_router(health.router)

@@ -3,7 +3,7 @@ the read cache, the search index, the orchestrator, the status view.
 
 Built once per app (api/app.py: `create_app` holds the settings, its lifespan the rest, on `app.state`)
 and handed to routes as the typed dependencies at the bottom; route modules don't call
-`get_settings()`, `get_cache()` or `get_search_index()` themselves. An app used without its
+the settings, cache or search index accessors themselves. An app used without its
 lifespan (a `TestClient` outside `with`) falls back to the process-wide storage objects.
 """
 

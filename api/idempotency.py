@@ -39,17 +39,17 @@ MAX_STORED_BODY = 1024 * 1024
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        settings: Settings = scope["app"].state.settings  # the app's (api/app.py), read per request
         key = headers.get("idempotency-key")
-        principal = _principal_key(headers.get("authorization"), self.settings) if key is not None else None
+        principal = _principal_key(headers.get("authorization"), settings) if key is not None else None
         if key is None or principal is None:
             await self.app(scope, receive, send)
             return
@@ -59,7 +59,7 @@ class IdempotencyMiddleware:
                 scope, receive, send
             )
             return
-        limit = self.settings.limits.max_body_bytes
+        limit = settings.limits.max_body_bytes
         body, messages, complete = await _buffer(receive, limit)
         replay = _replaying(messages, receive)
         if not complete:  # over the size limit: the route refuses it with 413, nothing to remember
@@ -67,7 +67,7 @@ class IdempotencyMiddleware:
             return
         fingerprint = _fingerprint(scope, body)
         try:
-            claim = await run_in_threadpool(_claim, principal, key, fingerprint, self.settings.idempotency)
+            claim = await run_in_threadpool(_claim, principal, key, fingerprint, settings.idempotency)
         except SQLAlchemyError:
             log.exception("idempotency key store unavailable")
             await error_response(503, "upstream_unavailable", "cannot check the Idempotency-Key now; retry later")(
