@@ -67,7 +67,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        del app.state.engine, app.state.cache, app.state.search_index
         stop_listening()
         starter.stop()
         orchestrator.close()
