@@ -42,20 +42,23 @@ from core.settings import Settings, get_settings
 from storage.cache import get_cache
 from storage.database import get_engine
 from storage.repositories import run_requests
+from storage.search import get_search_index
 
 API_PREFIX = "/api/v1"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings: Settings = app.state.settings  # built once by create_app
     orchestrator = Orchestrator(settings.prefect)
     orchestrator.open()
     app.state.orchestrator = orchestrator
     starter = run_starter_for(orchestrator, settings)
     stop_listening = run_requests.when_enqueued(starter.wake)
     starter.start()  # owed runs left by an earlier process are started now
-    cache = get_cache()
+    app.state.engine = get_engine()
+    app.state.cache = cache = get_cache()
+    app.state.search_index = get_search_index(settings)
     cache.listen()  # status reads from memory from the first one on
     app.state.status_view = StatusView(cache, orchestrator, wait_seconds=settings.api.status_wait_seconds)
     if settings.api.realtime_priority:
@@ -81,9 +84,14 @@ def run_starter_for(orchestrator: Orchestrator, settings: Settings) -> RunStarte
     return RunStarter(orchestrator, policy, lock_rows=get_engine().dialect.name == "postgresql")
 
 
-def create_app() -> FastAPI:
-    """The marketplace publishing API."""
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The marketplace publishing API, with the given settings or those of the environment, read now.
+
+    The settings are read once here and kept on `app.state`; the lifespan and the routes'
+    dependencies (api/deps.py) take them from there. The database engine and the read cache are
+    storage's process-wide ones, built from the environment's settings.
+    """
+    settings = settings or get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Prefect client logs every call at INFO
     app = FastAPI(
         title="LLM Marketplace — Publishing API",
@@ -92,6 +100,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_characters)],
     )
+    app.state.settings = settings
     install_error_handlers(app)
     install_security_document(app)  # bearer auth per operation in /openapi.json
     install_observability(app, settings)  # JSON logs, request ids, HTTP metrics

@@ -25,7 +25,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from core.errors import ForbiddenError, UnauthorizedError
-from core.settings import AuthSettings, get_settings
+from core.settings import AuthSettings, Settings, get_settings
 
 
 class Role(StrEnum):
@@ -220,7 +220,8 @@ def optional_principal(request: Request) -> Principal | None:
     token = _bearer(request)
     if token is None:
         return None
-    principal = decode_token(token, get_settings().auth)
+    settings: Settings = request.app.state.settings  # the app's (api/app.py)
+    principal = decode_token(token, settings.auth)
     request.state.principal = principal
     return principal
 

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import decode_token
 from api.errors import error_response
 from core.errors import DomainError
-from core.settings import get_settings
+from core.settings import IdempotencySettings, Settings
 from storage.database import session_scope
 from storage.repositories import idempotency
 from storage.repositories.idempotency import Claim, StoredResponse
@@ -47,8 +47,9 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        settings: Settings = scope["app"].state.settings  # the app's (api/app.py), read per request
         key = headers.get("idempotency-key")
-        principal = _principal_key(headers.get("authorization")) if key is not None else None
+        principal = _principal_key(headers.get("authorization"), settings) if key is not None else None
         if key is None or principal is None:
             await self.app(scope, receive, send)
             return
@@ -58,7 +59,7 @@ class IdempotencyMiddleware:
                 scope, receive, send
             )
             return
-        limit = get_settings().limits.max_body_bytes
+        limit = settings.limits.max_body_bytes
         body, messages, complete = await _buffer(receive, limit)
         replay = _replaying(messages, receive)
         if not complete:  # over the size limit: the route refuses it with 413, nothing to remember
@@ -66,7 +67,7 @@ class IdempotencyMiddleware:
             return
         fingerprint = _fingerprint(scope, body)
         try:
-            claim = await run_in_threadpool(_claim, principal, key, fingerprint)
+            claim = await run_in_threadpool(_claim, principal, key, fingerprint, settings.idempotency)
         except SQLAlchemyError:
             log.exception("idempotency key store unavailable")
             await error_response(503, "upstream_unavailable", "cannot check the Idempotency-Key now; retry later")(
@@ -116,11 +117,11 @@ def _not_storable(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name.lower() == b"cache-control" and b"no-store" in value.lower() for name, value in headers)
 
 
-def _principal_key(authorization: str | None) -> str | None:
+def _principal_key(authorization: str | None, settings: Settings) -> str | None:
     if not authorization or not authorization.lower().startswith("bearer "):
         return None
     try:
-        principal = decode_token(authorization[7:].strip(), get_settings().auth)
+        principal = decode_token(authorization[7:].strip(), settings.auth)
     except DomainError:
         return None  # the route reports the bad token
     return f"{principal.role.value}:{principal.subject}"
@@ -183,13 +184,12 @@ async def _answer_claim(claim: Claim, scope: Scope, receive: Receive, send: Send
     await response(scope, receive, send)
 
 
-def _ttls() -> tuple[timedelta, timedelta]:
-    config = get_settings().idempotency
+def _ttls(config: IdempotencySettings) -> tuple[timedelta, timedelta]:
     return timedelta(seconds=config.ttl_seconds), timedelta(seconds=config.in_flight_seconds)
 
 
-def _claim(principal: str, key: str, fingerprint: str) -> Claim:
-    ttl, in_flight = _ttls()
+def _claim(principal: str, key: str, fingerprint: str, config: IdempotencySettings) -> Claim:
+    ttl, in_flight = _ttls(config)
     with session_scope() as session:
         idempotency.purge_expired(session, batch=100)  # keeps the table small without a scheduled job
         return idempotency.claim(session, principal, key, fingerprint, ttl, in_flight)

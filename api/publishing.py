@@ -14,7 +14,7 @@ from checks.policy import check_policies
 from checks.validation import validate_metadata
 from core.domain import LIVE, ServiceStatus
 from core.errors import ConflictError, SpecValidationError
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from storage import intake_writer
 from storage.database import session_scope
 from storage.intake_writer import NewRows
@@ -28,13 +28,13 @@ METADATA_FIELDS = frozenset({"description", "tags", "capabilities", "pricing", "
 IDENTITY_FIELDS = frozenset({"name", "provider"})
 
 
-def require_valid_schema(spec: dict[str, Any]) -> None:
+def require_valid_schema(spec: dict[str, Any], settings: Settings) -> None:
     """422 listing every JSON Schema error with its pointer; a non-public endpoint host; then the OpenAPI
     document's references (remote and file: refs, cycles, fan-out), so a hostile document is refused
     before it is stored."""
     spec_checks.require_schema(spec)
-    spec_checks.require_public_endpoint(spec, get_settings())
-    problems = reference_issues(spec, get_settings())
+    spec_checks.require_public_endpoint(spec, settings)
+    problems = reference_issues(spec, settings)
     if problems:
         details = [{"pointer": p.pointer, "message": p.message, "code": p.code} for p in problems]
         raise SpecValidationError("the OpenAPI document cannot be accepted", details)
@@ -46,7 +46,7 @@ def submit_service(spec: dict[str, Any], actor: Actor, settings: Settings) -> tu
     (api/run_starter.py): nothing here waits for Prefect, and a duplicate gets its 409 at once.
     Submissions arriving together share that transaction (storage/intake_writer.py: group commit).
     """
-    require_valid_schema(spec)
+    require_valid_schema(spec, settings)
     service_id, version_id = new_id(), new_id()
     owed = run_requests.request(intake.publish_run(settings.prefect, service_id, version_id, spec))
     rows = NewRows(
@@ -62,7 +62,7 @@ def submit_service(spec: dict[str, Any], actor: Actor, settings: Settings) -> tu
 
 def submit_version(service_id: str, spec: dict[str, Any], actor: Actor, settings: Settings) -> ServiceVersion:
     """A new version of a live service through the same pipeline; the old one serves until it is active."""
-    require_valid_schema(spec)
+    require_valid_schema(spec, settings)
     with session_scope() as session:
         service = services.get(session, service_id, for_update=True)
         if service.status != ServiceStatus.ACTIVE.value:
@@ -114,7 +114,7 @@ def update_metadata(
     if "version" in changes and changes["version"] != service.version:
         return submit_version(service_id, merged, actor, settings)
     _require_metadata_only(changes)
-    require_valid_schema(merged)
+    require_valid_schema(merged, settings)
     _require_checks_pass(merged, settings)
     with session_scope() as session:
         service = services.get(session, service_id, for_update=True)
@@ -143,15 +143,15 @@ def update_metadata(
             data=event_data(service, "metadata updated", changed=sorted(changes)),
         )
         _owe_registry_sync(session, service, settings)
-    refresh_search_entry(service_id)
+    refresh_search_entry(service_id, settings)
     return None
 
 
-def refresh_search_entry(service_id: str) -> None:
+def refresh_search_entry(service_id: str, settings: Settings | None = None) -> None:
     """After a change made here (not by a flow), re-index the live service's document."""
     with session_scope() as session:
         document = document_from_service(services.get(session, service_id))
-    get_search_index().index(document)
+    get_search_index(settings).index(document)
 
 
 def _require_metadata_only(changes: dict[str, Any]) -> None:
@@ -235,7 +235,7 @@ def suspend(service_id: str, reason: str, actor: Actor, settings: Settings) -> N
             session, service_id, ServiceStatus.SUSPENDED, actor=actor, reason=reason, event_type="service_suspended"
         )
         _owe_registry_sync(session, service, settings)
-    refresh_search_entry(service_id)
+    refresh_search_entry(service_id, settings)
 
 
 def lift_suspension(service_id: str, actor: Actor, settings: Settings) -> None:
@@ -249,7 +249,7 @@ def lift_suspension(service_id: str, actor: Actor, settings: Settings) -> None:
             session, service_id, target, actor=actor, reason="suspension lifted", event_type="service_updated"
         )
         _owe_registry_sync(session, service, settings)
-    refresh_search_entry(service_id)
+    refresh_search_entry(service_id, settings)
 
 
 def _owe_registry_sync(session: Session, service: Service, settings: Settings) -> None:

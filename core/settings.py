@@ -98,34 +98,6 @@ class PrefectSettings(BaseModel):
         "server and its background services (event processing, automations, scheduler) as two processes; "
         "unset: one process with in-memory messaging.",
     )
-    server_workers: int = Field(
-        default=1,
-        ge=1,
-        le=16,
-        description="Stack runner: processes of Prefect's API server (`prefect server start --workers`); more than "
-        "one needs `redis_url` (and PostgreSQL): one process serializes every call of the API and the workers.",
-    )
-    late_after_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        description="Stack runner: how long past its start time a scheduled flow run waits before Prefect marks it "
-        "Late (`PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS`; Prefect's default is 15). A burst of publishes "
-        "queues for the worker's slots for longer than 15 s, and marking each queued run Late is a state change "
-        "with its events: work for the server and nothing for an operator, who should see runs no worker takes.",
-    )
-    server_nice: int = Field(
-        default=5,
-        ge=0,
-        le=19,
-        description="Stack runner: how much lower the CPU priority of Prefect's API server is than the API's (nice).",
-    )
-    services_nice: int = Field(
-        default=10,
-        ge=0,
-        le=19,
-        description="Stack runner: how much lower the CPU priority of Prefect's background services is (nice). "
-        "Their event backlog waits while the API, the Prefect API server and the worker need the cores.",
-    )
 
 
 class RetrySettings(BaseModel):
@@ -248,20 +220,6 @@ class WorkerSettings(BaseModel):
         "process: Prefect's process worker, a new Python process per run (isolation).",
     )
     threads: int = Field(default=32, ge=1, le=512, description="Warm worker: flow runs executed at once (per process).")
-    processes: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Stack runner: warm worker processes. Each runs flow runs in threads of one interpreter, so one "
-        "process uses at most one core for the flows' Python work; one per core uses them all.",
-    )
-    nice: int = Field(
-        default=5,
-        ge=0,
-        le=19,
-        description="Stack runner: how much lower the workers' CPU priority is than the API's (nice): publishing is "
-        "batch work, a status read is someone waiting.",
-    )
     query_seconds: float = Field(
         default=2.0, gt=0, description="Worker poll interval (the warm worker also wakes on Prefect events)."
     )

@@ -135,6 +135,7 @@ class Stack:
         if c.gateway_port is not None:
             env.update({"MARKETPLACE_GATEWAY__PORT": str(c.gateway_port), "MARKETPLACE_GATEWAY__HOST": c.host})
         env.update(c.extra_env)
+        self.local = local = StackSettings.from_environment(env)
         worker = get_settings().worker
         self.worker_mode = env.get("MARKETPLACE_WORKER__MODE") or c.worker_mode or worker.mode
         query_seconds = env.get("MARKETPLACE_WORKER__QUERY_SECONDS") or c.worker_query_seconds or worker.query_seconds
@@ -143,9 +144,8 @@ class Stack:
         heartbeat = env.get("MARKETPLACE_WORKER__HEARTBEAT_SECONDS") or str(worker.heartbeat_seconds)
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", heartbeat)
         self.crash_after_seconds = env.get("MARKETPLACE_WORKER__CRASH_AFTER_SECONDS") or str(worker.crash_after_seconds)
-        # Scheduled runs queued for the worker's slots in a burst are not "late" (see PrefectSettings).
-        late = env.get("MARKETPLACE_PREFECT__LATE_AFTER_SECONDS") or str(get_settings().prefect.late_after_seconds)
-        env.setdefault("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", late)
+        # Scheduled runs queued for the worker's slots in a burst are not "late" (see StackSettings).
+        env.setdefault("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", f"{local.prefect_late_after_seconds:g}")
         for name, value in EVENT_BATCHES.items():  # an operator's own values win
             env.setdefault(name, value)
         self.prefect_redis_url = c.prefect_redis_url or env.get("MARKETPLACE_PREFECT__REDIS_URL") or None
@@ -182,18 +182,17 @@ class Stack:
         plus its background services in a second process at a lower CPU priority."""
         c = self.config
         c.prefect_home.mkdir(parents=True, exist_ok=True)
-        prefect = get_settings().prefect
+        local = self.local
         argv = [*PREFECT_FROZEN, "server", "start", "--host", c.host, "--port", str(c.prefect_port)]
         split = bool(self.prefect_redis_url)
         if split:  # several processes: migrate once, before any starts (Prefect's guide to scaling)
             self._run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"])
-            workers = self.env.get("MARKETPLACE_PREFECT__SERVER_WORKERS") or str(prefect.server_workers)
-            argv += ["--no-services", "--workers", workers]
-        self._spawn("prefect-server", argv, niceness=self._nice("PREFECT__SERVER_NICE", prefect.server_nice))
+            argv += ["--no-services", "--workers", str(local.prefect_server_workers)]
+        self._spawn("prefect-server", argv, niceness=local.prefect_server_nice)
         self._wait_http(f"{c.prefect_api_url}/health", "prefect-server", timeout=180)
         if split:
-            nice = self._nice("PREFECT__SERVICES_NICE", prefect.services_nice)
-            self._spawn("prefect-services", [*PREFECT_FROZEN, "server", "services", "start"], niceness=nice)
+            services = [*PREFECT_FROZEN, "server", "services", "start"]
+            self._spawn("prefect-services", services, niceness=local.prefect_services_nice)
 
     def migrate(self) -> None:
         """Bring the marketplace database to the newest schema."""
@@ -215,16 +214,15 @@ class Stack:
         if self.worker_mode == "warm":
             settings = get_settings().worker
             threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(settings.threads)
-            processes = int(self.env.get("MARKETPLACE_WORKER__PROCESSES") or settings.processes)
             argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
-            nice = self._nice("WORKER__NICE", settings.nice)
-            for n in range(processes):  # the first is "worker"; more are "worker-2", ...
+            nice = self.local.worker_nice
+            for n in range(self.local.worker_processes):  # the first is "worker"; more are "worker-2", ...
                 name = "worker" if n == 0 else f"worker-{n + 1}"
                 ledger = self.config.prefect_home / "workers" / f"{name}.json"  # what a restart reports crashed
                 self._spawn(name, [*argv, "--ledger", str(ledger)], niceness=nice)
         else:
-            nice = self._nice("WORKER__NICE", get_settings().worker.nice)
-            self._spawn("worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], niceness=nice)
+            argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool]
+            self._spawn("worker", argv, niceness=self.local.worker_nice)
 
     def start_relay(self) -> None:
         """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
@@ -293,11 +291,6 @@ class Stack:
                 part.restarts += 1
                 self._spawn(part.name, part.argv, part.niceness)
                 log.warning("restarted %s (pid %s, restart %d)", part.name, part.proc.pid, part.restarts)
-
-    def _nice(self, setting: str, default: int) -> int:
-        """A part's niceness: batch work yields the cores to the API, whose callers are waiting (on
-        one host; in production the parts get hosts or CPU shares of their own)."""
-        return int(self.env.get(f"MARKETPLACE_{setting}") or default)
 
     def report(self, lines: int = 30) -> str:
         """Each part's process state and the end of its log: what a test prints when the stack let it down."""

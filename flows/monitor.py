@@ -17,13 +17,13 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.domain import Audience
-from core.settings import get_settings
+from tasks.context import flow_context
 from tasks.health import CheckInput, CheckResult, list_monitored_services, probe_service, record_health_check
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.notify import NotificationInput, notify
 
 # Fixed when the decorator runs, like the tasks' retries.
-PROBES_AT_ONCE = get_settings().health.probe_concurrency
+PROBES_AT_ONCE = flow_context().settings.health.probe_concurrency
 EVENTS = {"suspended": "service_suspended", "reinstated": "service_updated"}
 
 

@@ -25,11 +25,11 @@ from prefect.transactions import Transaction
 from checks.phase_lines import phase_label
 from checks.report_markdown import steps_text
 from core.domain import Audience, Phase, PhaseOutcome, ServiceStatus, requires_approval
-from core.settings import get_settings
 from flows.compensation import Compensation
 from tasks._common import PhaseInput, SpecInput
 from tasks.activation import activate_service
 from tasks.approval import ApprovalDecision, ApprovalRequest, DecisionInput, record_decision, request_approval
+from tasks.context import flow_context
 from tasks.endpoint_tests import run_endpoint_tests
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.lifecycle import RollbackInput, TransitionInput, record_rollback, transition_status
@@ -88,7 +88,7 @@ def _publish_outward(base: PhaseInput, spec: dict[str, Any], compensation: Compe
 
 def _await_approval(base: PhaseInput) -> None:
     """Suspend until governance decides (the Pause signal ends this process; a resume re-runs the flow)."""
-    timeout = get_settings().lifecycle.approval_timeout_seconds
+    timeout = flow_context().settings.lifecycle.approval_timeout_seconds
     request_approval(ApprovalRequest(**base.model_dump(), timeout_seconds=timeout))
     _tell_governance(base, "approval_requested")
     decision = suspend_flow_run(wait_for_input=ApprovalDecision, timeout=timeout, key=f"approval-{base.version_id}")
@@ -101,7 +101,7 @@ def _await_approval(base: PhaseInput) -> None:
 def _tell_governance(base: PhaseInput, event_type: str) -> None:
     """Signed webhooks to governance; never decides the publication's fate (failures are recorded).
     With no governance webhook configured there is nothing to send, and no task run is made."""
-    if not get_settings().webhooks.governance_urls:
+    if not flow_context().settings.webhooks.governance_urls:
         return
     try:
         notify(

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from core.settings import get_settings
+from tasks.context import flow_context
 from tasks.usage_lifecycle import (
     MonthInput,
     PartitionsInput,
@@ -44,7 +44,7 @@ def maintain_usage_partitions(
     now: datetime | None = None, retention_months: int | None = None, archive_dir: str | None = None
 ) -> MaintenanceReport:
     """Create the coming months' partitions; export, verify and drop the months past retention."""
-    settings = get_settings().usage
+    settings = flow_context().settings.usage
     moment = now or datetime.now(UTC)
     folder = Path(archive_dir) if archive_dir else settings.archive_dir
     created = create_partitions(PartitionsInput(now=moment, months_ahead=settings.partitions_ahead_months))
@@ -88,7 +88,7 @@ def _publish(report: MaintenanceReport) -> None:
 @flow(name="rollup-usage", retries=0, log_prints=False)
 def rollup_usage(lag_seconds: float | None = None, now: datetime | None = None) -> RollupOut:
     """Recompute the daily usage rollups of every day that received rows since the last run."""
-    lag = get_settings().usage.rollup_lag_seconds if lag_seconds is None else lag_seconds
+    lag = flow_context().settings.usage.rollup_lag_seconds if lag_seconds is None else lag_seconds
     out = roll_up(RollupInput(lag_seconds=lag, now=now))
     log = get_run_logger()
     log.info(

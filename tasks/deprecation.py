@@ -13,11 +13,11 @@ from pydantic import BaseModel
 
 from core.domain import ServiceStatus
 from core.run_names import RunKind, run_label
-from core.settings import get_settings
 from storage.database import session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
 from tasks._common import backoff, jitter
+from tasks.context import flow_context
 
 
 class DeprecationInput(BaseModel):
@@ -65,7 +65,7 @@ def schedule_retirement(inp: DeprecationInput, sunset_at: str) -> str:
             RunKind.RETIRE, provider_id=service.provider_id, service_name=service.name, service_id=service.id
         )
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(get_settings().prefect.retire_deployment)
+        deployment = client.read_deployment_by_name(flow_context().settings.prefect.retire_deployment)
         run = client.create_flow_run_from_deployment(
             deployment.id,
             parameters={"service_id": inp.service_id},

@@ -15,8 +15,8 @@ from pydantic import BaseModel
 
 from checks.endpoint_suite import run_checks
 from core.domain import PhaseOutcome
-from core.settings import get_settings
 from tasks._common import SpecInput, backoff, jitter, record_outcomes
+from tasks.context import flow_context
 from tasks.persistence import persist_version
 from tasks.run_log import log_phases
 
@@ -41,7 +41,7 @@ class EndpointReport(BaseModel):
 def run_endpoint_tests(inp: SpecInput) -> EndpointReport:
     """Persist the validated version (`testing`), then test the provider's endpoint with five checks at once."""
     persisted = persist_version(inp)
-    results = run_checks(inp.spec, get_settings())
+    results = run_checks(inp.spec, flow_context().settings)
     record_outcomes(inp, results)
     report = EndpointReport(outcomes=[outcome for outcome, _ in results])
     log_phases([persisted, *report.outcomes])

@@ -15,13 +15,13 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from checks.health_probes import ProbeReport, probe
-from core.settings import get_settings
 from core.sla import Probes, Promise, judge
 from storage.database import session_scope
 from storage.encryption import box_for
 from storage.health_models import ServiceHealthCheck
 from storage.repositories import credentials, health, service_signals
 from tasks._common import backoff, jitter
+from tasks.context import flow_context
 
 
 class MonitorTarget(BaseModel):
@@ -74,7 +74,7 @@ def list_monitored_services() -> list[MonitorTarget]:
 @task(name="probe-service", retries=2, retry_delay_seconds=backoff(2), retry_jitter_factor=jitter())
 def probe_service(target: MonitorTarget) -> ProbeReport:
     """The health endpoint and an authenticated minimal call (the credential decrypted here, in memory only)."""
-    settings = get_settings()
+    settings = flow_context().settings
     box = box_for(settings.consumption)
     with session_scope() as session:
         stored = credentials.load_credential(session, target.service_id, box)
@@ -86,7 +86,7 @@ def probe_service(target: MonitorTarget) -> ProbeReport:
 @task(name="record-health-check", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
 def record_health_check(inp: CheckInput) -> CheckResult:
     """Judge the probes and the window's traffic against the SLA; store the check; suspend or reinstate."""
-    settings = get_settings().health
+    settings = flow_context().settings.health
     target, p = inp.target, inp.probes
     promise = Promise.of({"sla": target.sla})
     with session_scope() as session:

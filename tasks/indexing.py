@@ -10,13 +10,12 @@ from pydantic import BaseModel
 
 from checks.timing import timed
 from core.domain import LIVE, Outcome, Phase, PhaseOutcome, ServiceStatus
-from core.settings import get_settings
-from storage.cache import get_cache
 from storage.database import session_scope
 from storage.models import Service
 from storage.repositories import services, versions
-from storage.search import document_from_service, get_search_index
+from storage.search import document_from_service
 from tasks._common import PhaseInput, backoff, jitter, record_outcomes
+from tasks.context import flow_context
 
 
 class ServiceRef(BaseModel):
@@ -50,9 +49,9 @@ def index_version(inp: PhaseInput, published_at: datetime) -> PhaseOutcome:
                 published_at=version.published_at or published_at,
             )
             document = document_from_service(live, session)  # with the service's signals
-        get_search_index().index(document)
-        get_cache().invalidate([inp.service_id])
-        evidence = {"backend": get_settings().search.backend, "version": version.version}
+        flow_context().search_index.index(document)
+        flow_context().cache.invalidate([inp.service_id])
+        evidence = {"backend": flow_context().settings.search.backend, "version": version.version}
         return PhaseOutcome(phase=Phase.ACTIVATION, check="search_index", outcome=Outcome.PASSED, evidence=evidence)
 
     outcome, started_at = timed(check)
@@ -66,10 +65,10 @@ def sync_search_entry(inp: ServiceRef) -> str:
     with session_scope() as session:
         service = services.get(session, inp.service_id)
         document = document_from_service(service) if ServiceStatus(service.status) in LIVE else None
-    index = get_search_index()
+    index = flow_context().search_index
     if document is None:
         index.remove(inp.service_id)
     else:
         index.index(document)
-    get_cache().invalidate([inp.service_id])
+    flow_context().cache.invalidate([inp.service_id])
     return "indexed" if document else "removed"

@@ -27,18 +27,21 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from core.domain import Audience
-from core.settings import WebhookSettings, get_settings
+from core.settings import WebhookSettings
 from notifications.webhooks import deliver, envelope
 from storage.database import session_scope
 from storage.models import WebhookDelivery
 from storage.repositories import services, webhooks
 from tasks._common import backoff, jitter
+from tasks.context import flow_context
 
 __all__ = ["Audience", "NotificationInput", "NotificationReport", "notify"]
 
-# Fixed when the decorator runs, like every task's retries; the delivery rows count attempts
-# too, so a delivery still stops at the max_attempts configured when it runs.
-MAX_ATTEMPTS = get_settings().webhooks.max_attempts
+# Read when this module is imported, the one setting the tasks still read then: Prefect takes a
+# task's retry count when the decorator runs (the delays between tries follow the settings at retry
+# time, see tasks/_common.py). The delivery rows count attempts too, so a delivery still stops at
+# the max_attempts configured when it runs.
+MAX_ATTEMPTS = flow_context().settings.webhooks.max_attempts
 # Receivers answer independently; a slow one should not hold back the others for a whole timeout.
 PARALLEL_DELIVERIES = 8
 EVENT_NAMESPACE = uuid.UUID("6f1c1d5e-8a43-4a0e-9a57-2f1c4b7d9e10")
@@ -98,7 +101,7 @@ class DeliveriesPending(Exception):
 )
 def notify(inp: NotificationInput) -> NotificationReport:
     """Send the event to its audience's webhooks; retried while deliveries are pending, failed ones recorded."""
-    settings = get_settings().webhooks
+    settings = flow_context().settings.webhooks
     event_id = inp.event_id()
     with session_scope() as session:
         urls = _urls(session, inp, settings)

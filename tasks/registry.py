@@ -15,12 +15,13 @@ from pydantic import BaseModel
 
 from checks.timing import timed
 from core.domain import Outcome, Phase, PhaseOutcome
-from core.settings import RegistrySettings, get_settings
+from core.settings import RegistrySettings
 from storage.database import session_scope
 from storage.repositories import audit, versions
 from storage.repositories.services import SYSTEM
 from storage.repositories.services import get as get_service
 from tasks._common import PhaseInput, SpecInput, backoff, jitter, record_outcomes
+from tasks.context import flow_context
 from tasks.run_log import log_phases
 
 LOCAL_PREFIX = "marketplace:"
@@ -135,7 +136,7 @@ def registry_sync(inp: SpecInput) -> PhaseOutcome:
     """
 
     def check() -> PhaseOutcome:
-        settings = get_settings().registry
+        settings = flow_context().settings.registry
         with session_scope() as session:
             stored = versions.get(session, inp.version_id).registry_id
         registry_id = stored or _unsaved.get(inp.version_id) or register(inp.service_id, inp.spec, settings)
@@ -176,7 +177,7 @@ def _keep_or_undo(registry_id: str, version_id: str, settings: RegistrySettings)
 @task(name="remove-registry-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def remove_registry_entry(inp: RegistryEntryInput) -> None:
     """Compensation: take the entry out of the registry and record that we did (an open circuit is waited out)."""
-    deregister(inp.registry_id, get_settings().registry, wait_if_open=True)
+    deregister(inp.registry_id, flow_context().settings.registry, wait_if_open=True)
     with session_scope() as session:
         versions.set_registry_id(session, inp.version_id, None)
         audit.append(
@@ -198,7 +199,7 @@ class RegistryUpdateInput(BaseModel):
 @task(name="update-registry-entry", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())
 def update_registry_entry(inp: RegistryUpdateInput) -> str:
     """Send the service's current metadata to the external registry (nothing to do when we are the registry)."""
-    settings = get_settings().registry
+    settings = flow_context().settings.registry
     with session_scope() as session:
         service = get_service(session, inp.service_id)
         registry_id, spec = service.registry_id, dict(service.spec)

@@ -9,8 +9,8 @@ from pydantic import BaseModel
 
 from storage.database import session_scope
 from storage.repositories import service_signals
-from storage.search import get_search_index
 from tasks._common import backoff, jitter
+from tasks.context import flow_context
 
 
 class RefreshInput(BaseModel):
@@ -33,7 +33,7 @@ def refresh_calls(inp: RefreshInput) -> list[str]:
 def push_signals(inp: PushInput) -> int:
     """Copy signals into a search index that keeps its own copy (Elasticsearch); the SQL backend
     reads the table directly and has nothing to do. Returns how many documents were updated."""
-    index = get_search_index()
+    index = flow_context().search_index
     with session_scope() as session:
         rows = service_signals.get_many(session, inp.service_ids)
         if inp.updated_since is not None:

@@ -8,10 +8,10 @@ from decimal import Decimal
 from prefect import task
 from pydantic import BaseModel, Field
 
-from core.settings import get_settings
 from storage.database import session_scope
 from storage.repositories import statements
 from tasks._common import backoff, jitter
+from tasks.context import flow_context
 
 
 class PeriodInput(BaseModel):
@@ -83,4 +83,4 @@ def issue_batch(inp: BatchInput) -> BatchResult:
 
 
 def fee_percent() -> Decimal:
-    return get_settings().billing.marketplace_fee_percent
+    return flow_context().settings.billing.marketplace_fee_percent

@@ -21,11 +21,12 @@ from checks.policy import check_policies
 from checks.timing import timed
 from checks.validation import validate_metadata
 from core.domain import Phase, PhaseOutcome, ServiceStatus
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from storage.database import session_scope
 from storage.repositories import run_requests, versions
 from storage.repositories.services import SYSTEM
 from tasks._common import PhaseInput, backoff, jitter, record_outcomes
+from tasks.context import flow_context
 from tasks.run_log import log_phases
 
 Check = Callable[[dict[str, Any], Settings], PhaseOutcome]
@@ -57,12 +58,12 @@ class SubmissionChecks(BaseModel):
     retries=5,
     retry_delay_seconds=backoff(5),
     retry_jitter_factor=jitter(),
-    timeout_seconds=get_settings().policy.timeout_seconds + 120,
+    timeout_seconds=flow_context().settings.policy.timeout_seconds + 120,
 )
 def check_submission(inp: PhaseInput) -> SubmissionChecks:
     """Load the version, move it to `validating`, then check metadata, OpenAPI and policies."""
     spec = _start_validating(inp)
-    settings = get_settings()
+    settings = flow_context().settings
     result = SubmissionChecks(spec=spec)
     following = [phase for phase, _ in CHECKS[1:]] + [Phase.REGISTRY_SYNC]  # where each passed check leads
     for (_, check), next_phase in zip(CHECKS, following, strict=True):

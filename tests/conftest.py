@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-# Short retry delays for the whole suite (and the workers it starts); set before any task module
-# is imported, because retry delays are fixed when the task decorators run.
+# Short retry delays for the whole suite (and the workers it starts). Delays are read when a try
+# fails (tasks/_common.py), so a test may change them later; retry counts are fixed at import.
 os.environ.setdefault("MARKETPLACE_RETRIES__BASE_DELAY_SECONDS", "0.05")
 os.environ.setdefault("MARKETPLACE_RETRIES__JITTER_FACTOR", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -11,12 +11,11 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from api.body import read_json_object
-from api.deps import SettingsDep
+from api.deps import CacheDep, SearchIndexDep, SettingsDep
 from api.errors import ErrorResponse
 from api.schemas import Page
-from core.settings import Settings
-from storage.cache import get_cache
-from storage.search import Facets, SearchHit, SearchPage, SearchQuery, get_search_index
+from storage.cache import ReadCache
+from storage.search import Facets, SearchHit, SearchIndex, SearchPage, SearchQuery
 
 router = APIRouter(prefix="/services", tags=["search"])
 
@@ -65,12 +64,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for co
     openapi_extra=SEARCH_BODY,
     summary="Search services",
 )
-async def search_services(request: Request, settings: SettingsDep) -> SearchResults:
+async def search_services(
+    request: Request, settings: SettingsDep, cache: CacheDep, index: SearchIndexDep
+) -> SearchResults:
     """Active services (and deprecated ones on request) matching text and filters, with facet counts."""
     body = await read_json_object(request, settings.limits.max_body_bytes)
     # camelCase only, as everywhere in the API; a 422 with a pointer per problem otherwise.
     query = SearchQuery.model_validate(body, by_alias=True, by_name=False)
-    page = await run_in_threadpool(run_search, query, settings)
+    page = await run_in_threadpool(run_search, query, cache, index)
     paging = query.pagination
     return SearchResults(
         items=page.items,
@@ -94,14 +95,13 @@ _in_flight: dict[tuple[str, str], _InFlight] = {}
 _in_flight_lock = threading.Lock()
 
 
-def run_search(query: SearchQuery, settings: Settings) -> SearchPage:
+def run_search(query: SearchQuery, cache: ReadCache, index: SearchIndex) -> SearchPage:
     """Search through the result cache (30 s TTL; any change to a service invalidates every entry).
 
     Identical searches that miss the cache at the same time (a popular query just after a change
     or at expiry) are run once in this process; the others wait for that result instead of each
     scanning the same matches. A failed run lets each waiter search for itself.
     """
-    cache = get_cache()
     key = hashlib.sha256(query.model_dump_json().encode()).hexdigest()
     token = cache.search_token()  # before searching: see storage/cache.py
     cached = cache.get_search(key, token)
@@ -116,9 +116,9 @@ def run_search(query: SearchQuery, settings: Settings) -> SearchPage:
         running.done.wait(timeout=30)
         if running.page is not None:
             return running.page
-        return get_search_index(settings).search(query)
+        return index.search(query)
     try:
-        page = get_search_index(settings).search(query)
+        page = index.search(query)
         cache.put_search(key, token, page.model_dump(mode="json"))
         running.page = page
         return page

@@ -14,7 +14,7 @@ from api.deps import DbSession, SettingsDep
 from api.errors import ErrorResponse
 from api.health_schemas import HealthCheckOut, PromisedSla, ServiceHealthOut
 from api.schemas import ObservedSla
-from core.settings import HealthSettings, get_settings
+from core.settings import HealthSettings
 from core.sla import Promise
 from storage.repositories import health, services
 
@@ -22,9 +22,8 @@ router = APIRouter(tags=["services"])
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 403, 404)}
 
 
-def observed_sla(session: Session, service_id: str, settings: HealthSettings | None = None) -> ObservedSla:
+def observed_sla(session: Session, service_id: str, settings: HealthSettings) -> ObservedSla:
     """Availability over the observed window (all checks in it), latency and state of the latest check."""
-    settings = settings or get_settings().health
     since = datetime.now(UTC) - timedelta(seconds=settings.observed_window_seconds)
     found = health.observed(session, [service_id], since).get(service_id)
     latest = health.recent_checks(session, service_id, 1)

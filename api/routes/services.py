@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import access, publishing
 from api.auth import Admin, MaybePrincipal, ProviderOrAdmin
 from api.body import read_json_object
-from api.deps import DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
+from api.deps import CacheDep, DbSession, Limit, Offset, OrchestratorDep, SettingsDep, StatusViewDep
 from api.errors import ErrorResponse
 from api.rate_limit import PublishQuota
 from api.routes.service_health import observed_sla
@@ -31,7 +31,7 @@ from api.status.record import StatusRecord
 from api.status.view import StatusView
 from checks.spec_schema import load_schema
 from core.domain import ServiceStatus
-from storage.cache import get_cache
+from core.settings import Settings
 from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import ServiceFilter
@@ -116,16 +116,15 @@ def list_services(
 
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=ERRORS, summary="Read a service")
-def get_service(service_id: str, principal: MaybePrincipal) -> Response:
+def get_service(service_id: str, principal: MaybePrincipal, cache: CacheDep, settings: SettingsDep) -> Response:
     """One service with its spec and lifecycle fields (cached; every change invalidates it).
 
     Live services are public; others only for their provider, governance and admin.
     """
-    cache = get_cache()
     token = cache.service_token(service_id)  # before loading: see storage/cache.py
     body = cache.get_service(service_id, token)
     if body is None:
-        body = _read(service_id).model_dump(mode="json", by_alias=True)
+        body = _read(service_id, settings).model_dump(mode="json", by_alias=True)
         cache.put_service(service_id, token, body)
     access.require_readable(principal, service_id, body["providerId"], body["status"])
     response = Response(content=json.dumps(body), media_type="application/json")
@@ -179,14 +178,14 @@ async def update_service(
     if version is not None:
         response.status_code = 202
         return _version_accepted(settings, version.service_id, version.id, version.version)
-    return await run_in_threadpool(_read, service_id)
+    return await run_in_threadpool(_read, service_id, settings)
 
 
-def _read(service_id: str) -> ServiceOut:
+def _read(service_id: str, settings: Settings) -> ServiceOut:
     with session_scope() as session:
         out = ServiceOut.model_validate(services.get(session, service_id))
         # each health check invalidates the cached body (storage/repositories/health.py), so the figure stays fresh
-        out.observed_sla = observed_sla(session, service_id)
+        out.observed_sla = observed_sla(session, service_id, settings.health)
         return out
 
 
@@ -223,12 +222,12 @@ def deprecate_service(
     summary="Withdraw a deprecation before the sunset",
 )
 def reinstate_service(
-    service_id: str, request: Request, orch: OrchestratorDep, principal: ProviderOrAdmin
+    service_id: str, request: Request, orch: OrchestratorDep, principal: ProviderOrAdmin, settings: SettingsDep
 ) -> ServiceOut:
     """Back to `active`; the scheduled retirement run is cancelled."""
     _require_change(principal, service_id)
     publishing.reinstate(service_id, access.actor_for(principal, request), orch)
-    return _read(service_id)
+    return _read(service_id, settings)
 
 
 @router.post(
@@ -242,7 +241,7 @@ def suspend_service(
 ) -> ServiceOut:
     """Take the service out of the marketplace now: out of search, `suspended` in the registry, audited."""
     publishing.suspend(service_id, body.reason, access.actor_for(principal, request), settings)
-    return _read(service_id)
+    return _read(service_id, settings)
 
 
 @router.delete(
@@ -254,7 +253,7 @@ def suspend_service(
 def lift_suspension(service_id: str, request: Request, settings: SettingsDep, principal: Admin) -> ServiceOut:
     """Back to what it was before (active, or deprecated with its sunset unchanged)."""
     publishing.lift_suspension(service_id, access.actor_for(principal, request), settings)
-    return _read(service_id)
+    return _read(service_id, settings)
 
 
 def _version_accepted(settings: SettingsDep, service_id: str, version_id: str, version: str) -> VersionAccepted:

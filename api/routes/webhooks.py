@@ -66,6 +66,7 @@ class SubscriptionIn(ApiModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("callbackUrl must be an absolute http or https URL")
         # Literal private/loopback addresses and localhost now; names are vetted at each delivery.
+        # A body validator is not handed the app: the egress policy comes from the process settings.
         problem = egress.url_problem(value, egress.EgressPolicy.for_callbacks(get_settings()))
         if problem is not None:
             raise ValueError(f"callbackUrl {problem}; callbacks must reach a publicly routable host")

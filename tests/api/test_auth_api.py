@@ -25,10 +25,11 @@ from api.auth import Principal, Role, TokenVerifier
 from api.publishing import refresh_search_entry
 from core.errors import UnauthorizedError
 from core.settings import Settings
-from storage.database import reset_engine, session_scope
+from storage.database import session_scope
 from storage.repositories import audit, services, versions
 from storage.repositories.services import Actor
 from tests.support import auth
+from tests.support.app import reconfigure
 from tests.support.specs import make_spec
 
 SERVICES = "/api/v1/services"
@@ -174,7 +175,7 @@ def rs256_app(
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_PUBLIC_KEY_FILE", str(tmp_path / "public.pem"))
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_ISSUER", "https://idp.example")
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_AUDIENCE", "marketplace")
-    reset_engine()
+    reconfigure(anonymous)
     return anonymous, private, public
 
 
@@ -199,7 +200,7 @@ def test_rs256_with_a_jwks_file_picks_the_key_by_kid(
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_ALGORITHM", "RS256")
     monkeypatch.setenv("MARKETPLACE_AUTH__JWKS_FILE", str(tmp_path / "jwks.json"))
-    reset_engine()
+    reconfigure(anonymous)
     for kid, (private, _) in keys.items():
         token = jwt.encode(claims(), private, algorithm="RS256", headers={"kid": kid})
         assert approvals(anonymous, token).status_code == 200, kid

@@ -19,9 +19,10 @@ from sqlalchemy import text
 
 from checks.openapi import validate_openapi
 from core.settings import Settings
-from storage.database import reset_engine, session_scope
+from storage.database import session_scope
 from storage.repositories import services
 from storage.search import document_from_service, get_search_index
+from tests.support.app import reconfigure
 from tests.support.auth import provider
 from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request
 from tests.support.specs import make_spec
@@ -130,7 +131,7 @@ def test_a_5mb_string_within_the_body_limit_gets_422_at_its_field(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MARKETPLACE_LIMITS__MAX_BODY_BYTES", str(8 * 1024 * 1024))
-    reset_engine()  # also forgets the cached settings
+    reconfigure(client)  # also forgets the cached settings
     before = total(client)
 
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from storage.database import session_scope
 from storage.repositories import services, versions
 from storage.repositories.services import Actor
 from tests.support import auth
+from tests.support.app import reconfigure
 from tests.support.secrets import TEST_ENCRYPTION_KEY, TEST_PEPPER
 from tests.support.specs import make_spec
 
@@ -90,7 +91,7 @@ def test_production_refuses_them_and_accepts_public_hosts(client: TestClient, mo
     monkeypatch.setenv("MARKETPLACE_AUTH__JWT_SECRET", "p" * 40)
     monkeypatch.setenv("MARKETPLACE_CONSUMPTION__KEY_PEPPER", TEST_PEPPER)
     monkeypatch.setenv("MARKETPLACE_CONSUMPTION__ENCRYPTION_KEYS", json.dumps({"t1": TEST_ENCRYPTION_KEY}))
-    get_settings.cache_clear()
+    reconfigure(client)
     assert get_settings().is_production
     headers = auth.provider()  # signed with the production secret
     url = "https://[::ffff:a9fe:a9fe]/latest/meta-data"
@@ -104,7 +105,7 @@ def test_with_insecure_endpoints_allowed_a_loopback_endpoint_is_accepted(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MARKETPLACE_ENDPOINT_TESTS__ALLOW_INSECURE_ENDPOINTS", "true")  # as `make up` does
-    get_settings.cache_clear()
+    reconfigure(client)
     response = client.post(SERVICES, json=make_spec(endpoint={"url": "https://127.0.0.1:8443/v1"}))
     assert response.status_code == 202, response.text
 

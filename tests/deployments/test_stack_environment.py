@@ -9,6 +9,7 @@ import pytest
 from prefect.settings.models.root import Settings
 
 from deployments.stack import EVENT_BATCHES, Stack, StackConfig
+from deployments.stack_settings import StackSettings
 
 
 def prefect_settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -50,3 +51,22 @@ def test_prefect_services_take_events_in_batches_flushed_every_second(
     # Prefect 3.8.8 truncates the recorder's interval to whole seconds; below 1 its flush loop spins.
     assert services.task_run_recorder.flush_interval == int(services.task_run_recorder.flush_interval) >= 1
     assert services.event_persister.flush_interval == 1
+
+
+def test_stack_settings_answer_to_their_old_names_and_the_new_ones_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings only the stack runner reads moved to MARKETPLACE_STACK__*; the old names still work."""
+    for name in ("MARKETPLACE_STACK__WORKER_PROCESSES", "MARKETPLACE_STACK__PREFECT_SERVER_NICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MARKETPLACE_WORKER__PROCESSES", "3")
+    monkeypatch.setenv("MARKETPLACE_PREFECT__SERVER_NICE", "7")
+    monkeypatch.setenv("MARKETPLACE_STACK__WORKER_NICE", "9")
+    local = Stack(StackConfig(prefect_home=tmp_path)).local
+    assert (local.worker_processes, local.prefect_server_nice, local.worker_nice) == (3, 7, 9)
+    assert StackSettings().worker_processes == 3, "read from the process's environment too"
+    monkeypatch.setenv("MARKETPLACE_STACK__WORKER_PROCESSES", "2")
+    assert Stack(StackConfig(prefect_home=tmp_path)).local.worker_processes == 2
+    # The stack's own extra variables count, as they did when it read them from its environment.
+    config = StackConfig(prefect_home=tmp_path, extra_env={"MARKETPLACE_STACK__WORKER_PROCESSES": "4"})
+    assert Stack(config).local.worker_processes == 4
