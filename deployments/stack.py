@@ -343,7 +343,7 @@ class Stack:
     def _wait_http(self, url: str, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self._check_alive(name)
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     return
@@ -352,9 +352,11 @@ class Stack:
             time.sleep(0.5)
         raise TimeoutError(f"{name} not healthy at {url} after {timeout:.0f} s")
 
-    def _check_alive(self) -> None:
+    def _check_alive(self, part: str) -> None:
+        """The part being started has not exited. Another part that dies meanwhile (a worker killed while
+        the gateway starts) is not a failed start: the supervisor restarts it once the stack is up."""
         for name, proc in self.processes:
-            if proc.poll() is not None:
+            if name == part and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}")
 
 

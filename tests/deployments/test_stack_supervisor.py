@@ -64,3 +64,20 @@ def test_stopping_the_stack_stops_the_restarted_process(tmp_path: Path) -> None:
     stack.stop()
     assert proc.poll() is not None
     assert stack.parts == []
+
+
+def test_a_part_dying_while_another_starts_is_left_to_the_supervisor(tmp_path: Path) -> None:
+    """A worker killed while the stack waits for the gateway's health does not fail the start (the
+    supervisor restarts the worker once the stack is up); the part being waited for dying does."""
+    stack = Stack(StackConfig(log_dir=tmp_path))
+    stack._spawn("worker", ["sleep", "60"])
+    stack._spawn("gateway", ["sleep", "60"])
+    try:
+        _kill(stack, "worker")
+        with pytest.raises(TimeoutError, match="gateway not healthy"):  # waited for; nothing listens there
+            stack._wait_http("http://127.0.0.1:9/health", "gateway", timeout=1)
+        _kill(stack, "gateway")
+        with pytest.raises(RuntimeError, match="gateway exited with code -9"):
+            stack._wait_http("http://127.0.0.1:9/health", "gateway", timeout=5)
+    finally:
+        stack.stop()

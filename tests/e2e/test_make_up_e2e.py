@@ -89,6 +89,8 @@ def make_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runner, 
 
 def _ready(runner: Runner) -> bool:
     assert runner.proc.poll() is None, f"the stack runner exited:\n{runner.output()[-3000:]}"
+    if "Ctrl-C stops everything" not in runner.output():  # every part started, the supervisor watching
+        return False
     try:
         return httpx.get(f"{runner.api_url}/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
