@@ -171,12 +171,10 @@ def test_a_change_is_visible_in_the_next_search_despite_the_cache(client) -> Non
     assert client.post("/api/v1/services/search", json=body).json()["total"] == 0
 
 
-def test_identical_searches_missing_the_cache_together_run_once(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_identical_searches_missing_the_cache_together_run_once(client: TestClient) -> None:
     """Many clients asking the same broad question right after a change share one search."""
     from api.routes import search as route
-    from core.settings import get_settings
+    from storage.cache import get_cache
     from storage.search import SearchQuery
 
     listed("shared-chat")
@@ -190,15 +188,14 @@ def test_identical_searches_missing_the_cache_together_run_once(
             gate.wait(5)  # hold the first search until every client has asked
             return real.search(query)
 
-    monkeypatch.setattr(route, "get_search_index", lambda settings: Counting())
-    query = SearchQuery(text="shared")
+    query, cache, index = SearchQuery(text="shared"), get_cache(), Counting()
     with ThreadPoolExecutor(8) as pool:
-        pages = [pool.submit(route.run_search, query, get_settings()) for _ in range(8)]
+        pages = [pool.submit(route.run_search, query, cache, index) for _ in range(8)]
         time.sleep(0.5)
         gate.set()
         totals = [page.result(timeout=10).total for page in pages]
     assert totals == [1] * 8
     assert calls == ["shared"]
     # Once done, nothing is left waiting: the next identical search is a cache hit, no new run.
-    assert route.run_search(query, get_settings()).total == 1
+    assert route.run_search(query, cache, index).total == 1
     assert calls == ["shared"] and route._in_flight == {}
