@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from storage.consumption_feed import access_name, announce
 from storage.models import AccessRequest, FlowRunRequest, Service, ServiceSubscription, new_id
+from storage.repositories import paging
 from storage.repositories.service_subscriptions import (
     ACTIVE,
     EXPIRED,
@@ -113,9 +114,7 @@ def list_requests(
     ):
         if value:
             query = query.where(column == value)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(AccessRequest.requested_at, AccessRequest.id).offset(offset).limit(limit))
-    return page.all(), total
+    return paging.page(session, query, (AccessRequest.requested_at, AccessRequest.id), offset, limit)
 
 
 def decide(session: Session, request_id: str, approved: bool, reviewer: Actor, comment: str | None) -> AccessRequest:

@@ -18,7 +18,7 @@ from core import keys
 from core.errors import ConflictError, NotFoundError
 from storage.consumption_feed import announce, key_name
 from storage.models import ApiKey, Consumer
-from storage.repositories import audit, outbox
+from storage.repositories import audit, outbox, paging
 from storage.repositories.services import Actor
 
 
@@ -92,9 +92,7 @@ def list_for(
     query = select(ApiKey).where(ApiKey.consumer_id == consumer_id)
     if not include_ended:
         query = query.where(_live(now))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id).offset(offset).limit(limit)).all()
-    return page, total
+    return paging.page(session, query, (ApiKey.created_at.desc(), ApiKey.id), offset, limit)
 
 
 def revoke(session: Session, consumer_id: str, key_id: str, reason: str | None, actor: Actor) -> ApiKey:

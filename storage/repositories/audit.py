@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuditLog
+from storage.repositories import paging
 
 
 def append(session: Session, **fields: Any) -> AuditLog:
@@ -97,6 +98,4 @@ def search(session: Session, filters: AuditFilter, offset: int, limit: int) -> t
         query = query.where(AuditLog.occurred_at >= filters.since)
     if filters.until:
         query = query.where(AuditLog.occurred_at < filters.until)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(AuditLog.id.desc()).offset(offset).limit(limit)).all()
-    return page, total
+    return paging.page(session, query, (AuditLog.id.desc(),), offset, limit)

@@ -6,14 +6,14 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError, SpecValidationError
 from storage.consumption_feed import announce, consumer_name
 from storage.models import Consumer
-from storage.repositories import audit, outbox
+from storage.repositories import audit, outbox, paging
 from storage.repositories.services import Actor
 
 ACTIVE, BLOCKED = "active", "blocked"
@@ -73,9 +73,7 @@ def list_consumers(session: Session, status: str | None, offset: int, limit: int
     query = select(Consumer)
     if status:
         query = query.where(Consumer.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(Consumer.created_at.desc(), Consumer.id).offset(offset).limit(limit)).all()
-    return page, total
+    return paging.page(session, query, (Consumer.created_at.desc(), Consumer.id), offset, limit)
 
 
 def block(session: Session, consumer_id: str, reason: str, actor: Actor) -> Consumer:

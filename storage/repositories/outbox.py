@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
 from storage.models import OutboxEvent, new_id
+from storage.repositories import paging
 
 EVENT_SCHEMA_VERSION = "1.0"
 
@@ -138,8 +139,7 @@ def list_by_status(session: Session, status: str | None, offset: int, limit: int
     query = select(OutboxEvent)
     if status:
         query = query.where(OutboxEvent.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    return session.scalars(query.order_by(OutboxEvent.id.desc()).offset(offset).limit(limit)).all(), total
+    return paging.page(session, query, (OutboxEvent.id.desc(),), offset, limit)
 
 
 def requeue(session: Session, event_id: str) -> OutboxEvent:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from core.errors import ConflictError, NotFoundError
 from core.plans import Plan
 from storage.consumption_feed import access_name, announce
 from storage.models import Service, ServiceSubscription
-from storage.repositories import audit, outbox
+from storage.repositories import audit, outbox, paging
 from storage.repositories.services import Actor
 
 PENDING, ACTIVE, REJECTED, EXPIRED, CANCELLED = "pending", "active", "rejected", "expired", "cancelled"
@@ -124,7 +124,7 @@ def list_subscriptions(
         query = query.where(Service.provider_id == filters.provider_id)
     if filters.status:
         query = query.where(ServiceSubscription.status == filters.status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    total = paging.count(session, query)
     order = (ServiceSubscription.created_at.desc(), ServiceSubscription.id)
     rows = session.execute(query.order_by(*order).offset(offset).limit(limit)).tuples().all()
     return rows, total

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from core.errors import DuplicateServiceError, InvalidTransitionError, NotFoundE
 from storage.bulk import insert_new
 from storage.database import mark_services_changed
 from storage.models import Base, Service, ServiceArchive, ServiceVersion, new_id
-from storage.repositories import audit, outbox
+from storage.repositories import audit, outbox, paging
 
 
 @dataclass(frozen=True)
@@ -170,9 +170,7 @@ def list_services(session: Session, filters: ServiceFilter, offset: int, limit: 
         query = query.where(Service.category == filters.category)
     if filters.provider_id:
         query = query.where(Service.provider_id == filters.provider_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(Service.created_at.desc(), Service.id).offset(offset).limit(limit)).all()
-    return page, total
+    return paging.page(session, query, (Service.created_at.desc(), Service.id), offset, limit)
 
 
 def transition(

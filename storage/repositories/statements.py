@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, SpecValidationError
 from storage.models import Service, Statement, StatementAdjustment, StatementLine, UsageRecord, new_id
-from storage.repositories import audit, outbox
+from storage.repositories import audit, outbox, paging
 from storage.repositories.services import Actor
 
 CONSUMER, PROVIDER = "consumer", "provider"
@@ -263,9 +263,8 @@ def list_statements(
         query = query.where(Statement.party_id == filters.party_id)
     if filters.period:
         query = query.where(Statement.period == filters.period)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     order = (Statement.period.desc(), Statement.party_type, Statement.party_id, Statement.currency)
-    return session.scalars(query.order_by(*order).offset(offset).limit(limit)).all(), total
+    return paging.page(session, query, order, offset, limit)
 
 
 def get(session: Session, statement_id: str) -> Statement:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import ConflictError, NotFoundError
 from storage.models import Subscription, WebhookAttempt, WebhookDelivery
+from storage.repositories import paging
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -142,9 +143,7 @@ def list_deliveries(
         query = query.where(WebhookDelivery.status == filters.status)
     if filters.audience:
         query = query.where(WebhookDelivery.audience == filters.audience)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id)
-    return session.scalars(query.order_by(*order).offset(offset).limit(limit)).all(), total
+    return paging.page(session, query, (WebhookDelivery.created_at.desc(), WebhookDelivery.id), offset, limit)
 
 
 def attempts_for(session: Session, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
