@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -15,6 +16,7 @@ from storage.repositories.services import Actor
 from tasks._common import backoff, jitter
 
 EXPIRER = Actor("access-expiry", "system")
+EXPIRY_GRACE_SECONDS = 1
 
 
 class AccessDecision(RunInput):
@@ -56,7 +58,10 @@ def open_access_wait(ref: AccessRef) -> AccessWait:
         if ref.flow_run_id and request.flow_run_id is None:
             access_requests.set_flow_run(session, request.id, ref.flow_run_id)
         remaining = (request.expires_at - datetime.now(UTC)).total_seconds()
-        return AccessWait(status=request.status, timeout_seconds=max(1, int(remaining)))
+        # Rounded up, plus a second: Prefect must fail the run only once the deadline has passed,
+        # or the expiry its failure triggers finds the request not yet overdue and nothing else
+        # expires it before the schedule's next turn (int() here once fired ~1 s early).
+        return AccessWait(status=request.status, timeout_seconds=max(1, math.ceil(remaining) + EXPIRY_GRACE_SECONDS))
 
 
 @task(name="record-access-decision", retries=5, retry_delay_seconds=backoff(5), retry_jitter_factor=jitter())

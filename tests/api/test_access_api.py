@@ -27,6 +27,7 @@ from flows.approve_access import approve_access, expire_access_requests
 from storage.database import session_scope
 from storage.encryption import box_for
 from storage.repositories import access, outbox
+from tasks.access import AccessRef, open_access_wait
 from tests.support import auth
 from tests.support.consumption import live_service
 
@@ -220,6 +221,21 @@ def test_an_undecided_request_expires(client: TestClient) -> None:
         f"/api/v1/access-requests/{pending['request']}/decision", json={"decision": "approve"}, headers=auth.admin()
     )
     assert late.status_code == 409 and "expired" in late.json()["error"]["message"]
+
+
+def test_the_run_times_out_only_after_the_requests_deadline(client: TestClient) -> None:
+    """Prefect fails the paused run at its timeout and that failure triggers the expiry: a timeout
+    ending before the deadline (a fraction of a second is enough) would expire nothing."""
+    service_id = live_service(name="vault-chat", compliance={"level": "restricted"})
+    pending = subscribe_pending(client, service_id)
+    deadline = datetime.now(UTC) + timedelta(seconds=24, milliseconds=600)
+    with session_scope() as session:
+        session.execute(text("UPDATE access_requests SET expires_at = :t"), {"t": deadline})
+    started = datetime.now(UTC)
+    wait = open_access_wait.fn(AccessRef(access_request_id=pending["request"]))
+    assert wait.status == "pending"
+    assert started + timedelta(seconds=wait.timeout_seconds) > deadline
+    assert wait.timeout_seconds <= 27
 
 
 def test_a_decision_after_the_deadline_expires_the_request(client: TestClient) -> None:
