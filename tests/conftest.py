@@ -23,8 +23,9 @@ from sqlalchemy.engine import make_url
 from deployments.stack import Stack
 from storage.database import reset_engine
 from storage.migrate import upgrade
-from tests.support.services import drop_database, require_postgres, temporary_database
+from tests.support.services import require_postgres, temporary_database
 from tests.support.stack import prefect_stack
+from tests.support.template_copies import TemplateCopies
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -65,6 +66,14 @@ def postgres_template() -> Iterator[str]:
         yield make_url(url).database or ""
 
 
+@pytest.fixture(scope="session")
+def postgres_copies(postgres_template: str) -> Iterator[TemplateCopies]:
+    """Per-test copies of the template, made ahead and dropped behind on a thread."""
+    copies = TemplateCopies(postgres_template)
+    yield copies
+    copies.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
@@ -75,13 +84,11 @@ def database_url(
         shutil.copy(sqlite_template, path)
         url = f"sqlite:///{path}"
     else:
-        template = request.getfixturevalue("postgres_template")
-        from tests.support.services import create_database
-
-        url = create_database(template=template)
+        copies: TemplateCopies = request.getfixturevalue("postgres_copies")
+        url = copies.take()
     monkeypatch.setenv("MARKETPLACE_DATABASE__URL", url)
     reset_engine()
     yield url
     reset_engine()
     if request.param == "postgresql":
-        drop_database(url)
+        copies.give_back(url)
