@@ -19,7 +19,10 @@ class StatementLineOut(ApiModel):
     requests: int
     input_tokens: int
     output_tokens: int
-    gross: str = Amount
+    gross: str = Field(description="The calls' costs plus plan_fees, exact.")
+    plan_fees: str = Field(
+        description="The plan's monthly price for the share of the month the subscription was active, exact."
+    )
     fee: str = Amount
     net: str = Amount
 
@@ -53,7 +56,8 @@ class StatementOut(ApiModel):
     requests: int
     input_tokens: int
     output_tokens: int
-    gross: str = Field(description="Exact sum of the month's usage costs.")
+    gross: str = Field(description="Exact sum of the month's usage costs and plan fees.")
+    plan_fees: str = Field(description="The part of gross that is plan prices (pricePerMonth), exact.")
     fee_percent: str = Field(description="The marketplace's cut in percent (providers; 0 for consumers).")
     fee: str = Amount
     net: str = Field(description="gross - fee, exact.")

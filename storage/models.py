@@ -631,7 +631,8 @@ class Statement(Base):
     requests: Mapped[int] = mapped_column(BigInteger)
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)
-    gross: Mapped[Decimal] = mapped_column(Money())  # exact sum of the usage rows' costs
+    gross: Mapped[Decimal] = mapped_column(Money())  # exact: the usage rows' costs plus the plan fees
+    plan_fees: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))  # the month's share of plan prices
     fee_percent: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # the marketplace's cut (providers; 0 for consumers)
     fee: Mapped[Decimal] = mapped_column(Money())
     net: Mapped[Decimal] = mapped_column(Money())  # gross - fee, exact
@@ -653,7 +654,8 @@ class StatementLine(Base):
     requests: Mapped[int] = mapped_column(BigInteger)
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)
-    gross: Mapped[Decimal] = mapped_column(Money())
+    gross: Mapped[Decimal] = mapped_column(Money())  # usage costs plus plan fees
+    plan_fees: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
     fee: Mapped[Decimal] = mapped_column(Money())
     net: Mapped[Decimal] = mapped_column(Money())
 

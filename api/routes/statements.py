@@ -44,14 +44,15 @@ def _statement(s: Statement, lines: Sequence[Any], adjustments: Sequence[Stateme
     return StatementOut(
         id=s.id, party_type=s.party_type, party_id=s.party_id, period=s.period, currency=s.currency,
         period_start=s.period_start, period_end=s.period_end, requests=s.requests, input_tokens=s.input_tokens,
-        output_tokens=s.output_tokens, gross=amount_text(s.gross), fee_percent=amount_text(s.fee_percent),
+        output_tokens=s.output_tokens, gross=amount_text(s.gross), plan_fees=amount_text(s.plan_fees),
+        fee_percent=amount_text(s.fee_percent),
         fee=amount_text(s.fee), net=amount_text(s.net), total=format(s.total, "f"),
         adjusted_total=format(adjusted, "f"), issued_at=s.issued_at, flow_run_id=s.flow_run_id,
         lines=[
             StatementLineOut(
                 service_id=line.service_id, service_name=line.service_name, requests=line.requests,
                 input_tokens=line.input_tokens, output_tokens=line.output_tokens, gross=amount_text(line.gross),
-                fee=amount_text(line.fee), net=amount_text(line.net),
+                plan_fees=amount_text(line.plan_fees), fee=amount_text(line.fee), net=amount_text(line.net),
             )
             for line in lines
         ],

@@ -1,7 +1,10 @@
 """Monthly statements: issued once per party, month and currency from the usage rows; never changed.
 
-A consumer's statement is what it owes (the cost of its calls, per service); a provider's is what
-its services earned, less the marketplace's fee. Amounts are Decimals end to end: the database
+A consumer's statement is what it owes (the cost of its calls and its plans' monthly prices, per
+service); a provider's is what its services earned, less the marketplace's fee. A plan's price is
+billed for the share of the month its subscription was active (to the microsecond), so a
+subscription that starts on the 16th of a 30-day month owes half; it is billed even in a month
+without calls. Amounts are Decimals end to end: the database
 sums NUMERIC on PostgreSQL, Python sums the exact text on SQLite (storage.models.Money). Lines keep
 the exact sums (12 decimal places); the statement's `total` is its net rounded to the cent once,
 so it equals the sum of its usage rows rounded to the cent.
@@ -14,16 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, SpecValidationError
-from storage.models import Service, Statement, StatementAdjustment, StatementLine, UsageRecord, new_id
+from storage.models import (
+    Service,
+    ServiceSubscription,
+    Statement,
+    StatementAdjustment,
+    StatementLine,
+    UsageRecord,
+    new_id,
+)
 from storage.repositories import audit, outbox, paging
 from storage.repositories.services import Actor
 
@@ -31,6 +42,8 @@ CONSUMER, PROVIDER = "consumer", "provider"
 CENT = Decimal("0.01")
 EXACT = Decimal("1e-12")  # the Money columns' scale
 ZERO = Decimal(0)
+DEFAULT_CURRENCY = "USD"  # what the gateway charges in when a service's pricing names no currency
+MICROSECOND = timedelta(microseconds=1)
 
 
 def period_of(moment: datetime) -> str:
@@ -63,13 +76,27 @@ class Party:
 
 
 def parties(session: Session, period: str) -> list[Party]:
-    """Every consumer that made calls in the month, and every provider whose services got them."""
+    """Every consumer that made calls or held a paid plan in the month, and every provider of those services."""
     start, end = period_bounds(period)
     in_month = (UsageRecord.occurred_at >= start, UsageRecord.occurred_at < end)
-    consumers = session.scalars(select(UsageRecord.consumer_id).where(*in_month).distinct()).all()
+    consumers = set(session.scalars(select(UsageRecord.consumer_id).where(*in_month).distinct()))
+    paying = _paid_plans(start, end)
+    consumers |= set(session.scalars(select(ServiceSubscription.consumer_id).where(*paying).distinct()))
     called = select(UsageRecord.service_id).where(*in_month).distinct()
-    providers = session.scalars(select(Service.provider_id).where(Service.id.in_(called)).distinct()).all()
+    subscribed = select(ServiceSubscription.service_id).where(*paying).distinct()
+    chosen = or_(Service.id.in_(called), Service.id.in_(subscribed))
+    providers = session.scalars(select(Service.provider_id).where(chosen).distinct()).all()
     return [Party(CONSUMER, c) for c in sorted(consumers)] + [Party(PROVIDER, p) for p in sorted(providers)]
+
+
+def _paid_plans(start: datetime, end: datetime) -> tuple[Any, ...]:
+    """Subscriptions with a monthly price that were active at some moment of [start, end)."""
+    return (
+        ServiceSubscription.price_per_month > 0,
+        ServiceSubscription.activated_at.is_not(None),
+        ServiceSubscription.activated_at < end,
+        or_(ServiceSubscription.ended_at.is_(None), ServiceSubscription.ended_at > start),
+    )
 
 
 @dataclass
@@ -78,6 +105,7 @@ class Sums:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal = field(default_factory=Decimal)
+    plan_fees: Decimal = field(default_factory=Decimal)
 
 
 def usage_by_service(session: Session, party: Party, start: datetime, end: datetime) -> dict[tuple[str, str], Sums]:
@@ -117,6 +145,28 @@ def usage_by_service(session: Session, party: Party, start: datetime, end: datet
     return found
 
 
+def plan_fees_by_service(
+    session: Session, party: Party, start: datetime, end: datetime
+) -> dict[tuple[str, str], Decimal]:
+    """(service id, currency) -> the party's plan prices for the share of [start, end) each was active."""
+    if party.party_type == CONSUMER:
+        who = ServiceSubscription.consumer_id == party.party_id
+    else:
+        who = ServiceSubscription.service_id.in_(select(Service.id).where(Service.provider_id == party.party_id))
+    query = select(
+        ServiceSubscription.service_id, ServiceSubscription.currency, ServiceSubscription.price_per_month,
+        ServiceSubscription.activated_at, ServiceSubscription.ended_at,
+    ).where(who, *_paid_plans(start, end))  # fmt: skip
+    month = (end - start) // MICROSECOND
+    found: dict[tuple[str, str], Decimal] = {}
+    for service_id, currency, price, activated_at, ended_at in session.execute(query):
+        active = (min(ended_at or end, end) - max(activated_at, start)) // MICROSECOND
+        share = Decimal(str(price)) * active / month
+        key = (service_id, currency or DEFAULT_CURRENCY)
+        found[key] = found.get(key, ZERO) + share.quantize(EXACT, rounding=ROUND_HALF_UP)
+    return found
+
+
 def fee_of(gross: Decimal, percent: Decimal) -> Decimal:
     """The marketplace's cut of an amount, at the Money columns' scale (half up)."""
     return (gross * percent / 100).quantize(EXACT, rounding=ROUND_HALF_UP)
@@ -142,6 +192,8 @@ def issue(
     by_currency: dict[str, dict[str, Sums]] = {}
     for (service_id, currency), sums in usage_by_service(session, party, start, end).items():
         by_currency.setdefault(currency, {})[service_id] = sums
+    for (service_id, currency), fees in plan_fees_by_service(session, party, start, end).items():
+        by_currency.setdefault(currency, {}).setdefault(service_id, Sums()).plan_fees = fees
     names = _service_names(session, {s for lines in by_currency.values() for s in lines})
     issued = []
     for currency, lines in sorted(by_currency.items()):
@@ -174,11 +226,12 @@ def _build(
 
 
 def _line(statement: Statement, service_id: str, name: str, sums: Sums, percent: Decimal) -> StatementLine:
-    fee = fee_of(sums.cost, percent)
+    gross = sums.cost + sums.plan_fees
+    fee = fee_of(gross, percent)
     return StatementLine(
         statement_id=statement.id, service_id=service_id, service_name=name[:128], requests=sums.requests,
-        input_tokens=sums.input_tokens, output_tokens=sums.output_tokens, gross=sums.cost, fee=fee,
-        net=sums.cost - fee,
+        input_tokens=sums.input_tokens, output_tokens=sums.output_tokens, gross=gross,
+        plan_fees=sums.plan_fees, fee=fee, net=gross - fee,
     )  # fmt: skip
 
 
@@ -188,6 +241,7 @@ def _sum_into(statement: Statement, lines: Sequence[StatementLine]) -> None:
     statement.input_tokens = sum(line.input_tokens for line in lines)
     statement.output_tokens = sum(line.output_tokens for line in lines)
     statement.gross = sum((line.gross for line in lines), ZERO)
+    statement.plan_fees = sum((line.plan_fees for line in lines), ZERO)
     statement.fee = sum((line.fee for line in lines), ZERO)
     statement.net = statement.gross - statement.fee
     statement.total = statement.net.quantize(CENT, rounding=ROUND_HALF_UP)
@@ -236,6 +290,7 @@ def event_data(statement: Statement, **extra: Any) -> dict[str, Any]:
         "period": statement.period,
         "currency": statement.currency,
         "gross": amount_text(statement.gross),
+        "planFees": amount_text(statement.plan_fees),
         "fee": amount_text(statement.fee),
         "total": format(statement.total, "f"),
         **extra,

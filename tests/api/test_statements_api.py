@@ -56,7 +56,7 @@ def test_a_consumer_reads_its_own_statements_with_lines(api: TestClient, issued:
     assert mine["lines"] == [
         {
             "serviceId": issued["acme"], "serviceName": "acme-chat", "requests": 3, "inputTokens": 15,
-            "outputTokens": 21, "gross": "0.999999999999", "fee": "0", "net": "0.999999999999",
+            "outputTokens": 21, "gross": "0.999999999999", "planFees": "0", "fee": "0", "net": "0.999999999999",
         }
     ]  # fmt: skip
     assert api.get(f"/api/v1/statements/{mine['id']}", headers=auth.consumer("alice")).json() == mine

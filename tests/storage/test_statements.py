@@ -12,9 +12,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from core.errors import NotFoundError, SpecValidationError
+from core.plans import Plan
 from storage.database import session_scope
 from storage.models import AuditLog, OutboxEvent, Statement, StatementLine
-from storage.repositories import statements
+from storage.repositories import consumers, service_subscriptions, services, statements
 from storage.repositories.services import Actor
 from storage.repositories.statements import CONSUMER, PROVIDER, Party
 from tests.support.billing import store_rows, usage_row
@@ -96,6 +97,52 @@ def test_totals_equal_the_raw_rows_to_the_cent(database_url: str) -> None:
     assert acme.net == acme.gross - acme.fee
     assert acme.total == acme.net.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     assert {line.service_name for line in lines[acme.id]} == {"alpha-chat", "alpha-embed"}
+
+
+def paid_plan(consumer: str, service_id: str, price: str, active_from: datetime, ended: datetime | None) -> None:
+    """A subscription under a plan with a monthly price, active from `active_from` until `ended`."""
+    plan = Plan(name="pro", requests_per_minute=600, price_per_month=Decimal(price))
+    with session_scope() as session:
+        consumers.ensure(session, consumer, ADMIN)
+        service = services.get(session, service_id)
+        subscription = service_subscriptions.subscribe(session, consumer, service, plan, None, ADMIN, pending=False)
+        subscription.activated_at = active_from
+        if ended is not None:
+            subscription.status, subscription.ended_at = service_subscriptions.CANCELLED, ended
+
+
+def test_plan_prices_are_billed_for_the_share_of_the_month_they_were_active(database_url: str) -> None:
+    ids = month_of_usage()
+    mid_month = START + timedelta(days=15)  # November has 30 days: half of it is left
+    paid_plan("alice", ids["a1"], "30.00", mid_month, None)  # half of 30.00
+    paid_plan("carol", ids["b1"], "9.99", START - timedelta(days=40), None)  # the whole month, and no calls at all
+    paid_plan("dave", ids["a2"], "100", START - timedelta(days=3), START + timedelta(days=3))  # a tenth
+    paid_plan("erin", ids["a2"], "100", START - timedelta(days=9), START)  # ended as November began: nothing
+    issued = issue_all()
+    assert sorted(s.party_id for s in issued if s.party_type == CONSUMER) == ["alice", "bob", "carol", "dave"]
+    with session_scope() as session:
+        found = {p: statements.find(session, Party(CONSUMER, p), PERIOD, "USD") for p in ("alice", "carol", "dave")}
+        acme = statements.find(session, Party(PROVIDER, "acme"), PERIOD, "USD")
+        assert acme is not None and all(found.values())
+        lines = statements.lines_for(session, [s.id for s in found.values() if s] + [acme.id])
+    alice, carol, dave = found["alice"], found["carol"], found["dave"]
+    assert alice is not None and carol is not None and dave is not None
+
+    owed = raw_sum("consumer_id = :c", {"c": "alice"})
+    assert alice.plan_fees == Decimal("15") and alice.gross == owed + 15
+    assert alice.total == (owed + 15).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    a1 = next(line for line in lines[alice.id] if line.service_id == ids["a1"])
+    assert a1.plan_fees == 15
+    assert a1.gross == raw_sum("consumer_id = :c AND service_id = :s", {"c": "alice", "s": ids["a1"]}) + 15
+    assert (carol.gross, carol.total, carol.requests) == (Decimal("9.99"), Decimal("9.99"), 0)
+    assert [(line.service_id, line.plan_fees) for line in lines[carol.id]] == [(ids["b1"], Decimal("9.99"))]
+    assert (dave.plan_fees, dave.total) == (Decimal("10"), Decimal("10.00"))
+
+    earned = raw_sum("service_id IN (:a, :b)", {"a": ids["a1"], "b": ids["a2"]})
+    assert acme.plan_fees == 25, "alice's half and dave's tenth go to the provider"
+    assert acme.gross == earned + 25
+    assert abs(acme.fee - (earned + 25) * Decimal("0.125")) < Decimal("1e-11")
+    assert acme.net == acme.gross - acme.fee
 
 
 def test_a_rerun_issues_nothing_twice_and_the_event_is_in_the_outbox(database_url: str) -> None:
