@@ -417,7 +417,10 @@ class HealthSettings(BaseModel):
         "unset: the interval (windows then do not overlap).",
     )
     timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of each probe call to a provider.")
-    probe_concurrency: int = Field(default=8, ge=1, le=64, description="Services probed at once.")
+    probe_concurrency: int = Field(default=8, ge=1, le=64, description="Services probed at once, per batch.")
+    batch_size: int = Field(
+        default=50, ge=1, le=1000, description="Services per probe and record task (task runs cost the Prefect server)."
+    )
     observed_window_seconds: int = Field(
         default=24 * 3600, ge=60, description="Span of the observed availability shown with a service."
     )

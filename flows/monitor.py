@@ -18,12 +18,20 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.domain import Audience
 from tasks.context import flow_context
-from tasks.health import CheckInput, CheckResult, list_monitored_services, probe_service, record_health_check
+from tasks.health import (
+    CheckInput,
+    CheckResult,
+    batches,
+    list_monitored_services,
+    probe_services,
+    record_health_checks,
+)
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.notify import NotificationInput, notify
 
-# Fixed when the decorator runs, like the tasks' retries.
-PROBES_AT_ONCE = flow_context().settings.health.probe_concurrency
+# Batches probed side by side (each probes `probe_concurrency` services at once). Fixed when the
+# decorator runs, like the tasks' retries.
+BATCHES_AT_ONCE = 2
 EVENTS = {"suspended": "service_suspended", "reinstated": "service_updated"}
 
 
@@ -32,24 +40,29 @@ EVENTS = {"suspended": "service_suspended", "reinstated": "service_updated"}
     flow_run_name="monitor services",
     retries=0,
     log_prints=False,
-    task_runner=ThreadPoolTaskRunner(max_workers=PROBES_AT_ONCE),  # type: ignore[arg-type]
+    task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE),  # type: ignore[arg-type]
 )
 def monitor_services(at: datetime | None = None) -> dict[str, int]:
     """Probe every callable service, judge it against its SLA with the gateway's traffic, suspend or reinstate."""
     moment = at or _scheduled_start()
     run_id = flow_run.get_id()
-    targets = list_monitored_services()
-    probes = probe_service.map(targets)
+    groups = batches(list_monitored_services(), flow_context().settings.health.batch_size)
+    probes = probe_services.map(groups)
     results: list[CheckResult] = []
     failed: list[str] = []
-    for target, probed in zip(targets, probes, strict=True):
-        # one service's trouble (its tasks failed after their retries) does not cost the others their check
+    for group, probed in zip(groups, probes, strict=True):
+        # one batch's trouble (its tasks failed after their retries) does not cost the others their check
         try:
-            inp = CheckInput(target=target, probes=probed.result(), at=moment, flow_run_id=run_id)
-            results.append(record_health_check(inp))
+            inputs = [
+                CheckInput(target=target, probes=report, at=moment, flow_run_id=run_id)
+                for target, report in zip(group, probed.result(), strict=True)
+            ]
+            recorded = record_health_checks(inputs)
+            results += recorded.results
+            failed += recorded.failed
         except Exception:
-            get_run_logger().exception("no check recorded for %s (%s)", target.name, target.service_id)
-            failed.append(target.service_id)
+            get_run_logger().exception("no checks recorded for a batch of %d services", len(group))
+            failed += [target.service_id for target in group]
     for result in results:
         if result.action:
             _follow_move(result)

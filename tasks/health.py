@@ -4,14 +4,23 @@ The probes (checks/health_probes.py) never raise for a provider's failure: a fai
 tasks retry only what is ours to retry (the database). `record_health_check` stores the check and
 any move it causes in one transaction (storage/repositories/health.py), keyed by the interval, so
 a retried task or a rerun flow counts nothing twice.
+
+The flow works in batches (`health.batch_size` services a task): one task run per service and
+step would be two task runs per service every minute, and each costs the Prefect server more than
+the probe itself (a thousand services: two thousand task runs a minute). A batch keeps each
+service apart where it matters: probes run side by side, each service is recorded in its own
+transaction with its own retries, and one service's failure is reported, not spread.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
 from checks.health_probes import ProbeReport, probe
@@ -20,7 +29,7 @@ from storage.database import session_scope
 from storage.encryption import box_for
 from storage.health_models import ServiceHealthCheck
 from storage.repositories import credentials, health, service_signals
-from tasks._common import backoff, jitter
+from tasks._common import RetryDelays, backoff, jitter
 from tasks.context import flow_context
 
 
@@ -71,19 +80,56 @@ def list_monitored_services() -> list[MonitorTarget]:
         return [MonitorTarget(**vars(t)) for t in health.monitored(session)]
 
 
-@task(name="probe-service", retries=2, retry_delay_seconds=backoff(2), retry_jitter_factor=jitter())
-def probe_service(target: MonitorTarget) -> ProbeReport:
-    """The health endpoint and an authenticated minimal call (the credential decrypted here, in memory only)."""
+class RecordedBatch(BaseModel):
+    results: list[CheckResult] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list, description="Services whose check could not be stored")
+
+
+def batches(targets: Sequence[MonitorTarget], size: int) -> list[list[MonitorTarget]]:
+    return [list(targets[i : i + size]) for i in range(0, len(targets), size)]
+
+
+@task(name="probe-services", retries=2, retry_delay_seconds=backoff(2), retry_jitter_factor=jitter())
+def probe_services(targets: list[MonitorTarget]) -> list[ProbeReport]:
+    """Each service's health endpoint and an authenticated minimal call, `probe_concurrency` at once
+    (the credentials decrypted here, in memory only); a retry (database errors) probes the batch again."""
     settings = flow_context().settings
     box = box_for(settings.consumption)
+    calls: list[tuple[dict[str, Any], tuple[str, str] | None, Sequence[str]]] = []
     with session_scope() as session:
-        stored = credentials.load_credential(session, target.service_id, box)
-        secrets = credentials.live_signing_secrets(session, target.service_id, box, datetime.now(UTC))
-    credential = (stored.header_name, stored.header_value) if stored is not None else None
-    return probe(target.endpoint, credential, secrets, settings)
+        for target in targets:
+            stored = credentials.load_credential(session, target.service_id, box)
+            secrets = credentials.live_signing_secrets(session, target.service_id, box, datetime.now(UTC))
+            credential = (stored.header_name, stored.header_value) if stored is not None else None
+            calls.append((target.endpoint, credential, secrets))
+
+    def probe_one(call: tuple[dict[str, Any], tuple[str, str] | None, Sequence[str]]) -> ProbeReport:
+        return probe(call[0], call[1], call[2], settings)
+
+    with ThreadPoolExecutor(max_workers=settings.health.probe_concurrency, thread_name_prefix="probe") as pool:
+        return list(pool.map(probe_one, calls))
 
 
-@task(name="record-health-check", retries=3, retry_delay_seconds=backoff(3), retry_jitter_factor=jitter())
+@task(name="record-health-checks", retries=2, retry_delay_seconds=backoff(2), retry_jitter_factor=jitter())
+def record_health_checks(inputs: list[CheckInput]) -> RecordedBatch:
+    """Record each service's check in its own transaction, retrying it alone; the services that still
+    failed are listed (and logged), the others' checks stand."""
+    outcome = RecordedBatch()
+    delays = RetryDelays(3)
+    for inp in inputs:
+        for attempt in range(len(delays) + 1):
+            try:
+                outcome.results.append(record_health_check(inp))
+                break
+            except Exception:
+                if attempt == len(delays):
+                    get_run_logger().exception("no check recorded for %s (%s)", inp.target.name, inp.target.service_id)
+                    outcome.failed.append(inp.target.service_id)
+                else:
+                    time.sleep(delays[attempt])
+    return outcome
+
+
 def record_health_check(inp: CheckInput) -> CheckResult:
     """Judge the probes and the window's traffic against the SLA; store the check; suspend or reinstate."""
     settings = flow_context().settings.health

@@ -45,7 +45,7 @@ def target(service_id: str) -> MonitorTarget:
 
 def check(service_id: str, at: datetime, probes: ProbeReport) -> CheckResult:
     """One check, exactly as the monitor-services flow records it (the task's body, without Prefect)."""
-    return record_health_check.fn(CheckInput(target=target(service_id), probes=probes, at=at, flow_run_id=None))
+    return record_health_check(CheckInput(target=target(service_id), probes=probes, at=at, flow_run_id=None))
 
 
 def trail(service_id: str) -> tuple[list[tuple[str, str, str | None]], list[str]]:
@@ -117,7 +117,7 @@ def test_an_admin_suspension_is_never_lifted_by_the_monitor(api: TestClient) -> 
     with session_scope() as session:
         assert service_id not in {t.service_id for t in health.monitored(session)}
     for n in range(3):  # a run that listed it before the admin acted
-        result = record_health_check.fn(CheckInput(target=ours, probes=UP, at=datetime.now(UTC) + timedelta(minutes=n)))
+        result = record_health_check(CheckInput(target=ours, probes=UP, at=datetime.now(UTC) + timedelta(minutes=n)))
         assert (result.state, result.check_id) == ("skipped", None)
     with session_scope() as session:
         assert services.get(session, service_id).status == "suspended"

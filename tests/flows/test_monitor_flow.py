@@ -21,7 +21,14 @@ import orjson
 import pytest
 import redis
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from sqlalchemy import func, select, update
 
 from core.plans import Plan
@@ -31,6 +38,7 @@ from storage.database import reset_engine, session_scope
 from storage.health_models import ServiceHealthCheck
 from storage.models import Service, ServiceVersion, UsageRecord
 from storage.repositories import audit, outbox
+from tasks import health as health_tasks
 from tests.support.gateway import GatewayProcess, add_service, consumer_with_key, set_credential
 from tests.support.llm_provider import LlmProvider
 from tests.support.services import REDIS_URL, require_tcp
@@ -201,3 +209,37 @@ def test_breach_suspends_the_gateway_answers_503_and_recovery_reinstates(
             TOKEN
             not in orjson.dumps({k: v for k, v in vars(stored).items() if not k.startswith("_")}, default=str).decode()
         )
+
+
+def test_services_are_checked_in_batches_and_one_services_failure_stays_its_own(
+    flow_env: pytest.MonkeyPatch, database_url: str, prefect_server: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five services in batches of two: three probe and three record task runs, not ten of each; a
+    service whose check cannot be stored (after its retries) fails the run, and only that service."""
+    flow_env.setenv("MARKETPLACE_HEALTH__BATCH_SIZE", "2")
+    flow_env.setenv("MARKETPLACE_HEALTH__INTERVAL_SECONDS", "1")
+    with LlmProvider() as provider:
+        ids = [add_service(provider.url, name=f"batch-chat-{n}") for n in range(5)]
+        unlucky = ids[2]
+        recorded = health_tasks.record_health_check
+
+        def record_or_fail(inp: health_tasks.CheckInput) -> health_tasks.CheckResult:
+            if inp.target.service_id == unlucky:
+                raise RuntimeError("the database refused this one")
+            return recorded(inp)
+
+        monkeypatch.setattr(health_tasks, "record_health_check", record_or_fail)
+        state = monitor_services(at=datetime.now(UTC), return_state=True)
+
+    assert state.is_failed()
+    assert unlucky in str(state.message), "the run says which service has no check"
+    assert [len(checks_of(s)) for s in ids] == [1, 1, 0, 1, 1], "the others in its batch were recorded"
+    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(state.state_details.flow_run_id))]))
+
+    def task_runs() -> list[str] | None:  # task runs reach the server through its event pipeline, a little later
+        with SyncPrefectClient(prefect_server.config.prefect_api_url) as prefect:
+            names = sorted(run.name.rsplit("-", 1)[0] for run in prefect.read_task_runs(flow_run_filter=run_filter))
+        return names if len(names) >= 7 else None
+
+    names = eventually(task_runs, 20, "the run's task runs")
+    assert names == ["list-monitored-services"] + ["probe-services"] * 3 + ["record-health-checks"] * 3, names
