@@ -239,7 +239,7 @@ def reinstate_service(
 def suspend_service(
     service_id: str, body: SuspensionIn, request: Request, settings: SettingsDep, principal: Admin
 ) -> ServiceOut:
-    """Take the service out of the marketplace now: out of search, `suspended` in the registry, audited."""
+    """Take the service out of the marketplace now: out of search and the gateway, evented, audited."""
     publishing.suspend(service_id, body.reason, access.actor_for(principal, request), settings)
     return _read(service_id, settings)
 
