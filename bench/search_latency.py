@@ -10,10 +10,13 @@ INSERTs of 1,000, one transaction per 5,000), then a fixed mix of queries runs `
 each, one at a time, timed around `SearchIndex.search` (SQL, facets and building the page).
 Prints p50/p99 per query and overall, and appends the table to bench/RESULTS.md.
 
-Then the broad one-word query with facets ("chat", three quarters of the catalogue) runs from
-`--clients` threads at once for `--seconds`, each sending the next query as soon as its last one
-answered: once straight to the backend (every query does the whole work), once through the API's
-result cache (`api.routes.search.run_search`, in-process cache, 30 s TTL), as the API serves it.
+Then `--clients` threads search at once for `--seconds`, each sending its next query as soon as
+its last one answered: all the broad one-word query with facets ("chat", three quarters of the
+catalogue), then each cycling through the ten most frequent words (17,000-76,000 matches each,
+client n starting at the n-th word, so that the clients do not all ask the same thing); each
+straight to the backend (every query does the whole work), then through what the API route calls
+(`api.routes.search.run_search`: the result cache, in-process, 30 s TTL, and one run per
+identical query in flight).
 
 When the schema has `service_signals` (migration 0011), 70 % of the services get figures
 (Zipf-distributed calls, availability, latency) so that the signal facets, filters and sorts have
@@ -171,6 +174,9 @@ def load(index: SearchIndex, corpus: Corpus, start: int, count: int) -> float:
 
 
 BROAD = "text, common word"
+# The ten most frequent words of the catalogue: each matches 17,000-76,000 of 100,000 services.
+BROAD_WORDS = REAL_WORDS[:10]
+VARIED = "text, one of 10 common words"
 
 
 def queries(corpus: Corpus) -> list[tuple[str, SearchQuery]]:
@@ -226,20 +232,24 @@ def measure(index: SearchIndex, mix: list[tuple[str, SearchQuery]], repeats: int
     return samples
 
 
-def concurrent(search: Any, query: SearchQuery, clients: int, seconds: float) -> dict[str, float]:
-    """`clients` threads sending `query` back to back for `seconds`: latency percentiles and rate."""
+def concurrent(search: Any, mix: list[SearchQuery], clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads sending queries back to back for `seconds`: latency percentiles and rate.
+
+    Client n sends mix[n], mix[n + 1], ... in turn (a mix of one: every client sends the same query).
+    """
     samples: list[list[float]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
     stop = threading.Event()
 
-    def client(mine: list[float]) -> None:
+    def client(n: int, mine: list[float]) -> None:
         start.wait()
         while not stop.is_set():
             began = time.perf_counter()
-            search(query)
+            search(mix[n % len(mix)])
             mine.append((time.perf_counter() - began) * 1000)
+            n += 1
 
-    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in samples]
+    threads = [threading.Thread(target=client, args=(n, mine), daemon=True) for n, mine in enumerate(samples)]
     for thread in threads:
         thread.start()
     start.wait()
@@ -303,16 +313,19 @@ def run_backend(backend: str, sizes: list[int], repeats: int, clients: int, seco
                 }
                 print(backend, size, label, rows[label], flush=True)
             if clients:
-                broad = dict(mix)[BROAD]
                 from api.routes.search import run_search
-                from core.settings import get_settings
+                from storage.cache import get_cache
 
-                cached = partial(run_search, settings=get_settings())
-                for label, search in (
-                    (f"{BROAD}, {clients} clients, straight to the backend", index.search),
-                    (f"{BROAD}, {clients} clients, through the API's result cache", cached),
+                cached = partial(run_search, cache=get_cache(), index=index)
+                same, varied = [dict(mix)[BROAD]], [SearchQuery(text=word) for word in BROAD_WORDS]
+                for label, search, sent in (
+                    (f"{BROAD}, {clients} clients, straight to the backend", index.search, same),
+                    (f"{VARIED}, {clients} clients, straight to the backend", index.search, varied),
+                    (f"{BROAD}, {clients} clients, through the API's result cache", cached, same),
+                    (f"{VARIED}, {clients} clients, through the API's result cache", cached, varied),
                 ):
-                    rows[label] = {**concurrent(search, broad, clients, seconds), "matches": rows[BROAD]["matches"]}
+                    matches = rows[BROAD]["matches"] if sent is same else None
+                    rows[label] = {**concurrent(search, sent, clients, seconds), "matches": matches}
                     print(backend, size, label, rows[label], flush=True)
             figures[f"{size}"] = rows
         reset_engine()
