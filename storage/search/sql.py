@@ -80,6 +80,12 @@ FACET_SAMPLE = 2_000
 # the COUNT_CAP-th match (`totalApproximate`). An exact count of 76,000 matches cost 25-60 ms of
 # a broad query's time at 100,000 services.
 COUNT_CAP = MAX_WINDOW
+# Relevance (the default order of a text search) is ranked over at most this many matches: the
+# most recently published ones, read in the order of the newest-first index. Past it the page holds
+# the best matches among them (`rankingApproximate`). As deep as a page can reach (MAX_WINDOW), so
+# every page of a query is a slice of one order. Scoring all 76,000 matches of a common word was
+# most of a broad query's time at 100,000 services (bench/RESULTS.md). None: rank every match.
+RANK_WINDOW: int | None = MAX_WINDOW
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -115,6 +121,7 @@ class _Plan:
     source: FromClause  # joined with the signals when the query filters or sorts by them
     where: list[ColumnElement[bool]]
     score: ColumnElement[Any] | None
+    tsquery: ColumnElement[Any] | None = None  # PostgreSQL: what `score` ranks the vector against
 
 
 class SqlSearchIndex:
@@ -148,14 +155,25 @@ class SqlSearchIndex:
                 # cores, and tripled its CPU (three processes scanning) when searches run side by side.
                 session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             plan = _plan(query, dialect)
-            rows = session.execute(_page(plan, query, dialect)).all()
+            window = RANK_WINDOW if query.sort is SortOrder.RELEVANCE and plan.score is not None else None
+            statement = _page(plan, query, dialect) if window is None else _ranked_page(plan, query, dialect, window)
+            rows = session.execute(statement).all()
             # The page's figures by primary key: joining the signals to every match only to
             # show twenty would cost a broad query a join of all its matches.
             signals = service_signals.get_many(session, [row.service_id for row in rows])
             total, exact = _total(session, plan, dialect)
             facets = _facets(session, plan, dialect, total)
         items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
-        return SearchPage(items=items, total=total, total_approximate=not exact, facets=facets)
+        # The total is exact up to COUNT_CAP (>= RANK_WINDOW) and never below what was counted.
+        windowed = window is not None and total > window
+        return SearchPage(
+            items=items,
+            total=total,
+            total_approximate=not exact,
+            facets=facets,
+            ranking_approximate=windowed,
+            ranked=window if windowed else None,
+        )
 
     def update_signals(self, signals: Iterable[service_signals.Signals]) -> int:
         """Nothing to do: searches read `service_signals` itself."""
@@ -214,7 +232,7 @@ def _plan(query: SearchQuery, dialect: str) -> _Plan:
         # PostgreSQL text cannot hold NUL; websearch_to_tsquery accepts anything else as typed.
         tsquery = func.websearch_to_tsquery(literal_column("'english'"), query.text.replace("\x00", " "))
         matches = PG_VECTOR.op("@@", is_comparison=True)(tsquery)
-        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
+        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery), tsquery)
     matches = FTS_TABLE.op("MATCH", is_comparison=True)(fts5_query(terms))
     # bm25 is lower-is-better; negated so that every backend's score is higher-is-better.
     return _Plan(source.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
@@ -273,6 +291,35 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
     page = query.pagination
     statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where)
     return statement.order_by(*order).offset(page.offset).limit(page.limit)
+
+
+def _ranked_page(plan: _Plan, query: SearchQuery, dialect: str, window: int) -> Rows:
+    """A page by relevance, the matches ranked being the `window` most recently published ones.
+
+    Those are read from the newest-first index, stopping at `window` (a broad query's matches are
+    dense there), and only they are scored; a query with fewer matches ranks them all, exactly.
+    Ties, as in every relevance order, go to the newest.
+    """
+    newest: list[Any] = [TABLE.c.published_at.desc().nulls_last(), TABLE.c.service_id]
+    page = query.pagination
+    if dialect == "postgresql":
+        assert plan.tsquery is not None
+        vector = PG_VECTOR.label("search_vector")
+        candidates = (
+            select(*HIT_COLUMNS, vector).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+        ).subquery("candidates")
+        score = func.ts_rank(candidates.c.search_vector, plan.tsquery).label("score")
+        hit_columns = [candidates.c[c.name] for c in HIT_COLUMNS]
+        order = [score.desc(), candidates.c.published_at.desc().nulls_last(), candidates.c.service_id]
+        statement = select(*hit_columns, score).order_by(*order)
+        return statement.offset(page.offset).limit(page.limit)
+    # SQLite: bm25 can only be computed by the full-text query itself, so the matches are found
+    # again, restricted to the window's rowids; only those get a score.
+    window_rows = select(DOC_ROWID).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+    assert plan.score is not None
+    score = plan.score.label("score")
+    statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where, DOC_ROWID.in_(window_rows))
+    return statement.order_by(score.desc(), *newest).offset(page.offset).limit(page.limit)
 
 
 def _signal_order(sort: SortOrder) -> list[Any]:

@@ -46,8 +46,10 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
     response = client.post(SEARCH, json=body)  # no Authorization header: search is public
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"items", "total", "totalApproximate", "offset", "limit", "facets"}
-    assert result["totalApproximate"] is False
+    assert set(result) == {
+        *("items", "total", "totalApproximate", "offset", "limit", "facets", "rankingApproximate", "ranked")
+    }
+    assert (result["totalApproximate"], result["rankingApproximate"], result["ranked"]) == (False, False, None)
     assert result["total"] == 2
     assert (result["offset"], result["limit"]) == (0, 1)
     [hit] = result["items"]
