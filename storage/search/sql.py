@@ -296,23 +296,22 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
 def _ranked_page(plan: _Plan, query: SearchQuery, dialect: str, window: int) -> Rows:
     """A page by relevance, the matches ranked being the `window` most recently published ones.
 
-    Those are read from the newest-first index, stopping at `window` (a broad query's matches are
-    dense there), and only they are scored; a query with fewer matches ranks them all, exactly.
-    Ties, as in every relevance order, go to the newest.
+    Those are found first (from the newest-first index, stopping at `window`, when a broad query's
+    matches are dense there) and only they are scored; a query with fewer matches ranks them all,
+    exactly. Ties, as in every relevance order, go to the newest.
     """
     newest: list[Any] = [TABLE.c.published_at.desc().nulls_last(), TABLE.c.service_id]
     page = query.pagination
     if dialect == "postgresql":
+        # The window is a list of row addresses (narrow rows to sort when the newest-first index is
+        # not the cheapest way in), whose rows are then read by address and scored.
         assert plan.tsquery is not None
-        vector = PG_VECTOR.label("search_vector")
-        candidates = (
-            select(*HIT_COLUMNS, vector).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
-        ).subquery("candidates")
-        score = func.ts_rank(candidates.c.search_vector, plan.tsquery).label("score")
-        hit_columns = [candidates.c[c.name] for c in HIT_COLUMNS]
-        order = [score.desc(), candidates.c.published_at.desc().nulls_last(), candidates.c.service_id]
-        statement = select(*hit_columns, score).order_by(*order)
-        return statement.offset(page.offset).limit(page.limit)
+        ctid: ColumnClause[Any] = literal_column("search_documents.ctid")
+        window_rows = select(ctid).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+        in_window = ctid == func.any(func.array(window_rows.correlate(None).scalar_subquery()))
+        score = func.ts_rank(PG_VECTOR, plan.tsquery).label("score")
+        statement = select(*HIT_COLUMNS, score).select_from(TABLE).where(in_window)
+        return statement.order_by(score.desc(), *newest).offset(page.offset).limit(page.limit)
     # SQLite: bm25 can only be computed by the full-text query itself, so the matches are found
     # again, restricted to the window's rowids; only those get a score.
     window_rows = select(DOC_ROWID).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
