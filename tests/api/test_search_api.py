@@ -15,6 +15,7 @@ from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import Actor
 from storage.search import document_from_service, get_search_index
+from storage.search import sql as sql_backend
 from tests.support.specs import make_spec
 
 SEARCH = "/api/v1/services/search"
@@ -92,6 +93,15 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "sampled": None,
     }
     assert (hit["calls30d"], hit["availability"], hit["latencyP50Ms"], hit["latencyP95Ms"]) == (0, None, None, None)
+
+
+def test_a_ranking_over_part_of_the_matches_says_so(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(3):
+        listed(f"acme-ranked-{n}", description="Chat with customers", days=n)
+    monkeypatch.setattr(sql_backend, "RANK_WINDOW", 2)
+    result = client.post(SEARCH, json={"query": "chat"}).json()
+    assert (result["rankingApproximate"], result["ranked"], result["total"]) == (True, 2, 3)
+    assert [hit["name"] for hit in result["items"]] == ["acme-ranked-2", "acme-ranked-1"]  # the two newest
 
 
 def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) -> None:
