@@ -81,11 +81,14 @@ FACET_SAMPLE = 2_000
 # a broad query's time at 100,000 services.
 COUNT_CAP = MAX_WINDOW
 # Relevance (the default order of a text search) is ranked over at most this many matches: the
-# most recently published ones, read in the order of the newest-first index. Past it the page holds
-# the best matches among them (`rankingApproximate`). As deep as a page can reach (MAX_WINDOW), so
-# every page of a query is a slice of one order. Scoring all 76,000 matches of a common word was
-# most of a broad query's time at 100,000 services (bench/RESULTS.md). None: rank every match.
+# most recently published ones, read in the order of the newest-first index. Past it the pages
+# hold those best first, then the other matches newest first (`rankingApproximate`), one order
+# that every page is a slice of. Scoring all 76,000 matches of a common word was most of a broad
+# query's time at 100,000 services (bench/RESULTS.md). None: rank every match.
 RANK_WINDOW: int | None = MAX_WINDOW
+# Where the window applies. SQLite ranks every match: its bm25 over 76,000 matches costs less than
+# the second full-text pass that scoring only the window's rows takes there (bench/RESULTS.md).
+WINDOWED_DIALECTS = frozenset({"postgresql"})
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -109,6 +112,7 @@ HIT_COLUMNS = [
     )
 ]
 FACET_COLUMNS = ("category", "pricing_model", "compliance_level")
+NEWEST: list[Any] = [TABLE.c.published_at.desc().nulls_last(), TABLE.c.service_id]  # ties: by id
 Rows = Select[tuple[Any, ...]]  # a SELECT of any columns
 EXTRA_FIELDS = {"provider_name", "certifications", "capabilities"}
 BATCH = 1000  # rows per INSERT statement (both drivers turn one into a multi-row VALUES)
@@ -155,9 +159,12 @@ class SqlSearchIndex:
                 # cores, and tripled its CPU (three processes scanning) when searches run side by side.
                 session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             plan = _plan(query, dialect)
-            window = RANK_WINDOW if query.sort is SortOrder.RELEVANCE and plan.score is not None else None
-            statement = _page(plan, query, dialect) if window is None else _ranked_page(plan, query, dialect, window)
-            rows = session.execute(statement).all()
+            ranked = query.sort is SortOrder.RELEVANCE and plan.score is not None and dialect in WINDOWED_DIALECTS
+            window = RANK_WINDOW if ranked else None
+            if window is None:
+                rows = list(session.execute(_page(plan, query, dialect)).all())
+            else:
+                rows = _ranked_rows(session, plan, query, dialect, window)
             # The page's figures by primary key: joining the signals to every match only to
             # show twenty would cost a broad query a join of all its matches.
             signals = service_signals.get_many(session, [row.service_id for row in rows])
@@ -293,15 +300,34 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
     return statement.order_by(*order).offset(page.offset).limit(page.limit)
 
 
-def _ranked_page(plan: _Plan, query: SearchQuery, dialect: str, window: int) -> Rows:
-    """A page by relevance, the matches ranked being the `window` most recently published ones.
+def _ranked_rows(session: Session, plan: _Plan, query: SearchQuery, dialect: str, window: int) -> list[Any]:
+    """A page of the relevance order over a window: its `window` newest matches best first, then the rest.
+
+    The rest (pages past the window, when it is smaller than the deepest page) come newest first:
+    they are the matches after the window in the very order the window was taken in, so every page
+    is a slice of one order.
+    """
+    page = query.pagination
+    end = page.offset + page.limit
+    rows: list[Any] = []
+    if page.offset < window:
+        rows += session.execute(_ranked_page(plan, dialect, window, page.offset, min(end, window) - page.offset))
+    if end > window:
+        assert plan.score is not None
+        start = max(page.offset, window)
+        rest = select(*HIT_COLUMNS, plan.score.label("score")).select_from(plan.source).where(*plan.where)
+        rows += session.execute(rest.order_by(*NEWEST).offset(start).limit(end - start))
+    return rows
+
+
+def _ranked_page(plan: _Plan, dialect: str, window: int, offset: int, limit: int) -> Rows:
+    """Rows [offset, offset + limit) by relevance, the matches ranked being the `window` newest ones.
 
     Those are found first (from the newest-first index, stopping at `window`, when a broad query's
     matches are dense there) and only they are scored; a query with fewer matches ranks them all,
     exactly. Ties, as in every relevance order, go to the newest.
     """
-    newest: list[Any] = [TABLE.c.published_at.desc().nulls_last(), TABLE.c.service_id]
-    page = query.pagination
+    newest = NEWEST
     if dialect == "postgresql":
         # The window is a list of row addresses (narrow rows to sort when the newest-first index is
         # not the cheapest way in), whose rows are then read by address and scored.
@@ -311,14 +337,14 @@ def _ranked_page(plan: _Plan, query: SearchQuery, dialect: str, window: int) -> 
         in_window = ctid == func.any(func.array(window_rows.correlate(None).scalar_subquery()))
         score = func.ts_rank(PG_VECTOR, plan.tsquery).label("score")
         statement = select(*HIT_COLUMNS, score).select_from(TABLE).where(in_window)
-        return statement.order_by(score.desc(), *newest).offset(page.offset).limit(page.limit)
+        return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
     # SQLite: bm25 can only be computed by the full-text query itself, so the matches are found
     # again, restricted to the window's rowids; only those get a score.
     window_rows = select(DOC_ROWID).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
     assert plan.score is not None
     score = plan.score.label("score")
     statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where, DOC_ROWID.in_(window_rows))
-    return statement.order_by(score.desc(), *newest).offset(page.offset).limit(page.limit)
+    return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
 
 
 def _signal_order(sort: SortOrder) -> list[Any]:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import SpecValidationError
-from storage.database import session_scope
+from storage.database import get_engine, session_scope
 from storage.models import ServiceSignal
 from storage.repositories import service_signals, services, usage
 from storage.repositories.services import Actor
@@ -296,15 +296,19 @@ def test_past_the_rank_window_relevance_ranks_the_newest_matches_and_says_so(
     assert (everything.total, everything.ranking_approximate, everything.ranked) == (8, False, None)
 
     monkeypatch.setattr(sql_backend, "RANK_WINDOW", 4)
+    # By default only PostgreSQL ranks over the window; SQLite scores every match.
+    by_default = search(index, "quasar", pagination={"limit": 10})
+    assert by_default.ranking_approximate is (get_engine().dialect.name == "postgresql")
+    monkeypatch.setattr(sql_backend, "WINDOWED_DIALECTS", {"postgresql", "sqlite"})  # the same on both from here
     windowed = search(index, "quasar", pagination={"limit": 10})
     # Only the four newest matches are ranked (s6, s5, quasar-five, s4 by date), best of them first;
-    # the oldest and best match is beyond the window.
-    assert names(windowed) == ["quasar-five", "s6", "s5", "s4"]
+    # the others follow newest first, so the oldest and best match comes last.
+    assert names(windowed) == ["quasar-five", "s6", "s5", "s4", "s3", "s2", "s1", "quasar"]
     assert (windowed.total, windowed.total_approximate) == (8, False)  # counted as before
     assert (windowed.ranking_approximate, windowed.ranked) == (True, 4)
     assert all(hit.score is not None for hit in windowed.items)
-    # Pages are slices of that one order: no repeats, nothing skipped.
-    pages = [search(index, "quasar", pagination={"offset": n, "limit": 2}) for n in (0, 2)]
+    # Pages are slices of that one order, across the window's edge too: no repeats, nothing skipped.
+    pages = [search(index, "quasar", pagination={"offset": n, "limit": 3}) for n in (0, 3, 6)]
     assert [name for page in pages for name in names(page)] == names(windowed)
     # A query with no more matches than the window ranks them all, exactly.
     narrow = search(index, "quasar", filters={"category": "embeddings"})
