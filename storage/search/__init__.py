@@ -239,7 +239,7 @@ class SearchPage(CamelModel):
     ranking_approximate: bool = Field(
         default=False,
         description="True when relevance was ranked over part of the matches (see `ranked`): past 10,000 "
-        "matches the SQL backend scores the 10,000 most recently published ones, and the pages hold the best "
+        "matches PostgreSQL scores the 10,000 most recently published ones, and the pages hold the best "
         "of those. False when every match was ranked.",
     )
     ranked: int | None = Field(default=None, description="How many matches relevance was ranked over.")

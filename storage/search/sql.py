@@ -8,7 +8,8 @@ with `bm25` weighted the same way. Each method opens, and commits, its own sessi
 The signals (`service_signals`) are joined when a query filters or sorts by them, read by primary
 key for the page's hits, and bucketed in the facets. Broad queries are bounded: the total is
 counted up to COUNT_CAP and extrapolated past it, the facets are counted over a sample past
-FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`).
+FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`). On
+PostgreSQL, relevance ranks at most RANK_WINDOW matches, the newest (`rankingApproximate`).
 """
 
 from __future__ import annotations
