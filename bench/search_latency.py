@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/search_latency.py [--sizes 10000 100000] [--repeats 30]
         [--backends postgresql sqlite] [--clients 50] [--seconds 10] [--no-record]
-        [--json FILE] [--before FILE]
+        [--json FILE] [--before FILE | --no-compare]
 
 PostgreSQL runs in a temporary database (dropped afterwards), SQLite in a temporary file; both
 are migrated by Alembic. Services and their search documents are bulk-inserted (multi-row
@@ -10,15 +10,21 @@ INSERTs of 1,000, one transaction per 5,000), then a fixed mix of queries runs `
 each, one at a time, timed around `SearchIndex.search` (SQL, facets and building the page).
 Prints p50/p99 per query and overall, and appends the table to bench/RESULTS.md.
 
-Then the broad one-word query with facets ("chat", three quarters of the catalogue) runs from
-`--clients` threads at once for `--seconds`, each sending the next query as soon as its last one
-answered: once straight to the backend (every query does the whole work), once through the API's
-result cache (`api.routes.search.run_search`, in-process cache, 30 s TTL), as the API serves it.
+Then `--clients` threads search at once for `--seconds`, each sending its next query as soon as
+its last one answered: all the broad one-word query with facets ("chat", three quarters of the
+catalogue), then each cycling through the ten most frequent words (17,000-76,000 matches each,
+client n starting at the n-th word, so that the clients do not all ask the same thing); each
+straight to the backend (every query does the whole work), then through what the API route calls
+(`api.routes.search.run_search`: the result cache, in-process, 30 s TTL, and one run per
+identical query in flight).
 
 When the schema has `service_signals` (migration 0011), 70 % of the services get figures
 (Zipf-distributed calls, availability, latency) so that the signal facets, filters and sorts have
 something to count. `--json` writes the figures; `--before FILE` puts such an earlier run's
-figures beside this one's (the same script run against the code before a change).
+figures beside this one's (the same script run against the code before a change). Without
+`--before`, every measurement is also made, in the same run and on the same data, with the SQL
+backend ranking every match of a broad query (`RANK_WINDOW = None`, as before the rank window):
+the "before" columns, the single queries interleaved with the windowed ones (`--no-compare`: not).
 """
 
 from __future__ import annotations
@@ -171,6 +177,9 @@ def load(index: SearchIndex, corpus: Corpus, start: int, count: int) -> float:
 
 
 BROAD = "text, common word"
+# The ten most frequent words of the catalogue: each matches 17,000-76,000 of 100,000 services.
+BROAD_WORDS = REAL_WORDS[:10]
+VARIED = "text, one of 10 common words"
 
 
 def queries(corpus: Corpus) -> list[tuple[str, SearchQuery]]:
@@ -213,33 +222,66 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
-def measure(index: SearchIndex, mix: list[tuple[str, SearchQuery]], repeats: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {label: [] for label, _ in mix}
-    for _, query in mix:
-        for _warm_up in range(2):  # warm caches and the connection pool
-            index.search(query)
-    for _ in range(repeats):  # interleaved, so a noisy moment spreads over every query
+def measure(
+    index: SearchIndex, mix: list[tuple[str, SearchQuery]], repeats: int, windows: list[Any]
+) -> list[dict[str, list[float]]]:
+    """Each query of the mix `repeats` times under each rank window; samples per window, per query."""
+    samples: list[dict[str, list[float]]] = [{label: [] for label, _ in mix} for _ in windows]
+    for window in windows:
+        with rank_window(window):
+            for _, query in mix:
+                for _warm_up in range(2):  # warm caches and the connection pool
+                    index.search(query)
+    for _ in range(repeats):  # interleaved, so a noisy moment spreads over every query and window
         for label, query in mix:
-            began = time.perf_counter()
-            index.search(query)
-            samples[label].append((time.perf_counter() - began) * 1000)
+            for mine, window in zip(samples, windows, strict=True):
+                with rank_window(window):
+                    began = time.perf_counter()
+                    index.search(query)
+                    mine[label].append((time.perf_counter() - began) * 1000)
     return samples
 
 
-def concurrent(search: Any, query: SearchQuery, clients: int, seconds: float) -> dict[str, float]:
-    """`clients` threads sending `query` back to back for `seconds`: latency percentiles and rate."""
+ALL = "all"  # rank every match: the SQL backend before its rank window
+
+
+@contextmanager
+def rank_window(window: Any) -> Iterator[None]:
+    """The SQL backend's RANK_WINDOW set to `window` (ALL: None) for the block; DEFAULT: as it is."""
+    from storage.search import sql
+
+    if window is DEFAULT or not hasattr(sql, "RANK_WINDOW"):
+        yield
+        return
+    kept = sql.RANK_WINDOW
+    sql.RANK_WINDOW = None if window == ALL else window
+    try:
+        yield
+    finally:
+        sql.RANK_WINDOW = kept
+
+
+DEFAULT = object()
+
+
+def concurrent(search: Any, mix: list[SearchQuery], clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads sending queries back to back for `seconds`: latency percentiles and rate.
+
+    Client n sends mix[n], mix[n + 1], ... in turn (a mix of one: every client sends the same query).
+    """
     samples: list[list[float]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
     stop = threading.Event()
 
-    def client(mine: list[float]) -> None:
+    def client(n: int, mine: list[float]) -> None:
         start.wait()
         while not stop.is_set():
             began = time.perf_counter()
-            search(query)
+            search(mix[n % len(mix)])
             mine.append((time.perf_counter() - began) * 1000)
+            n += 1
 
-    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in samples]
+    threads = [threading.Thread(target=client, args=(n, mine), daemon=True) for n, mine in enumerate(samples)]
     for thread in threads:
         thread.start()
     start.wait()
@@ -271,8 +313,12 @@ def database(backend: str) -> Iterator[str]:
 Figures = dict[str, dict[str, Any]]  # label -> {"matches", "p50", "p99", "approximate", ...}
 
 
-def run_backend(backend: str, sizes: list[int], repeats: int, clients: int, seconds: float) -> dict[str, Figures]:
-    figures: dict[str, Figures] = {}
+def run_backend(
+    backend: str, sizes: list[int], repeats: int, clients: int, seconds: float, compare: bool
+) -> tuple[dict[str, Figures], dict[str, Figures]]:
+    """This code's figures per size, and (with `compare`) the same run's figures ranking every match."""
+    windows = [ALL, DEFAULT] if compare else [DEFAULT]
+    figures: list[dict[str, Figures]] = [{} for _ in windows]
     corpus = Corpus()
     mix = queries(corpus)
     with database(backend) as url:
@@ -287,36 +333,54 @@ def run_backend(backend: str, sizes: list[int], repeats: int, clients: int, seco
             loaded = size
             with get_engine().begin() as connection:  # fresh statistics, as autovacuum (PostgreSQL) would
                 connection.execute(text("ANALYZE"))
-            samples = measure(index, mix, repeats)
-            pages: dict[str, SearchPage] = {label: index.search(query) for label, query in mix}
-            rows: Figures = {}
-            everything = [ms for values in samples.values() for ms in values]
-            for label, values in [*samples.items(), ("all queries", everything)]:
-                page = pages.get(label)
-                facets = getattr(page, "facets", None)
-                rows[label] = {
-                    "matches": page.total if page else None,
-                    "approximate": bool(getattr(facets, "approximate", False)),
-                    "total_approximate": bool(getattr(page, "total_approximate", False)),
-                    "p50": percentile(values, 0.5),
-                    "p99": percentile(values, 0.99),
-                }
-                print(backend, size, label, rows[label], flush=True)
-            if clients:
-                broad = dict(mix)[BROAD]
-                from api.routes.search import run_search
-                from core.settings import get_settings
-
-                cached = partial(run_search, settings=get_settings())
-                for label, search in (
-                    (f"{BROAD}, {clients} clients, straight to the backend", index.search),
-                    (f"{BROAD}, {clients} clients, through the API's result cache", cached),
-                ):
-                    rows[label] = {**concurrent(search, broad, clients, seconds), "matches": rows[BROAD]["matches"]}
-                    print(backend, size, label, rows[label], flush=True)
-            figures[f"{size}"] = rows
+            measured = measure(index, mix, repeats, windows)
+            for window, samples, out in zip(windows, measured, figures, strict=True):
+                with rank_window(window):
+                    rows = _rows(index, mix, samples)
+                    if clients:
+                        rows.update(_concurrent_rows(index, mix, clients, seconds))
+                for label, row in rows.items():
+                    print(backend, size, "all" if window is ALL else "window", label, row, flush=True)
+                out[f"{size}"] = rows
         reset_engine()
-    return figures
+    return figures[-1], figures[0] if compare else {}
+
+
+def _rows(index: SearchIndex, mix: list[tuple[str, SearchQuery]], samples: dict[str, list[float]]) -> Figures:
+    pages: dict[str, SearchPage] = {label: index.search(query) for label, query in mix}
+    rows: Figures = {}
+    everything = [ms for values in samples.values() for ms in values]
+    for label, values in [*samples.items(), ("all queries", everything)]:
+        page = pages.get(label)
+        facets = getattr(page, "facets", None)
+        rows[label] = {
+            "matches": page.total if page else None,
+            "approximate": bool(getattr(facets, "approximate", False)),
+            "total_approximate": bool(getattr(page, "total_approximate", False)),
+            "ranking_approximate": bool(getattr(page, "ranking_approximate", False)),
+            "p50": percentile(values, 0.5),
+            "p99": percentile(values, 0.99),
+        }
+    return rows
+
+
+def _concurrent_rows(index: SearchIndex, mix: list[tuple[str, SearchQuery]], clients: int, seconds: float) -> Figures:
+    from api.routes.search import run_search
+    from storage.cache import get_cache
+
+    rows: Figures = {}
+    same, varied = [dict(mix)[BROAD]], [SearchQuery(text=word) for word in BROAD_WORDS]
+    for label, through_cache, sent in (
+        (f"{BROAD}, {clients} clients, straight to the backend", False, same),
+        (f"{VARIED}, {clients} clients, straight to the backend", False, varied),
+        (f"{BROAD}, {clients} clients, through the API's result cache", True, same),
+        (f"{VARIED}, {clients} clients, through the API's result cache", True, varied),
+    ):
+        get_cache.cache_clear()  # an empty result cache: nothing kept from an earlier run
+        search = partial(run_search, cache=get_cache(), index=index) if through_cache else index.search
+        matches = index.search(sent[0]).total if sent is same else None
+        rows[label] = {**concurrent(search, sent, clients, seconds), "matches": matches}
+    return rows
 
 
 def _cell(row: dict[str, Any] | None, key: str) -> str:
@@ -337,7 +401,13 @@ def table(results: dict[str, dict[str, Figures]], before: dict[str, dict[str, Fi
                 old = before.get(backend, {}).get(size, {}).get(label)
                 matches = f"{row['matches']:,}" if row.get("matches") is not None else ""
                 estimated = [
-                    w for w, key in (("total", "total_approximate"), ("facets", "approximate")) if row.get(key)
+                    w
+                    for w, key in (
+                        ("total", "total_approximate"),
+                        ("facets", "approximate"),
+                        ("ranking", "ranking_approximate"),
+                    )
+                    if row.get(key)
                 ]
                 if estimated:
                     matches += f" ({' and '.join(estimated)} estimated)"
@@ -361,15 +431,20 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--before", type=Path, help="figures (--json) of an earlier run, shown beside these")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the side-by-side run ranking every match (the 'before')"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
-    results = {
-        backend: run_backend(backend, sorted(args.sizes), args.repeats, args.clients, args.seconds)
+    compare = not args.before and not args.no_compare
+    runs = {
+        backend: run_backend(backend, sorted(args.sizes), args.repeats, args.clients, args.seconds, compare)
         for backend in args.backends
     }
+    results = {backend: after for backend, (after, _) in runs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    before = json.loads(args.before.read_text()) if args.before else {}
+    before = json.loads(args.before.read_text()) if args.before else {b: all_ for b, (_, all_) in runs.items()}
     rendered = table(results, before)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/search_latency.py " + " ".join(sys.argv[1:])
@@ -378,8 +453,9 @@ def main() -> None:
         return
     with RESULTS.open("a") as out:
         out.write(
-            f"\n## Search latency with signals, sampled facets (SQL backend) — {when}\n\nCommand: "
-            f"`{command.strip()}` (2 cores, shared; {args.repeats} runs of each query, one at a time, after 2 "
+            f"\n## Search latency, relevance ranked over a window (SQL backend) — {when}\n\nCommand: "
+            f'`{command.strip()}` ("before": {"the --before file" if args.before else "every match ranked, same run"}; '
+            f"2 cores, shared; {args.repeats} runs of each query, one at a time, after 2 "
             f"warm-ups, then {args.clients} concurrent clients for {args.seconds:.0f} s; synthetic catalogue, "
             "Zipf-distributed words; ~85% active, 10% deprecated, 5% retired; 70% of services with signals)\n\n"
             f"{rendered}\n"

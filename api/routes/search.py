@@ -29,6 +29,13 @@ class SearchResults(Page[SearchHit]):
         "`facets.approximate` says the same of the facet counts.",
     )
     facets: Facets = Field(description="Counts over everything the query and filters match, not just this page.")
+    ranking_approximate: bool = Field(
+        default=False,
+        description="True when relevance was ranked over part of the matches (see `ranked`): past 10,000 "
+        "matches PostgreSQL scores the 10,000 most recently published ones, and every page is a slice "
+        "of that order.",
+    )
+    ranked: int | None = Field(default=None, description="How many matches relevance was ranked over.")
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +87,8 @@ async def search_services(
         offset=paging.offset,
         limit=paging.limit,
         facets=page.facets,
+        ranking_approximate=page.ranking_approximate,
+        ranked=page.ranked,
     )
 
 

@@ -8,7 +8,8 @@ with `bm25` weighted the same way. Each method opens, and commits, its own sessi
 The signals (`service_signals`) are joined when a query filters or sorts by them, read by primary
 key for the page's hits, and bucketed in the facets. Broad queries are bounded: the total is
 counted up to COUNT_CAP and extrapolated past it, the facets are counted over a sample past
-FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`).
+FACET_SAMPLE matches; both say so in the page (`totalApproximate`, `facets.approximate`). On
+PostgreSQL, relevance ranks at most RANK_WINDOW matches, the newest (`rankingApproximate`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ FACET_SAMPLE = 2_000
 # the COUNT_CAP-th match (`totalApproximate`). An exact count of 76,000 matches cost 25-60 ms of
 # a broad query's time at 100,000 services.
 COUNT_CAP = MAX_WINDOW
+# Relevance (the default order of a text search) is ranked over at most this many matches: the
+# most recently published ones, read in the order of the newest-first index. Past it the pages
+# hold those best first, then the other matches newest first (`rankingApproximate`), one order
+# that every page is a slice of. Scoring all 76,000 matches of a common word was most of a broad
+# query's time at 100,000 services (bench/RESULTS.md). None: rank every match.
+RANK_WINDOW: int | None = MAX_WINDOW
+# Where the window applies. SQLite ranks every match: its bm25 over 76,000 matches costs less than
+# the second full-text pass that scoring only the window's rows takes there (bench/RESULTS.md).
+WINDOWED_DIALECTS = frozenset({"postgresql"})
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -103,8 +113,13 @@ HIT_COLUMNS = [
     )
 ]
 FACET_COLUMNS = ("category", "pricing_model", "compliance_level")
+NEWEST: list[Any] = [TABLE.c.published_at.desc().nulls_last(), TABLE.c.service_id]  # ties: by id
 Rows = Select[tuple[Any, ...]]  # a SELECT of any columns
 EXTRA_FIELDS = {"provider_name", "certifications", "capabilities"}
+SEARCH_SETTINGS = text(
+    "SELECT set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('plan_cache_mode', 'force_custom_plan', true)"
+)  # for the search's transaction only (PostgreSQL)
 BATCH = 1000  # rows per INSERT statement (both drivers turn one into a multi-row VALUES)
 
 
@@ -115,6 +130,7 @@ class _Plan:
     source: FromClause  # joined with the signals when the query filters or sorts by them
     where: list[ColumnElement[bool]]
     score: ColumnElement[Any] | None
+    tsquery: ColumnElement[Any] | None = None  # PostgreSQL: what `score` ranks the vector against
 
 
 class SqlSearchIndex:
@@ -146,16 +162,34 @@ class SqlSearchIndex:
             if dialect == "postgresql":
                 # One core per search: parallel workers made a broad query no faster on two busy
                 # cores, and tripled its CPU (three processes scanning) when searches run side by side.
-                session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+                # A plan for these very words each time: psycopg prepares a statement run 5 times on
+                # a connection, and PostgreSQL's generic plan for it then knows neither how common
+                # the words are (it expected 85 of 15,000 matches) nor the tsquery itself, which it
+                # rebuilt for every row it checked and scored (28.8 ms against 16.2 ms at 20,000).
+                session.execute(SEARCH_SETTINGS)
             plan = _plan(query, dialect)
-            rows = session.execute(_page(plan, query, dialect)).all()
+            ranked = query.sort is SortOrder.RELEVANCE and plan.score is not None and dialect in WINDOWED_DIALECTS
+            window = RANK_WINDOW if ranked else None
+            if window is None:
+                rows = list(session.execute(_page(plan, query, dialect)).all())
+            else:
+                rows = _ranked_rows(session, plan, query, dialect, window)
             # The page's figures by primary key: joining the signals to every match only to
             # show twenty would cost a broad query a join of all its matches.
             signals = service_signals.get_many(session, [row.service_id for row in rows])
             total, exact = _total(session, plan, dialect)
             facets = _facets(session, plan, dialect, total)
         items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
-        return SearchPage(items=items, total=total, total_approximate=not exact, facets=facets)
+        # The total is exact up to COUNT_CAP (>= RANK_WINDOW) and never below what was counted.
+        windowed = window is not None and total > window
+        return SearchPage(
+            items=items,
+            total=total,
+            total_approximate=not exact,
+            facets=facets,
+            ranking_approximate=windowed,
+            ranked=window if windowed else None,
+        )
 
     def update_signals(self, signals: Iterable[service_signals.Signals]) -> int:
         """Nothing to do: searches read `service_signals` itself."""
@@ -214,7 +248,7 @@ def _plan(query: SearchQuery, dialect: str) -> _Plan:
         # PostgreSQL text cannot hold NUL; websearch_to_tsquery accepts anything else as typed.
         tsquery = func.websearch_to_tsquery(literal_column("'english'"), query.text.replace("\x00", " "))
         matches = PG_VECTOR.op("@@", is_comparison=True)(tsquery)
-        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery))
+        return _Plan(source, [*where, matches], func.ts_rank(PG_VECTOR, tsquery), tsquery)
     matches = FTS_TABLE.op("MATCH", is_comparison=True)(fts5_query(terms))
     # bm25 is lower-is-better; negated so that every backend's score is higher-is-better.
     return _Plan(source.join(FTS, FTS.c.rowid == DOC_ROWID), [*where, matches], -BM25)
@@ -273,6 +307,53 @@ def _page(plan: _Plan, query: SearchQuery, dialect: str) -> Rows:
     page = query.pagination
     statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where)
     return statement.order_by(*order).offset(page.offset).limit(page.limit)
+
+
+def _ranked_rows(session: Session, plan: _Plan, query: SearchQuery, dialect: str, window: int) -> list[Any]:
+    """A page of the relevance order over a window: its `window` newest matches best first, then the rest.
+
+    The rest (pages past the window, when it is smaller than the deepest page) come newest first:
+    they are the matches after the window in the very order the window was taken in, so every page
+    is a slice of one order.
+    """
+    page = query.pagination
+    end = page.offset + page.limit
+    rows: list[Any] = []
+    if page.offset < window:
+        rows += session.execute(_ranked_page(plan, dialect, window, page.offset, min(end, window) - page.offset))
+    if end > window:
+        assert plan.score is not None
+        start = max(page.offset, window)
+        rest = select(*HIT_COLUMNS, plan.score.label("score")).select_from(plan.source).where(*plan.where)
+        rows += session.execute(rest.order_by(*NEWEST).offset(start).limit(end - start))
+    return rows
+
+
+def _ranked_page(plan: _Plan, dialect: str, window: int, offset: int, limit: int) -> Rows:
+    """Rows [offset, offset + limit) by relevance, the matches ranked being the `window` newest ones.
+
+    Those are found first (from the newest-first index, stopping at `window`, when a broad query's
+    matches are dense there) and only they are scored; a query with fewer matches ranks them all,
+    exactly. Ties, as in every relevance order, go to the newest.
+    """
+    newest = NEWEST
+    if dialect == "postgresql":
+        # The window is a list of row addresses (narrow rows to sort when the newest-first index is
+        # not the cheapest way in), whose rows are then read by address and scored.
+        assert plan.tsquery is not None
+        ctid: ColumnClause[Any] = literal_column("search_documents.ctid")
+        window_rows = select(ctid).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+        in_window = ctid == func.any(func.array(window_rows.correlate(None).scalar_subquery()))
+        score = func.ts_rank(PG_VECTOR, plan.tsquery).label("score")
+        statement = select(*HIT_COLUMNS, score).select_from(TABLE).where(in_window)
+        return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
+    # SQLite: bm25 can only be computed by the full-text query itself, so the matches are found
+    # again, restricted to the window's rowids; only those get a score.
+    window_rows = select(DOC_ROWID).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+    assert plan.score is not None
+    score = plan.score.label("score")
+    statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where, DOC_ROWID.in_(window_rows))
+    return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
 
 
 def _signal_order(sort: SortOrder) -> list[Any]:

@@ -43,9 +43,10 @@ def test_every_list_answers_the_one_envelope(client: TestClient) -> None:
     hook = {"callbackUrl": "https://hooks.example/news"}
     assert client.post(f"{SERVICES}/{service_id}/subscriptions", json=hook, headers=consumer).status_code == 201
     admin = auth.admin()
+    SEARCH_EXTRAS = {"facets", "totalApproximate", "rankingApproximate", "ranked"}
     lists = {
         "services": (client.get(SERVICES, headers=admin), set()),
-        "search": (client.post(f"{SERVICES}/search", json={"query": "envelope"}), {"facets", "totalApproximate"}),
+        "search": (client.post(f"{SERVICES}/search", json={"query": "envelope"}), SEARCH_EXTRAS),
         "approvals": (client.get("/api/v1/approvals", headers=admin), set()),
         "history": (client.get(f"{SERVICES}/{service_id}/history", headers=admin), {"serviceId"}),
         "versions": (client.get(f"{SERVICES}/{service_id}/versions", headers=admin), {"serviceId", "currentVersion"}),

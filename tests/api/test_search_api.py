@@ -15,6 +15,7 @@ from storage.database import session_scope
 from storage.repositories import services
 from storage.repositories.services import Actor
 from storage.search import document_from_service, get_search_index
+from storage.search import sql as sql_backend
 from tests.support.specs import make_spec
 
 SEARCH = "/api/v1/services/search"
@@ -46,8 +47,10 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
     response = client.post(SEARCH, json=body)  # no Authorization header: search is public
     assert response.status_code == 200, response.text
     result = response.json()
-    assert set(result) == {"items", "total", "totalApproximate", "offset", "limit", "facets"}
-    assert result["totalApproximate"] is False
+    assert set(result) == {
+        *("items", "total", "totalApproximate", "offset", "limit", "facets", "rankingApproximate", "ranked")
+    }
+    assert (result["totalApproximate"], result["rankingApproximate"], result["ranked"]) == (False, False, None)
     assert result["total"] == 2
     assert (result["offset"], result["limit"]) == (0, 1)
     [hit] = result["items"]
@@ -90,6 +93,17 @@ def test_search_answers_the_list_envelope_with_facets(client: TestClient) -> Non
         "sampled": None,
     }
     assert (hit["calls30d"], hit["availability"], hit["latencyP50Ms"], hit["latencyP95Ms"]) == (0, None, None, None)
+
+
+def test_a_ranking_over_part_of_the_matches_says_so(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(3):
+        listed(f"acme-ranked-{n}", description="Chat with customers", days=n)
+    monkeypatch.setattr(sql_backend, "RANK_WINDOW", 2)
+    monkeypatch.setattr(sql_backend, "WINDOWED_DIALECTS", {"postgresql", "sqlite"})
+    result = client.post(SEARCH, json={"query": "chat"}).json()
+    assert (result["rankingApproximate"], result["ranked"], result["total"]) == (True, 2, 3)
+    # The two newest ranked, then the rest newest first.
+    assert [hit["name"] for hit in result["items"]] == ["acme-ranked-2", "acme-ranked-1", "acme-ranked-0"]
 
 
 def test_an_empty_body_lists_everything_listed_newest_first(client: TestClient) -> None:

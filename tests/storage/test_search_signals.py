@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import SpecValidationError
-from storage.database import session_scope
+from storage.database import get_engine, session_scope
 from storage.models import ServiceSignal
 from storage.repositories import service_signals, services, usage
 from storage.repositories.services import Actor
@@ -281,6 +281,44 @@ def test_past_the_count_cap_the_total_is_an_estimate_and_says_so(
     broad = search(index, filters={"tags": ["eu"], "min_calls_30d": 0})
     assert (broad.total_approximate, broad.total >= 6) == (True, True)
     assert search(index, "chat", filters={"tags": ["eu"]}, sort="popularity").total >= 6
+
+
+def test_past_the_rank_window_relevance_ranks_the_newest_matches_and_says_so(
+    index: SearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed(index, "quasar", description="Quasar", days=0, category="embeddings")  # best match, oldest
+    listed(index, "s1", description="A quasar grade service", days=1, category="embeddings")
+    for n in range(2, 7):
+        listed(index, f"s{n}", description="A quasar grade service", days=n)
+    listed(index, "quasar-five", description="A quasar grade service", days=5)  # a name hit, recent
+    everything = search(index, "quasar", pagination={"limit": 10})
+    assert set(names(everything)[:2]) == {"quasar-five", "quasar"}  # the two name hits first
+    assert (everything.total, everything.ranking_approximate, everything.ranked) == (8, False, None)
+
+    monkeypatch.setattr(sql_backend, "RANK_WINDOW", 4)
+    # By default only PostgreSQL ranks over the window; SQLite scores every match.
+    by_default = search(index, "quasar", pagination={"limit": 10})
+    assert by_default.ranking_approximate is (get_engine().dialect.name == "postgresql")
+    monkeypatch.setattr(sql_backend, "WINDOWED_DIALECTS", {"postgresql", "sqlite"})  # the same on both from here
+    windowed = search(index, "quasar", pagination={"limit": 10})
+    # Only the four newest matches are ranked (s6, s5, quasar-five, s4 by date), best of them first;
+    # the others follow newest first, so the oldest and best match comes last.
+    assert names(windowed) == ["quasar-five", "s6", "s5", "s4", "s3", "s2", "s1", "quasar"]
+    assert (windowed.total, windowed.total_approximate) == (8, False)  # counted as before
+    assert (windowed.ranking_approximate, windowed.ranked) == (True, 4)
+    assert all(hit.score is not None for hit in windowed.items)
+    # Pages are slices of that one order, across the window's edge too: no repeats, nothing skipped.
+    pages = [search(index, "quasar", pagination={"offset": n, "limit": 3}) for n in (0, 3, 6)]
+    assert [name for page in pages for name in names(page)] == names(windowed)
+    # A query with no more matches than the window ranks them all, exactly.
+    narrow = search(index, "quasar", filters={"category": "embeddings"})
+    assert names(narrow) == ["quasar", "s1"]
+    assert (narrow.ranking_approximate, narrow.ranked) == (False, None)
+    # Orders other than relevance see every match.
+    for sort in ("newest", "popularity"):
+        page = search(index, "quasar", sort=sort, pagination={"limit": 10})
+        assert (len(page.items), page.ranking_approximate) == (8, False)
+    assert "quasar" in names(search(index, "quasar", sort="popularity", pagination={"limit": 10}))
 
 
 # --- validation ------------------------------------------------------------------------------
