@@ -165,15 +165,17 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def teardown(self, *exc_info: Any) -> None:
         """The wake-up loop stops; the runs in flight end (threads cannot be cancelled) before
-        BaseWorker closes the client they report through, as BaseWorker's own runs do."""
+        BaseWorker closes the client they report through, as BaseWorker's own runs do. Shielded:
+        a drained worker stops by cancellation of its loops, and its clients must still close."""
         if self._wake_scope is not None:
             self._wake_scope.cancel()
         tasks, self._tasks, self._wake_scope = self._tasks, None, None
-        try:
-            if tasks is not None:
-                await tasks.__aexit__(*exc_info)
-        finally:
-            await super().teardown(*exc_info)
+        with anyio.CancelScope(shield=True):
+            try:
+                if tasks is not None:
+                    await tasks.__aexit__(*exc_info)
+            finally:
+                await super().teardown(*exc_info)
 
     def is_worker_still_polling(self, query_interval_seconds: float) -> bool:
         """As BaseWorker's (a poll within 30 query intervals), from this worker's own polls."""
