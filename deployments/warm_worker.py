@@ -170,11 +170,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if self._wake_scope is not None:
             self._wake_scope.cancel()
         tasks, self._tasks, self._wake_scope = self._tasks, None, None
-        with anyio.CancelScope(shield=True):
-            try:
-                if tasks is not None:
-                    await tasks.__aexit__(*exc_info)
-            finally:
+        try:
+            if tasks is not None:
+                await tasks.__aexit__(*exc_info)
+        finally:
+            with anyio.CancelScope(shield=True):
                 await super().teardown(*exc_info)
 
     def is_worker_still_polling(self, query_interval_seconds: float) -> bool:
