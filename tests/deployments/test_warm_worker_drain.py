@@ -17,7 +17,12 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterStartTime
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -104,7 +109,9 @@ def test_sigterm_lets_the_run_in_flight_finish_takes_no_new_run_and_exits_0(pool
             eventually(running(prefect, in_flight), 60, "running flow run")
             worker.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            after_signal = pool.submit(prefect, seconds=0)  # Scheduled the moment the worker drains
+            log_file = tmp_path / "worker.log"
+            eventually(lambda: "SIGTERM: taking no new runs" in log_file.read_text(errors="replace"), 5, "drain")
+            after_signal = pool.submit(prefect, seconds=0)  # its Scheduled event would wake a worker at once
             code = worker.wait(timeout=drain + 10)
             took = time.monotonic() - sent
         finally:
@@ -145,7 +152,7 @@ def test_a_run_longer_than_the_drain_is_reported_crashed_and_reconciled(pool: Po
         def reconcile_runs() -> list[FlowRun]:
             runs = prefect.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[reconcile.id])),
-                flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterStartTime(after_=since)),
+                flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
             )  # not the runs of its schedule: the ones a trigger made after the crash
             return [run for run in runs if not run.auto_scheduled and run.created and run.created > since]
 
