@@ -4,9 +4,10 @@
     .venv/bin/python bench/worker_scaling.py --loads 20,40 --api-iterations 50 --no-record
 
 One stack, as in production (bench/stack.py: Prefect's API server and its background services in
-two processes on PostgreSQL with messaging on Redis, the warm worker, the API). First one warm
-worker, then a second warm worker process started beside it (what another worker host adds; on
-this one 2-core machine it adds a process and no CPU). For each worker count:
+two processes on PostgreSQL with messaging on Redis, the warm worker, the API), in phases (--phases,
+default 1,2,1): one warm worker, then a second warm worker process started beside it (what another
+worker host adds; on this one 2-core machine it adds a process and no CPU), then one again (the
+second stopped with SIGTERM), so a drift of the stack over the run shows. In each phase:
 
 - the Prefect API alone: a plain client loop (create a flow run, set it Running, set it
   Completed, read it), one client and then several at once: requests/s and p50/p95 per call;
@@ -225,6 +226,7 @@ def probing(prefect_api: str, since: datetime) -> Iterator[Probes]:
 
 @dataclass
 class Round:
+    phase: int
     workers: int
     load: int
     samples: list[Sample]
@@ -251,7 +253,7 @@ class Round:
 
 
 def publish_round(
-    stack: Stack, provider_url: str, workers: int, load: int, timeout: float, drain_timeout: float
+    stack: Stack, provider_url: str, phase: tuple[int, int], load: int, timeout: float, drain_timeout: float
 ) -> Round:
     prefect_api, api_url = stack.config.prefect_api_url, stack.config.api_url
     since = datetime.now(UTC)
@@ -273,24 +275,24 @@ def publish_round(
         cpu_total = cpu_delta(before, cpu_snapshot(stack))
     # The span ends when the last publish became active (publishedAt), not when our poll saw it.
     last = max((s.settle_s for s in samples if s.status == "active"), default=span)
-    return Round(workers, load, samples, min(span, last + 0.5), cpu, probes, drained, cpu_total)
+    return Round(*phase, load, samples, min(span, last + 0.5), cpu, probes, drained, cpu_total)
 
 
 def ms(values: list[float], q: float) -> str:
     return f"{percentile(values, q):.0f}" if values else "-"
 
 
-def api_table(loops: list[tuple[int, ApiLoop]]) -> str:
+def api_table(loops: list[tuple[int, int, ApiLoop]]) -> str:
     lines = [
-        "| warm workers running (idle) | clients | requests | requests/s | create p50/p95 (ms) "
+        "| phase | warm workers running (idle) | clients | requests | requests/s | create p50/p95 (ms) "
         "| set_state p50/p95 (ms) | read p50/p95 (ms) | errors | CPU s: prefect-server | prefect-services "
         "| postgres (machine) | whole machine (cores busy) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for workers, loop in loops:
+    for phase, workers, loop in loops:
         lat, cpu = loop.latencies, loop.cpu
         lines.append(
-            f"| {workers} | {loop.clients} | {loop.requests} | {loop.requests / loop.seconds:.0f} "
+            f"| {phase} | {workers} | {loop.clients} | {loop.requests} | {loop.requests / loop.seconds:.0f} "
             f"| {ms(lat['create'], 0.5)} / {ms(lat['create'], 0.95)} "
             f"| {ms(lat['set_state'], 0.5)} / {ms(lat['set_state'], 0.95)} "
             f"| {ms(lat['read'], 0.5)} / {ms(lat['read'], 0.95)} | {loop.errors} "
@@ -302,14 +304,15 @@ def api_table(loops: list[tuple[int, ApiLoop]]) -> str:
 
 def publish_table(rounds: list[Round]) -> str:
     lines = [
-        "| warm workers | publishes at once | active | span (s) | completed/min | submit-to-active p50 / p95 (s) "
-        "| Prefect API read p50 / p95 (ms) | event lag p50 / p95 / max (s) | events all readable after (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| phase | warm workers | publishes at once | active | span (s) | completed/min "
+        "| submit-to-active p50 / p95 (s) | Prefect API read p50 / p95 (ms) | event lag p50 / p95 / max (s) "
+        "| events all readable after (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rounds:
         drained = f"{r.drained_after_s:.1f}" if r.drained_after_s is not None else "not within the bound"
         lines.append(
-            f"| {r.workers} | {r.load} | {r.active} | {r.span_s:.1f} | **{r.per_minute:.0f}** "
+            f"| {r.phase} | {r.workers} | {r.load} | {r.active} | {r.span_s:.1f} | **{r.per_minute:.0f}** "
             f"| {r.settle(0.5):.2f} / {r.settle(0.95):.2f} "
             f"| {ms(r.probes.api_ms, 0.5)} / {ms(r.probes.api_ms, 0.95)} "
             f"| {r.event_lag(0.5):.1f} / {r.event_lag(0.95):.1f} / {r.event_lag(1.0):.1f} | {drained} |"
@@ -318,14 +321,16 @@ def publish_table(rounds: list[Round]) -> str:
 
 
 def cpu_table(rounds: list[Round]) -> str:
-    names = [n for n in rounds[-1].cpu if n != "whole machine"]
-    header = "| warm workers | publishes | " + " | ".join(names) + " | whole machine (cores busy) |"
-    lines = [header, "| " + " | ".join(["---"] * (len(names) + 3)) + " |"]
+    names = list(dict.fromkeys(n for r in rounds for n in r.cpu if n != "whole machine"))
+    header = "| phase | warm workers | publishes | " + " | ".join(names) + " | whole machine (cores busy) |"
+    lines = [header, "| " + " | ".join(["---"] * (len(names) + 4)) + " |"]
     for r in rounds:
         per = [f"{r.cpu.get(n, 0.0):.1f}" if n in r.cpu else "-" for n in names]
         machine = r.cpu["whole machine"]
         lines.append(
-            f"| {r.workers} | {r.load} | " + " | ".join(per) + f" | {machine:.1f} ({machine / r.span_s:.2f}) |"
+            f"| {r.phase} | {r.workers} | {r.load} | "
+            + " | ".join(per)
+            + f" | {machine:.1f} ({machine / r.span_s:.2f}) |"
         )
     return "\n".join(lines)
 
@@ -335,10 +340,10 @@ def per_publish_table(rounds: list[Round]) -> str:
     services' catching up included), and the publishes per minute that would fill one core of it."""
     names = ["prefect-server", "prefect-services", "api", "postgres (machine)"]
     lines = [
-        "| warm workers | publishes | worker(s) CPU s/publish | "
+        "| phase | warm workers | publishes | worker(s) CPU s/publish | "
         + " | ".join(f"{n} CPU s/publish" for n in names)
         + " | publishes/min one core of prefect-server / prefect-services would carry |",
-        "| " + " | ".join(["---"] * (len(names) + 4)) + " |",
+        "| " + " | ".join(["---"] * (len(names) + 5)) + " |",
     ]
     for r in rounds:
         n = max(r.active, 1)
@@ -347,21 +352,25 @@ def per_publish_table(rounds: list[Round]) -> str:
         cells = [f"{cpu.get(name, 0.0) / n:.3f}" for name in names]
         server, services = cpu["prefect-server"] / n, cpu["prefect-services"] / n
         ceiling = f"{60 / server:.0f} / {60 / services:.0f}" if server and services else "-"
-        lines.append(f"| {r.workers} | {r.load} | {workers / n:.3f} | " + " | ".join(cells) + f" | {ceiling} |")
+        lines.append(
+            f"| {r.phase} | {r.workers} | {r.load} | {workers / n:.3f} | " + " | ".join(cells) + f" | {ceiling} |"
+        )
     return "\n".join(lines)
 
 
 def ratios(rounds: list[Round]) -> str:
-    by = {(r.workers, r.load): r for r in rounds}
+    """Each round with more than one worker against every one-worker round of the same load."""
     parts = []
     for load in sorted({r.load for r in rounds}):
-        one, two = by.get((1, load)), by.get((2, load))
-        if one and two and one.per_minute:
-            parts.append(
-                f"{load} at once: {two.per_minute / one.per_minute:.2f}x the completions/min, "
-                f"p95 {two.settle(0.95) / one.settle(0.95):.2f}x as long"
+        ones = [r for r in rounds if r.load == load and r.workers == 1 and r.per_minute]
+        for more in (r for r in rounds if r.load == load and r.workers > 1):
+            against = ", ".join(
+                f"{more.per_minute / one.per_minute:.2f}x the completions/min and "
+                f"{more.settle(0.95) / one.settle(0.95):.2f}x the p95 of phase {one.phase}"
+                for one in ones
             )
-    return "Two warm workers against one, same stack, same run: " + "; ".join(parts) if parts else ""
+            parts.append(f"{load} at once, {more.workers} workers (phase {more.phase}): {against}")
+    return "More warm workers against one, same stack, same run: " + "; ".join(parts) if parts else ""
 
 
 def flow_id_for_loop(prefect_api: str) -> str:
@@ -385,11 +394,13 @@ def wait_quiet(stack: Stack, seconds: float, limit: float = 60) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loads", default="40,80,160", help="publishes submitted at once, per round")
-    parser.add_argument("--workers", type=int, default=2, help="rounds with 1, 2, ... up to this many warm workers")
+    parser.add_argument(
+        "--phases", default="1,2,1", help="warm worker processes in each phase, in order (a worker added or stopped)"
+    )
     parser.add_argument("--api-clients", default="1,8", help="concurrent clients of the Prefect API loop")
-    parser.add_argument("--api-iterations", type=int, default=60, help="loop iterations per client (4 requests each)")
+    parser.add_argument("--api-iterations", type=int, default=40, help="loop iterations per client (4 requests each)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a publish may take")
-    parser.add_argument("--budget", type=float, default=480, help="no new round starts after this many seconds")
+    parser.add_argument("--budget", type=float, default=500, help="no new round starts after this many seconds")
     parser.add_argument("--workdir", help="keep the stack's logs in this new directory")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args()
@@ -399,26 +410,32 @@ def main() -> None:
 
     began = time.monotonic()
     problems: list[str] = []
-    loops: list[tuple[int, ApiLoop]] = []
+    loops: list[tuple[int, int, ApiLoop]] = []
     rounds: list[Round] = []
     skipped: list[str] = []
     with bench_stack(workdir, problems=problems) as (stack, _), FakeProvider() as provider:
         run_round(stack.config.api_url, provider.url, 1, args.timeout)  # warm-up: imports, deployment lookups
         run_round(stack.config.api_url, provider.url, 4, args.timeout)
         flow_id = flow_id_for_loop(stack.config.prefect_api_url)
-        for workers in range(1, args.workers + 1):
-            if workers > 1:
-                stack.start_warm_worker(f"worker-{workers}")
+        for number, workers in enumerate((int(n) for n in args.phases.split(",")), 1):
+            running = [name for name, _ in stack.processes if name.startswith("worker")]
+            for n in range(len(running) + 1, workers + 1):
+                stack.start_warm_worker(f"worker-{n}")
                 time.sleep(8)  # its imports and first poll, before it is measured
+            for name in running[workers:]:
+                stack.stop_part(name)  # SIGTERM: it drains (nothing in flight between rounds)
             wait_quiet(stack, 2)
             for n in clients:
-                loops.append((workers, api_loop(stack.config.prefect_api_url, flow_id, n, args.api_iterations, stack)))
+                loops.append(
+                    (number, workers, api_loop(stack.config.prefect_api_url, flow_id, n, args.api_iterations, stack))
+                )
             for load in loads:
                 if time.monotonic() - began > args.budget:
-                    skipped.append(f"{workers} worker(s) x {load}")
+                    skipped.append(f"phase {number} ({workers} worker(s)) x {load}")
                     continue
                 wait_quiet(stack, 2)
-                rounds.append(publish_round(stack, provider.url, workers, load, args.timeout, drain_timeout=60))
+                phase = (number, workers)
+                rounds.append(publish_round(stack, provider.url, phase, load, args.timeout, drain_timeout=60))
                 print(publish_table(rounds[-1:]).splitlines()[-1], flush=True)
 
     report = [

@@ -258,6 +258,17 @@ class Stack:
                 proc.wait()
         self.parts.clear()
 
+    def stop_part(self, name: str) -> None:
+        """Stop one part (SIGTERM, then SIGKILL after its stop timeout) and forget it: no restart."""
+        part = next(p for p in self.parts if p.name == name)
+        self.parts.remove(part)
+        part.proc.terminate()
+        try:
+            part.proc.wait(timeout=self._stop_timeout(name))
+        except subprocess.TimeoutExpired:
+            part.proc.kill()
+            part.proc.wait()
+
     def _stop_timeout(self, name: str) -> float:
         if name in ("api", "gateway"):  # both finish in-flight calls (the gateway its usage hand-off too)
             return self.config.api_shutdown_grace_seconds + STOP_MARGIN_SECONDS
