@@ -1,6 +1,6 @@
 """How workers scale: publish throughput with 1 and 2 warm workers, and the Prefect server's limits.
 
-    .venv/bin/python bench/worker_scaling.py                      # loads 40, 80, 160; 1 then 2 workers
+    .venv/bin/python bench/worker_scaling.py                      # loads 40, 80, 160; 1, 2, 1 workers
     .venv/bin/python bench/worker_scaling.py --loads 20,40 --api-iterations 50 --no-record
 
 One stack, as in production (bench/stack.py: Prefect's API server and its background services in
