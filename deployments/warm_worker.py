@@ -509,7 +509,7 @@ async def run_until_stopped(worker: WarmWorker, grace_seconds: float) -> None:
         # ignored, instead of killing the process with the runs in it.
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info(
+                log.warning(  # the worker is leaving: seen at the default log level
                     "%s: taking no new runs; %d in flight get %g s to end",
                     signal.Signals(signum).name,
                     worker.limiter.borrowed_tokens,
