@@ -165,8 +165,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def teardown(self, *exc_info: Any) -> None:
         """The wake-up loop stops; the runs in flight end (threads cannot be cancelled) before
-        BaseWorker closes the client they report through, as BaseWorker's own runs do. Shielded:
-        a drained worker stops by cancellation of its loops, and its clients must still close."""
+        BaseWorker closes the client they report through, as BaseWorker's own runs do. A drained
+        worker stops by cancellation of its loops; nothing here may be shielded from it: both task
+        groups were entered outside any new cancel scope and must be exited outside one too."""
         if self._wake_scope is not None:
             self._wake_scope.cancel()
         tasks, self._tasks, self._wake_scope = self._tasks, None, None
@@ -174,8 +175,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             if tasks is not None:
                 await tasks.__aexit__(*exc_info)
         finally:
-            with anyio.CancelScope(shield=True):
-                await super().teardown(*exc_info)
+            await super().teardown(*exc_info)
 
     def is_worker_still_polling(self, query_interval_seconds: float) -> bool:
         """As BaseWorker's (a poll within 30 query intervals), from this worker's own polls."""
