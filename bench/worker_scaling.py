@@ -322,16 +322,15 @@ def publish_table(rounds: list[Round]) -> str:
 
 def cpu_table(rounds: list[Round]) -> str:
     names = list(dict.fromkeys(n for r in rounds for n in r.cpu if n != "whole machine"))
-    header = "| phase | warm workers | publishes | " + " | ".join(names) + " | whole machine (cores busy) |"
-    lines = [header, "| " + " | ".join(["---"] * (len(names) + 4)) + " |"]
+    header = "| phase | warm workers | publishes | " + " | ".join(names)
+    header += " | rest of the machine (this load generator, other users) | whole machine (cores busy) |"
+    lines = [header, "| " + " | ".join(["---"] * (len(names) + 5)) + " |"]
     for r in rounds:
         per = [f"{r.cpu.get(n, 0.0):.1f}" if n in r.cpu else "-" for n in names]
         machine = r.cpu["whole machine"]
-        lines.append(
-            f"| {r.phase} | {r.workers} | {r.load} | "
-            + " | ".join(per)
-            + f" | {machine:.1f} ({machine / r.span_s:.2f}) |"
-        )
+        rest = machine - sum(v for n, v in r.cpu.items() if n != "whole machine")
+        busy = f"{rest:.1f} | {machine:.1f} ({machine / r.span_s:.2f})"
+        lines.append(f"| {r.phase} | {r.workers} | {r.load} | " + " | ".join(per) + f" | {busy} |")
     return "\n".join(lines)
 
 
