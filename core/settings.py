@@ -229,6 +229,13 @@ class WorkerSettings(BaseModel):
     crash_after_seconds: int = Field(
         default=90, ge=31, description="A running flow run without a heartbeat for this long is marked Crashed."
     )
+    drain_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="Warm worker: on SIGTERM/SIGINT it takes no new runs and gives the runs in flight this long to "
+        "finish or suspend, then exits; runs still going are reported Crashed (and reconciled). Kubernetes' "
+        "terminationGracePeriodSeconds of the worker must exceed it.",
+    )
 
     @model_validator(mode="after")
     def _crash_after_a_missed_heartbeat(self) -> WorkerSettings:

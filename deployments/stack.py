@@ -144,6 +144,7 @@ class Stack:
         heartbeat = env.get("MARKETPLACE_WORKER__HEARTBEAT_SECONDS") or str(worker.heartbeat_seconds)
         env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", heartbeat)
         self.crash_after_seconds = env.get("MARKETPLACE_WORKER__CRASH_AFTER_SECONDS") or str(worker.crash_after_seconds)
+        self.worker_drain_seconds = float(env.get("MARKETPLACE_WORKER__DRAIN_SECONDS") or worker.drain_seconds)
         # Scheduled runs queued for the worker's slots in a burst are not "late" (see StackSettings).
         env.setdefault("PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS", f"{local.prefect_late_after_seconds:g}")
         for name, value in EVENT_BATCHES.items():  # an operator's own values win
@@ -212,17 +213,18 @@ class Stack:
         """The warm worker (flow runs in threads of one process) or Prefect's process worker."""
         pool = self.config.work_pool
         if self.worker_mode == "warm":
-            settings = get_settings().worker
-            threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(settings.threads)
-            argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", pool, "--threads", threads]
-            nice = self.local.worker_nice
             for n in range(self.local.worker_processes):  # the first is "worker"; more are "worker-2", ...
-                name = "worker" if n == 0 else f"worker-{n + 1}"
-                ledger = self.config.prefect_home / "workers" / f"{name}.json"  # what a restart reports crashed
-                self._spawn(name, [*argv, "--ledger", str(ledger)], niceness=nice)
+                self.start_warm_worker("worker" if n == 0 else f"worker-{n + 1}")
         else:
             argv = [str(BIN / "prefect"), "worker", "start", "--pool", pool]
             self._spawn("worker", argv, niceness=self.local.worker_nice)
+
+    def start_warm_worker(self, name: str) -> None:
+        """One more warm worker process (another worker host, on this one), named `name`."""
+        threads = self.env.get("MARKETPLACE_WORKER__THREADS") or str(get_settings().worker.threads)
+        argv = [sys.executable, "-m", "deployments.warm_worker", "--pool", self.config.work_pool, "--threads", threads]
+        ledger = self.config.prefect_home / "workers" / f"{name}.json"  # what a restart reports crashed
+        self._spawn(name, [*argv, "--ledger", str(ledger)], niceness=self.local.worker_nice)
 
     def start_relay(self) -> None:
         """The outbox relay to Kafka: one process, running as long as the stack (SIGTERM flushes it)."""
@@ -256,9 +258,22 @@ class Stack:
                 proc.wait()
         self.parts.clear()
 
+    def stop_part(self, name: str) -> None:
+        """Stop one part (SIGTERM, then SIGKILL after its stop timeout) and forget it: no restart."""
+        part = next(p for p in self.parts if p.name == name)
+        self.parts.remove(part)
+        part.proc.terminate()
+        try:
+            part.proc.wait(timeout=self._stop_timeout(name))
+        except subprocess.TimeoutExpired:
+            part.proc.kill()
+            part.proc.wait()
+
     def _stop_timeout(self, name: str) -> float:
         if name in ("api", "gateway"):  # both finish in-flight calls (the gateway its usage hand-off too)
             return self.config.api_shutdown_grace_seconds + STOP_MARGIN_SECONDS
+        if name.startswith("worker") and self.worker_mode == "warm":  # it drains its runs first
+            return max(self.config.stop_timeout_seconds, self.worker_drain_seconds + STOP_MARGIN_SECONDS)
         return self.config.stop_timeout_seconds
 
     def pid_of(self, name: str) -> int:

@@ -21,6 +21,11 @@ Trade-offs, the reason the process worker stays available (`MARKETPLACE_WORKER__
 - Cancellation of a *running* run cannot kill a thread: it is refused (scheduled runs, the only
   ones the platform cancels, are cancelled by the server before any worker takes them).
 
+Shutdown drains (`serve`): on SIGTERM or SIGINT the worker stops taking runs, lets the runs in
+flight finish or suspend for up to `MARKETPLACE_WORKER__DRAIN_SECONDS`, and exits 0. A run still
+going at the end of that period is reported `Crashed` before the process exits, so the reconcile
+deployment compensates it at once; were that report lost, the heartbeat automation marks it later.
+
 It overrides only public methods of BaseWorker; the few Prefect internals it needs (a shared
 suspension observer, shared TLS contexts for Prefect's clients) are in deployments/prefect_compat,
 whose version check it runs first (docs/prefect-upgrade.md).
@@ -37,6 +42,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +70,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 import flows
 from core.gc_pauses import freeze_startup_objects
+from core.settings import get_settings
 from deployments.prefect_compat import require_supported_prefect
 from deployments.prefect_compat.client_tls import share_prefect_client_ssl_contexts
 from deployments.prefect_compat.suspension import SharedSuspensionObserver
@@ -75,7 +82,15 @@ WORKER_TYPE = "marketplace-warm"
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 log = logging.getLogger("marketplace.warm_worker")
 
-__all__ = ["SharedSuspensionObserver", "WarmWorker", "create_pool", "load_entrypoint", "main", "serve"]
+__all__ = [
+    "SharedSuspensionObserver",
+    "WarmWorker",
+    "create_pool",
+    "load_entrypoint",
+    "main",
+    "run_until_stopped",
+    "serve",
+]
 
 
 class WarmJobConfiguration(BaseJobConfiguration):
@@ -130,6 +145,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._tasks: anyio.abc.TaskGroup | None = None  # the runs and the wake-up loop
         self._wake_scope: anyio.CancelScope | None = None
         self._last_poll = time.monotonic()
+        self._draining = False  # set once a shutdown was asked for: no new runs from then on
+        self._in_flight: dict[UUID, FlowRun] = {}  # the runs this worker holds a slot for
 
     @classmethod
     def get_description(cls) -> str:
@@ -148,7 +165,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def teardown(self, *exc_info: Any) -> None:
         """The wake-up loop stops; the runs in flight end (threads cannot be cancelled) before
-        BaseWorker closes the client they report through, as BaseWorker's own runs do."""
+        BaseWorker closes the client they report through, as BaseWorker's own runs do. A drained
+        worker stops by cancellation of its loops; nothing here may be shielded from it: both task
+        groups were entered outside any new cancel scope and must be exited outside one too."""
         if self._wake_scope is not None:
             self._wake_scope.cancel()
         tasks, self._tasks, self._wake_scope = self._tasks, None, None
@@ -174,8 +193,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         nothing when the "infrastructure" is a thread of this process.
         """
         self._last_poll = time.monotonic()
-        if not self.is_setup or self._tasks is None or not self._knows_its_pool():
-            return []  # as BaseWorker: no poll before the first sync with the server
+        if self._draining or not self.is_setup or self._tasks is None or not self._knows_its_pool():
+            return []  # as BaseWorker: no poll before the first sync with the server; none while draining
         return self.take(await self.scheduled_runs_for_free_slots())
 
     def _knows_its_pool(self) -> bool:
@@ -217,6 +236,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         """
         if self._tasks is None:
             raise RuntimeError("the warm worker is not set up (use it as an async context manager)")
+        if self._draining:  # a poll that was under way when the shutdown began: its runs stay Scheduled
+            return []
         holding = set(self.limiter.statistics().borrowers)
         taken: list[FlowRun] = []
         for entry in scheduled:
@@ -227,6 +248,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 self.limiter.acquire_on_behalf_of_nowait(flow_run.id)
             except anyio.WouldBlock:
                 break
+            self._in_flight[flow_run.id] = flow_run
             self._log_submission(flow_run)
             self._tasks.start_soon(self._claim_and_run, flow_run)
             taken.append(flow_run)
@@ -297,8 +319,35 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         return accepted
 
     def _release(self, flow_run_id: UUID) -> None:
+        self._in_flight.pop(flow_run_id, None)
         with contextlib.suppress(RuntimeError):  # released already (an error path ran twice)
             self.limiter.release_on_behalf_of(flow_run_id)
+
+    def stop_taking_runs(self) -> None:
+        """The first step of a shutdown: no poll takes a run from now on, and the event-driven
+        wake-up stops. Runs already taken go on."""
+        self._draining = True
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+
+    async def drain(self, grace_seconds: float) -> list[FlowRun]:
+        """Stop taking runs and wait up to `grace_seconds` for the runs in flight to end (finish,
+        fail or suspend: each frees its slot); the runs still going when the time is up."""
+        self.stop_taking_runs()
+        with anyio.move_on_after(grace_seconds):
+            while self.limiter.borrowed_tokens > 0:
+                await anyio.sleep(0.1)
+        return list(self._in_flight.values())
+
+    async def hand_over(self, unfinished: list[FlowRun], grace_seconds: float) -> None:
+        """Report runs this worker gives up on as `Crashed`: the reconcile deployment's trigger on
+        `Crashed` compensates them now rather than after the heartbeat automation's silence. A run
+        whose report fails stays in the ledger and is left to the heartbeat automation."""
+        message = f"the worker stopped before the run ended (it drained for {grace_seconds:g} s)"
+        for flow_run in unfinished:
+            state = await self._propose(flow_run, Crashed(message=message))
+            if state is not None and state.is_crashed() and self._ledger is not None:
+                self._ledger.release(flow_run.id)
 
     async def run(
         self,
@@ -422,7 +471,8 @@ def preload_flows() -> None:
         importlib.import_module(f"{flows.__name__}.{module.name}")
 
 
-async def serve(pool: str, threads: int, ledger_path: Path | None = None) -> None:
+async def serve(pool: str, threads: int, ledger_path: Path | None = None, drain_seconds: float | None = None) -> None:
+    """Run the worker until SIGTERM or SIGINT, then drain it (`run_until_stopped`)."""
     require_supported_prefect()
     share_prefect_client_ssl_contexts()
     preload_flows()
@@ -435,9 +485,46 @@ async def serve(pool: str, threads: int, ledger_path: Path | None = None) -> Non
     worker = WarmWorker(
         work_pool_name=pool, threads=threads, ledger=ledger, wake_on_events=True, name=f"warm-{os.getpid()}"
     )
+    grace = get_settings().worker.drain_seconds if drain_seconds is None else drain_seconds
     async with SharedSuspensionObserver() as suspensions:
         with suspensions.installed():
+            await run_until_stopped(worker, grace)
+    log.info("stopped: every run this worker held has ended")
+
+
+async def run_until_stopped(worker: WarmWorker, grace_seconds: float) -> None:
+    """Run the worker until SIGTERM/SIGINT (what Kubernetes and the stack runner send), then drain:
+    take no new run and give the runs in flight `grace_seconds` to end. When they all ended, the
+    worker's loops stop and its teardown runs. Runs still going are reported `Crashed` and the
+    process exits at once: their threads cannot be interrupted, and waiting for them would only
+    end in the kubelet's SIGKILL."""
+    async with anyio.create_task_group() as group:
+
+        async def work() -> None:
             await worker.start(printer=log.info)
+            group.cancel_scope.cancel()  # the worker ended by itself: nothing to wait for
+
+        group.start_soon(work)
+        # Open until the process ends: a second signal while draining is received here and
+        # ignored, instead of killing the process with the runs in it.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.warning(  # the worker is leaving: seen at the default log level
+                    "%s: taking no new runs; %d in flight get %g s to end",
+                    signal.Signals(signum).name,
+                    worker.limiter.borrowed_tokens,
+                    grace_seconds,
+                )
+                break
+            with anyio.CancelScope(shield=True):
+                unfinished = await worker.drain(grace_seconds)
+                if unfinished:
+                    await worker.hand_over(unfinished, grace_seconds)
+            if unfinished:
+                log.warning("exiting with %d unfinished run(s), reported Crashed", len(unfinished))
+                logging.shutdown()
+                os._exit(0)
+            group.cancel_scope.cancel()
 
 
 async def create_pool(pool: str) -> None:
@@ -464,13 +551,18 @@ def main() -> None:
     parser.add_argument(
         "--ledger", type=Path, help="file of the runs held (a restarted worker reports its predecessor's as crashed)"
     )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="on SIGTERM, how long runs in flight may take to end (default: MARKETPLACE_WORKER__DRAIN_SECONDS)",
+    )
     args = parser.parse_args()
     require_supported_prefect()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     if args.create_pool:
         asyncio.run(create_pool(args.pool))
         return
-    asyncio.run(serve(args.pool, args.threads, args.ledger))
+    asyncio.run(serve(args.pool, args.threads, args.ledger, args.drain_seconds))
 
 
 if __name__ == "__main__":

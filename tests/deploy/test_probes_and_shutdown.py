@@ -160,6 +160,17 @@ def _writer_drain_seconds() -> float:
     return float(DRAIN_SECONDS)
 
 
+def test_the_worker_gets_its_drain():
+    """SIGTERM drains the warm worker for MARKETPLACE_WORKER__DRAIN_SECONDS, then it reports the runs
+    still going as Crashed (one API call each) and exits: the kubelet's SIGKILL must come after that."""
+    maps = generated_config_maps(BASE, OVERLAY)
+    drain = int(maps["marketplace-config"]["MARKETPLACE_WORKER__DRAIN_SECONDS"])
+    worker = next(c for c in containers(base_documents()) if c.spec["name"] == "worker")
+    assert worker.argv[:3] == ["python", "-m", "deployments.warm_worker"]
+    assert not any(arg.startswith("--drain-seconds") for arg in worker.argv), "one source: the setting"
+    assert _grace("marketplace-worker") >= _pre_stop_seconds(worker) + drain + MARGIN_SECONDS
+
+
 def test_the_relay_gets_its_flush():
     """A stop cuts the round's wait for acks to SHUTDOWN_FLUSH_SECONDS, then the producer flushes as long."""
     from notifications.relay import SHUTDOWN_FLUSH_SECONDS

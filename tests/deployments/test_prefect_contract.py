@@ -252,6 +252,13 @@ def test_the_poll_loop_and_the_worker_context_call_the_public_hooks_the_warm_wor
     assert "await self.teardown(*exc_info)" in inspect.getsource(BaseWorker.__aexit__)
 
 
+def test_the_worker_loop_leaves_sigterm_to_the_warm_worker() -> None:
+    """The warm worker drains on SIGTERM/SIGINT by cancelling `start` (deployments/warm_worker.py,
+    `run_until_stopped`): BaseWorker must install no handler of its own that would take the signal."""
+    for method in (BaseWorker.start, BaseWorker.__aenter__, BaseWorker.__aexit__, BaseWorker.setup):
+        assert "signal" not in inspect.getsource(method), method.__qualname__
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
