@@ -32,9 +32,7 @@ def samples(gw: GatewayProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 
 def test_a_callers_request_id_is_echoed_and_passed_on_with_the_calls_own_id(setup: Setup) -> None:
     with setup.gateway() as gw:
-        mine = httpx.post(
-            f"{gw.url}/v1/chat/completions", json=CHAT, headers={**setup.auth, "X-Request-ID": CALLER_ID}
-        )
+        mine = httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers={**setup.auth, "X-Request-ID": CALLER_ID})
         forged = httpx.post(
             f"{gw.url}/v1/chat/completions", json=CHAT, headers={**setup.auth, "X-Request-ID": "bad id<script>"}
         )
