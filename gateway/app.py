@@ -86,7 +86,7 @@ class GatewayApp:
         """The call as a server span (continuing a caller's traceparent); the provider call is its child."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         with telemetry.tracer().start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=telemetry.extract(headers), kind=SpanKind.SERVER
+            f"gateway {scope['method']}", context=telemetry.extract(headers), kind=SpanKind.SERVER
         ) as span:
             call = await self._route(scope, receive, send)
             if call is not None:
