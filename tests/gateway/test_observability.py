@@ -3,13 +3,18 @@ its metrics at /metrics, and, with tracing configured, its spans at a real OTLP 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.plans import Plan
+from core.settings import PROJECT_ROOT
 from tests.gateway.conftest import Setup
 from tests.gateway.test_proxy import CHAT, chat, rows
 from tests.support.gateway import GatewayProcess
@@ -119,3 +124,28 @@ def test_a_call_without_a_traceparent_starts_a_trace(setup: Setup) -> None:
     assert time.monotonic() - started < 20
     assert server[0].parent_span_id == "" and client[0].parent_span_id == server[0].span_id
     assert client[0].trace_id == server[0].trace_id
+
+
+MULTIPROCESS = """
+import os, sys
+from prometheus_client import generate_latest
+from gateway import metrics
+metrics.observe("invoke", 200, 0.0, None, None)
+metrics.quota_rejected("tokens_per_month")
+sys.stdout.write(generate_latest(metrics.registry()).decode())
+"""
+
+
+def test_with_a_multiprocess_directory_every_process_is_summed(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
+    outputs = [
+        subprocess.run([sys.executable, "-c", MULTIPROCESS], env=env, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(outputs[-1])
+        for s in family.samples
+    }
+    assert found[("marketplace_gateway_requests_total", (("route", "invoke"), ("status", "200")))] == 2
+    assert found[("marketplace_gateway_quota_rejections_total", (("quota", "tokens_per_month"),))] == 2
