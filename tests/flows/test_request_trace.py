@@ -103,8 +103,10 @@ def test_one_request_id_and_one_trace_from_the_api_request_to_the_provider_calls
         assert owed.request_id == REQUEST_ID
     assert f"request:{REQUEST_ID}" in run.tags
     assert f"publish started for request {REQUEST_ID}" in log_messages(prefect, run)
-    of_the_run = [line for line in lines.lines if line.get("flow_run_id") == flow_run_id]
-    assert of_the_run and all(line.get("request_id") == REQUEST_ID for line in of_the_run)
+    run_loggers = ("prefect.flow_runs", "prefect.task_runs")
+    of_the_run = [x for x in lines.lines if x.get("flow_run_id") == flow_run_id and x["logger"] in run_loggers]
+    assert "prefect.flow_runs" in {x["logger"] for x in of_the_run}
+    assert [x["message"] for x in of_the_run if x.get("request_id") != REQUEST_ID] == []
 
     # the trace: API request -> flow run -> task runs -> provider calls, one trace id
     api = one(by_name(spans, "POST /api/v1/services"), request_id=REQUEST_ID)
