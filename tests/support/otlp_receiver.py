@@ -110,3 +110,27 @@ class OtlpReceiver:
 def _value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
+
+
+def sink(port: int) -> None:
+    """`python -m tests.support.otlp_receiver PORT`: accept OTLP exports and drop them (a benchmark's
+    collector in a process of its own, so its work does not land on the load generator's)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sink(int(sys.argv[1]))
