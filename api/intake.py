@@ -13,6 +13,8 @@ from uuid import uuid4
 
 from sqlalchemy.orm import Session
 
+from core import telemetry
+from core.logging import current_request_id
 from core.run_names import RunKind, RunLabel, publish_run_label, run_label
 from core.settings import PrefectSettings
 from storage.models import Service
@@ -32,6 +34,7 @@ def publish_run(settings: PrefectSettings, service_id: str, version_id: str, spe
         version_id=version_id,
         run_name=label.name,
         tags=label.tags,
+        **_origin(),
     )
 
 
@@ -55,6 +58,7 @@ def deprecation_run(
         service_id=service.id,
         run_name=label.name,
         tags=label.tags,
+        **_origin(),
     )
 
 
@@ -69,6 +73,7 @@ def registry_sync_run(settings: PrefectSettings, service: Service) -> RunSpec:
         service_id=service.id,
         run_name=label.name,
         tags=label.tags,
+        **_origin(),
     )
 
 
@@ -83,7 +88,14 @@ def access_approval_run(settings: PrefectSettings, service: Service, consumer_id
         service_id=service.id,
         run_name=f"{label.name} for {consumer_id}",
         tags=(*label.tags, f"consumer:{consumer_id}"),
+        **_origin(),
     )
+
+
+def _origin() -> dict[str, str | None]:
+    """The request that owes the run: its X-Request-ID (tagged on the run) and, with tracing on, its
+    traceparent (the run's trace continues it)."""
+    return {"request_id": current_request_id(), "traceparent": telemetry.current_traceparent()}
 
 
 def _label(kind: RunKind, service: Service) -> RunLabel:

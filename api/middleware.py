@@ -16,15 +16,16 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import IN_PROGRESS, REQUEST_DURATION, REQUESTS
-from core.logging import bind_request, configure_logging, resolve_format, unbind_request
+from core import telemetry
+from core.logging import bind_request, configure_logging, resolve_format, unbind_request, valid_request_id
 from core.settings import Environment, Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"  # no route matched (404): one label value, whatever the path
 CANCELLED = 499  # cancelled before answering: client gone, or shutdown grace exceeded (nginx: 499)
@@ -36,6 +37,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     """Structured logging for the process, and the request middleware as the app's outermost layer."""
     development = settings.environment is Environment.DEVELOPMENT
     configure_logging(settings.log_level, resolve_format(settings.log_format, development))
+    telemetry.configure_tracing(settings.telemetry, "marketplace-api")
     build_inner = app.build_middleware_stack
 
     def build() -> ASGIApp:
@@ -58,6 +60,26 @@ class RequestObservabilityMiddleware:
             return
         request_id = incoming_request_id(scope) or str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        if telemetry.STATE.enabled:
+            await self._traced(scope, receive, send, request_id)
+        else:
+            await self._handle(scope, receive, send, request_id)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """The request as a server span, continuing the caller's trace when it sent a traceparent."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        attributes = {"http.request.method": method, "url.path": str(scope.get("path", "")), "request_id": request_id}
+        with telemetry.tracer().start_as_current_span(
+            method, context=telemetry.extract(headers), kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            status = await self._handle(scope, receive, send, request_id)
+            route = route_template(scope)
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         token = bind_request(request_id, scope)
         started = time.perf_counter()
         status: int | None = None
@@ -81,6 +103,7 @@ class RequestObservabilityMiddleware:
             IN_PROGRESS.dec()
             _record(scope, status or 500, time.perf_counter() - started)
             unbind_request(token)
+        return status or 500
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -88,7 +111,7 @@ def incoming_request_id(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == _REQUEST_ID_KEY:
             candidate = value.decode("latin-1")
-            return candidate if _VALID_REQUEST_ID.fullmatch(candidate) else None
+            return candidate if valid_request_id(candidate) else None
     return None
 
 

@@ -19,6 +19,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import SettingsContext, get_settings_context
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled
+from prefect.telemetry.run_telemetry import LABELS_TRACEPARENT_KEY
 
 from api.status.run_states import RunStateCache
 from core.errors import ConflictError, UpstreamUnavailableError
@@ -130,7 +131,8 @@ class Orchestrator:
                     parameters=run.parameters,
                     idempotency_key=run.idempotency_key,
                     name=run.run_name,
-                    tags=list(run.tags) or None,
+                    tags=run.run_tags() or None,
+                    labels=_trace_labels(run),
                 )
         except Exception as exc:
             log.warning("cannot start %s: %s", run.deployment, exc)
@@ -168,6 +170,12 @@ class Orchestrator:
         """Whether the Prefect API answers its health check."""
         with self._bounded():
             return self._client.api_healthcheck() is None
+
+
+def _trace_labels(run: RunSpec) -> dict[str, bool | int | float | str] | None:
+    """The request's trace context as the run label from which Prefect's run telemetry continues
+    the trace: the flow run's span becomes a child of the API request's span (docs/observability.md)."""
+    return {LABELS_TRACEPARENT_KEY: run.traceparent} if run.traceparent else None
 
 
 def _state_of(run: FlowRun) -> RunState | None:

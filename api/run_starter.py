@@ -192,4 +192,6 @@ def _spec_of(request: FlowRunRequest) -> RunSpec:
         version_id=request.version_id,
         run_name=request.run_name,
         tags=tuple(request.tags or ()),
+        request_id=request.request_id,
+        traceparent=request.traceparent,
     )

@@ -8,6 +8,7 @@ The retry delays are the pipeline's exponential backoff (`settings.retries`). No
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from checks.endpoint_checks import TRANSIENT_CODES, check_auth, check_health, check_latency, check_security
 from checks.endpoint_conformance import check_conformance
 from checks.timing import timed
+from core import telemetry
 from core.domain import PhaseOutcome
 from core.settings import Settings
 
@@ -41,7 +43,8 @@ def run_check(check: Check, spec: dict[str, Any], settings: Settings) -> tuple[P
     """One check, tried again after a backoff while it fails transiently (CHECK_RETRIES times at most)."""
     delays = retry_delays(settings, CHECK_RETRIES)
     for attempt in range(CHECK_RETRIES + 1):
-        outcome, started_at = timed(lambda: check(spec, settings))
+        with telemetry.span(f"provider call: {check.__name__}", _call_attributes(spec, attempt)):
+            outcome, started_at = timed(lambda: check(spec, settings))
         if outcome.passed or not transient(outcome) or attempt == CHECK_RETRIES:
             outcome.evidence["attempts"] = attempt + 1
             return outcome, started_at
@@ -52,5 +55,13 @@ def run_check(check: Check, spec: dict[str, Any], settings: Settings) -> tuple[P
 
 def run_checks(spec: dict[str, Any], settings: Settings) -> list[tuple[PhaseOutcome, datetime]]:
     """Every check at once (threads), each with its own retries; outcomes in CHECKS order."""
+    # Each check in a copy of the caller's context: its provider calls are child spans of the task's.
+    contexts = [contextvars.copy_context() for _ in CHECKS]
     with ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="endpoint-check") as pool:
-        return list(pool.map(lambda check: run_check(check, spec, settings), CHECKS))
+        return list(pool.map(lambda ctx, check: ctx.run(run_check, check, spec, settings), contexts, CHECKS))
+
+
+def _call_attributes(spec: dict[str, Any], attempt: int) -> dict[str, Any]:
+    endpoint = spec.get("endpoint")
+    url = endpoint.get("url") if isinstance(endpoint, dict) else None
+    return {"url.full": str(url), "attempt": attempt + 1}

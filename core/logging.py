@@ -13,6 +13,7 @@ processes (server, worker, flow runs) import it through their logging config.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
@@ -28,6 +29,7 @@ HANDLER_NAME = "marketplace-console"
 # Extras some libraries attach that would only repeat the message (uvicorn's coloured copy).
 _SKIPPED_EXTRAS = ("color_message",)
 _CONTEXT_KEYS = ("request_id", "flow_run_id", "task_run_id", "service_id")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_SERVICE_ID_LENGTH = 64  # a path parameter is the caller's text: ids are 36 characters
 
 
@@ -46,6 +48,11 @@ class RequestContext:
 
 
 _request: ContextVar[RequestContext | None] = ContextVar("marketplace_request", default=None)
+
+
+def valid_request_id(candidate: str) -> bool:
+    """A caller's X-Request-ID is kept when it is 1-128 characters of [A-Za-z0-9._-] (safe in logs, tags, headers)."""
+    return _VALID_REQUEST_ID.fullmatch(candidate) is not None
 
 
 def bind_request(request_id: str, scope: MutableMapping[str, Any]) -> Token[RequestContext | None]:
@@ -70,7 +77,8 @@ def context_fields() -> dict[str, str]:
         fields["request_id"] = request.request_id
         if request.service_id:
             fields["service_id"] = request.service_id
-    fields.update(_prefect_fields())
+    for key, value in _prefect_fields().items():
+        fields.setdefault(key, value)  # inside an HTTP request, that request's id stays
     return fields
 
 
@@ -83,6 +91,8 @@ def _prefect_fields() -> dict[str, str]:
     flow_ctx = context.FlowRunContext.get()
     if flow_ctx is not None and flow_ctx.flow_run is not None:
         fields["flow_run_id"] = str(flow_ctx.flow_run.id)
+        if (request_id := request_id_of_tags(flow_ctx.flow_run.tags)) is not None:
+            fields["request_id"] = request_id
         _add_service_id(fields, flow_ctx.parameters)
     task_ctx = context.TaskRunContext.get()
     if task_ctx is not None:
@@ -91,6 +101,17 @@ def _prefect_fields() -> dict[str, str]:
             fields["flow_run_id"] = str(task_ctx.task_run.flow_run_id)
         _add_service_id(fields, task_ctx.parameters)
     return fields
+
+
+REQUEST_TAG_PREFIX = "request:"  # the tag a run started for a request carries (storage/repositories/run_requests.py)
+
+
+def request_id_of_tags(tags: Any) -> str | None:
+    """The request id of a run's `request:<id>` tag, if it has one."""
+    for tag in tags or ():
+        if isinstance(tag, str) and tag.startswith(REQUEST_TAG_PREFIX):
+            return tag[len(REQUEST_TAG_PREFIX) :]
+    return None
 
 
 def _add_service_id(fields: dict[str, str], parameters: dict[str, Any] | None) -> None:

@@ -293,6 +293,24 @@ class ApiSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    """Traces (core/telemetry.py): off unless an OTLP endpoint is given here or in OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="Base URL of an OTLP/HTTP receiver (an OpenTelemetry Collector, Jaeger, Tempo: "
+        "http://collector:4318); spans go to <url>/v1/traces. Unset, and OTEL_EXPORTER_OTLP_ENDPOINT unset too: "
+        "no tracing at all (no exporter, no spans recorded).",
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded (a request that arrives with a sampled traceparent is always "
+        "recorded: the caller decided).",
+    )
+
+
 class GatewaySettings(BaseModel):
     """The data plane (gateway/): where it listens, what it talks to, how it limits and times calls."""
 
@@ -579,6 +597,7 @@ class Settings(BaseSettings):
     consumption: ConsumptionSettings = ConsumptionSettings()
     billing: BillingSettings = BillingSettings()
     health: HealthSettings = HealthSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

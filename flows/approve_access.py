@@ -27,11 +27,13 @@ from tasks.access import (
     open_access_wait,
     record_access_decision,
 )
+from tasks.run_log import log_origin
 
 
 @flow(name="approve-access", retries=0, persist_result=True, log_prints=False)
 def approve_access(access_request_id: str) -> State[Any]:
     """Wait for the decision on a consumer's access, then open the subscription or refuse it."""
+    log_origin("access approval started")
     ref = AccessRef(access_request_id=access_request_id, flow_run_id=flow_run.get_id())
     wait = open_access_wait(ref)
     if wait.status != "pending":  # cancelled or expired before the run got here

@@ -11,11 +11,13 @@ from core.domain import Audience
 from tasks.deprecation import DeprecationInput, RetirementInput, mark_deprecated, retire, schedule_retirement
 from tasks.indexing import ServiceRef, sync_search_entry
 from tasks.notify import NotificationInput, notify
+from tasks.run_log import log_origin
 
 
 @flow(name="deprecate-service", retries=0, log_prints=False)
 def deprecate_service(service_id: str, actor_id: str, actor_role: str | None, reason: str, grace_seconds: int) -> str:
     """Mark the service deprecated, tell consumers, and schedule its retirement at the end of the grace period."""
+    log_origin("deprecation started")
     inp = DeprecationInput(
         service_id=service_id,
         actor_id=actor_id,

@@ -36,6 +36,7 @@ from tasks.lifecycle import RollbackInput, TransitionInput, record_rollback, tra
 from tasks.notify import NotificationInput, notify
 from tasks.publish_report import write_publish_report
 from tasks.registry import RegistryEntryInput, registry_sync, remove_registry_entry
+from tasks.run_log import log_origin
 from tasks.submission import VersionNotStored, check_submission
 
 
@@ -51,6 +52,7 @@ class PublicationRejected(Exception):
 @flow(name="publish-service", retries=0, persist_result=True, log_prints=False)
 def publish_service(service_id: str, version_id: str) -> State[Any]:
     """Take a submitted version through validation, policy, registry, tests, approval and activation."""
+    log_origin("publish started")
     base = PhaseInput(service_id=service_id, version_id=version_id, flow_run_id=flow_run.get_id())
     compensation = Compensation(get_run_logger())
     try:

@@ -13,13 +13,15 @@ import re
 import sys
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core import telemetry
 from core.gc_pauses import freeze_startup_objects
 from core.settings import Settings
-from gateway import routes
+from gateway import metrics, routes
 from gateway.asgi import Receive, Scope, Send, send_whole
 from gateway.directory import AccessDirectory
 from gateway.directory_db import DatabaseDirectory
@@ -28,7 +30,7 @@ from gateway.handoff import Handoff
 from gateway.journal import Journal, rotate_forever
 from gateway.limits import Limits
 from gateway.openai_compat import ROUTES
-from gateway.proxy import Gateway
+from gateway.proxy import Call, Gateway
 from gateway.resp import RespClient
 from gateway.upstream import Upstream
 from gateway.writer import UsageWriter
@@ -73,20 +75,47 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if telemetry.STATE.enabled:
+            await self._traced(scope, receive, send)
+            return
+        call = await self._route(scope, receive, send)
+        if call is not None:
+            metrics.observe(call.route_name, call.status, call.started, call.ttfb_ms, call.error)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The call as a server span (continuing a caller's traceparent); the provider call is its child."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with telemetry.tracer().start_as_current_span(
+            f"gateway {scope['method']}", context=telemetry.extract(headers), kind=SpanKind.SERVER
+        ) as span:
+            call = await self._route(scope, receive, send)
+            if call is not None:
+                metrics.observe(call.route_name, call.status, call.started, call.ttfb_ms, call.error)
+                span.update_name(f"gateway {call.route_name}")
+                span.set_attribute("request_id", call.correlation_id)
+                span.set_attribute("marketplace.call_id", call.request_id)
+                span.set_attribute("http.response.status_code", call.status)
+                if call.error is not None:
+                    span.set_attribute("error.type", call.error)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> Call | None:
         path, method, gw = scope["path"], scope["method"], self.gw
         assert gw is not None
         if method == "POST" and path in ROUTES:
-            await routes.openai(gw, scope, receive, send, path)
-        elif method == "POST" and (match := INVOKE.match(path)):
-            await routes.invoke(gw, scope, receive, send, match.group(1))
-        elif method == "GET" and path == "/v1/models":
-            await routes.models(gw, scope, send)
-        elif method == "GET" and path in ("/health", "/ready"):
+            return await routes.openai(gw, scope, receive, send, path)
+        if method == "POST" and (match := INVOKE.match(path)):
+            return await routes.invoke(gw, scope, receive, send, match.group(1))
+        if method == "GET" and path == "/v1/models":
+            return await routes.models(gw, scope, send)
+        if method == "GET" and path in ("/health", "/ready"):
             await send_whole(send, 200, b'{"status":"ok"}', {})
+        elif method == "GET" and path == "/metrics":
+            await metrics.serve(scope, send)
         else:
             error = not_found(f"no route {method} {path}") if path in ROUTES or INVOKE.match(path) is None else None
             error = error or GatewayError(405, "method_not_allowed", f"{method} is not allowed on {path}")
             await send_whole(send, error.status, error.body(), {})
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -106,6 +135,7 @@ class GatewayApp:
 
     async def startup(self) -> None:
         s = self.settings
+        telemetry.configure_tracing(s.telemetry, "marketplace-gateway")
         g = s.gateway
         url = g.redis_url or s.cache.redis_url
         redis = RespClient(url, g.redis_timeout_seconds) if url else None

@@ -15,11 +15,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from opentelemetry.trace import SpanKind
 
+from core import telemetry
+from core.logging import valid_request_id
 from core.settings import GatewaySettings
 from core.signing import signed_headers
-from gateway import checks
-from gateway.asgi import Receive, Scope, Send, encode_headers, read_body, send_whole
+from gateway import checks, metrics
+from gateway.asgi import Receive, Scope, Send, encode_headers, header, read_body, send_whole
 from gateway.directory import Access, AccessDirectory, ApiKey, ServiceRoute, Subscription
 from gateway.errors import GatewayError
 from gateway.handoff import Handoff, Settlement
@@ -44,9 +47,14 @@ class Gateway:
 
 @dataclass
 class Call:
-    """The state of one call as it goes through the checks and the provider."""
+    """The state of one call as it goes through the checks and the provider.
+
+    `request_id` is the gateway's own id of the call: its usage record's identity and the nonce of
+    its signature, so always new. A caller's X-Request-ID is `caller_request_id`: echoed in the
+    answer's X-Request-ID and passed to the provider as theirs, with the call's own id beside it."""
 
     route_name: str
+    caller_request_id: str | None = None
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -59,10 +67,19 @@ class Call:
     quota: str = ""
     ttfb_ms: float | None = None
     stream: bool = False
+    status: int = 500  # what the consumer got (set when the answer starts)
+    error: str | None = None  # our error code, when the call failed
+
+    @property
+    def correlation_id(self) -> str:
+        """The id the caller knows the call by: its own X-Request-ID, else the call's."""
+        return self.caller_request_id or self.request_id
 
     def headers(self) -> dict[str, str]:
-        """What every answer to this call carries: its id, the rate limit and lifecycle headers."""
-        out = {"X-Request-ID": self.request_id, **checks.rate_headers(self.verdict)}
+        """What every answer to this call carries: its ids, the rate limit and lifecycle headers."""
+        out = {"X-Request-ID": self.correlation_id, **checks.rate_headers(self.verdict)}
+        if self.caller_request_id is not None:
+            out["X-Marketplace-Request-Id"] = self.request_id  # the usage record's id
         if self.service is not None:
             out.update(checks.lifecycle_headers(self.service))
         return out
@@ -78,6 +95,8 @@ async def authorize(gw: Gateway, call: Call, body_size: int, max_tokens: int | N
     ask = checks.ask_for(call.key, sub, call.service, call.occurred_at, reserve)
     call.verdict = verdict = await gw.limits.check(ask)
     if not verdict.allowed:
+        if verdict.verdict in checks.QUOTA_NAMES:
+            metrics.quota_rejected(checks.QUOTA_NAMES[verdict.verdict])
         raise checks.refusal(verdict, call.occurred_at)
     call.reserved, call.quota = reserve, ask.quota
 
@@ -95,7 +114,10 @@ async def forward(gw: Gateway, call: Call, url: str, body: bytes, send: Send, ss
     breaker = gw.upstream.breaker(call.service.provider_id)
     breaker.before_call(call.service.provider_id)
     try:
-        response = await gw.upstream.send(url, body, headers)
+        if telemetry.STATE.enabled:
+            response = await _traced_send(gw, call, url, body, headers)
+        else:
+            response = await gw.upstream.send(url, body, headers)
     except GatewayError:
         breaker.record(False)
         raise
@@ -117,11 +139,33 @@ async def forward(gw: Gateway, call: Call, url: str, body: bytes, send: Send, ss
         response.release()
 
 
+async def _traced_send(
+    gw: Gateway, call: Call, url: str, body: bytes, headers: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """The provider call as a client span (to its status line); the provider gets its traceparent."""
+    assert call.service is not None
+    attributes = {"url.full": url, "service.id": call.service.id, "request_id": call.correlation_id}
+    with telemetry.tracer().start_as_current_span("provider call", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        telemetry.inject(headers)
+        response = await gw.upstream.send(url, body, headers)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+def caller_request_id(scope: Scope) -> str | None:
+    """The caller's X-Request-ID when it is a sane id (core/logging.valid_request_id), else None."""
+    raw = header(scope, b"x-request-id")
+    if raw is None:
+        return None
+    candidate = raw.decode("latin-1")
+    return candidate if valid_request_id(candidate) else None
+
+
 def upstream_headers(call: Call, url: str) -> dict[str, str]:
     """The provider's credential and the signed marketplace headers; never the consumer's key."""
     assert call.key is not None
     assert call.access is not None
-    headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
+    headers = {"Content-Type": "application/json", "X-Request-ID": call.correlation_id}
     if call.access.credential is not None:
         headers[call.access.credential[0]] = call.access.credential[1]
     if call.access.signing_secrets:
@@ -186,6 +230,7 @@ async def _relay_stream(gw: Gateway, call: Call, response: aiohttp.ClientRespons
 
 async def record(gw: Gateway, call: Call, status: int, usage: tuple[int, int] | None, error: str | None = None) -> None:
     """Hand the call's usage record off and settle its reservation (given back unless it succeeded)."""
+    call.status, call.error = status, error
     service, key = call.service, call.key
     if service is None or key is None:
         return

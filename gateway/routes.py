@@ -14,9 +14,9 @@ from gateway.openai_compat import SseScanner
 from gateway.proxy import Call, Gateway
 
 
-async def invoke(gw: Gateway, scope: Scope, receive: Receive, send: Send, service_id: str) -> None:
+async def invoke(gw: Gateway, scope: Scope, receive: Receive, send: Send, service_id: str) -> Call:
     """POST /api/v1/services/{id}/invoke: the body goes to the service's endpoint as it is."""
-    call = Call(route_name="invoke")
+    call = Call(route_name="invoke", caller_request_id=proxy.caller_request_id(scope))
     try:
         await proxy.authenticate(gw, call, scope)
         body = await proxy.read_request(gw, receive)
@@ -26,6 +26,7 @@ async def invoke(gw: Gateway, scope: Scope, receive: Receive, send: Send, servic
         await proxy.forward(gw, call, call.service.base_url, body, send, None)
     except GatewayError as exc:
         await proxy.fail(gw, call, send, exc)
+    return call
 
 
 def _invoke_max_tokens(body: bytes) -> int | None:
@@ -41,9 +42,9 @@ def _invoke_max_tokens(body: bytes) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-async def openai(gw: Gateway, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+async def openai(gw: Gateway, scope: Scope, receive: Receive, send: Send, path: str) -> Call:
     """POST /v1/chat/completions, /v1/completions, /v1/embeddings: the service is the body's `model`."""
-    call = Call(route_name=openai_compat.ROUTES[path])
+    call = Call(route_name=openai_compat.ROUTES[path], caller_request_id=proxy.caller_request_id(scope))
     try:
         await proxy.authenticate(gw, call, scope)
         body = await proxy.read_request(gw, receive)
@@ -60,16 +61,17 @@ async def openai(gw: Gateway, scope: Scope, receive: Receive, send: Send, path: 
         await proxy.forward(gw, call, url, body, send, sse)
     except GatewayError as exc:
         await proxy.fail(gw, call, send, exc)
+    return call
 
 
-async def models(gw: Gateway, scope: Scope, send: Send) -> None:
+async def models(gw: Gateway, scope: Scope, send: Send) -> Call:
     """GET /v1/models: the services this key may call, as OpenAI lists models."""
-    call = Call(route_name="models")
+    call = Call(route_name="models", caller_request_id=proxy.caller_request_id(scope))
     try:
         key = await proxy.authenticate(gw, call, scope)
     except GatewayError as exc:
         await proxy.fail(gw, call, send, exc)
-        return
+        return call
     data = []
     for service_id in sorted(await gw.directory.subscribed(key)):
         route = gw.directory.service(service_id)
@@ -78,4 +80,6 @@ async def models(gw: Gateway, scope: Scope, send: Send) -> None:
         created = int(route.published_at.timestamp()) if route.published_at else int(time.time())
         data.append({"id": route.name, "object": "model", "created": created, "owned_by": route.provider_id})
     body = orjson.dumps({"object": "list", "data": data})
-    await send_whole(send, 200, body, {"X-Request-ID": call.request_id})
+    call.status = 200
+    await send_whole(send, 200, body, call.headers())
+    return call

@@ -444,6 +444,8 @@ class FlowRunRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
+    request_id: Mapped[str | None] = mapped_column(String(128))  # X-Request-ID of the request that owed it
+    traceparent: Mapped[str | None] = mapped_column(String(64))  # its W3C trace context, when tracing is on
 
 
 # --- Consumption: who may call which service, with which key, under which plan. ---

@@ -21,6 +21,7 @@ from storage.models import FlowRunRequest, new_id, utcnow
 
 QUEUED = "queued"
 STARTED = "started"
+REQUEST_TAG_PREFIX = "request:"  # core/logging.py reads it back into the run's log lines
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class RunSpec:
     version_id: str | None = None
     run_name: str | None = None
     tags: tuple[str, ...] = ()
+    request_id: str | None = None  # the X-Request-ID of the request that owes the run
+    traceparent: str | None = None  # that request's W3C trace context (tracing on), continued by the run
+
+    def run_tags(self) -> list[str]:
+        """The tags the run is created with: its own, and `request:<id>` to find it from a log line."""
+        return [*self.tags, f"{REQUEST_TAG_PREFIX}{self.request_id}"] if self.request_id else list(self.tags)
 
 
 def enqueue(session: Session, spec: RunSpec) -> FlowRunRequest:
@@ -59,6 +66,8 @@ def request(spec: RunSpec) -> FlowRunRequest:
         version_id=spec.version_id,
         run_name=spec.run_name,
         tags=list(spec.tags),
+        request_id=spec.request_id,
+        traceparent=spec.traceparent,
         status=QUEUED,
         attempts=0,
         next_attempt_at=utcnow(),

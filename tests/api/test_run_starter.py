@@ -7,6 +7,7 @@ the records can be checked without timing a real server. The API and fault tests
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import timedelta
@@ -162,3 +163,27 @@ def test_with_row_locks_several_runs_are_created_at_once_and_none_twice(database
     assert prefect.most_in_flight > 1
     with session_scope() as session:
         assert run_requests.backlog(session).queued == 0
+
+
+def test_a_run_is_created_with_its_requests_id_as_a_tag_and_its_trace_context(database_url: str) -> None:
+    specs: list[RunSpec] = []
+
+    class Recording(ScriptedPrefect):
+        def create_run(self, run: RunSpec) -> str:
+            specs.append(run)
+            return super().create_run(run)
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    spec = make_spec(name="svc-traced")
+    with session_scope() as session:
+        service = services.create_submitted(session, spec, Actor("acme", "provider"))
+        version_id = versions.latest(session, service.id).id
+        owed = intake.publish_run(PrefectSettings(), service.id, version_id, spec)
+        intake.owe(session, dataclasses.replace(owed, request_id="req-42", traceparent=traceparent))
+    untraced = submit("svc-untraced")  # outside a request: no id, no trace context
+    assert starter(Recording()).drain() == 2
+    traced, plain = specs
+    assert (traced.request_id, traced.traceparent) == ("req-42", traceparent)
+    assert traced.run_tags() == [*owed.tags, "request:req-42"]
+    assert (plain.request_id, plain.traceparent, plain.version_id) == (None, None, untraced[1])
+    assert plain.run_tags() == list(plain.tags)
