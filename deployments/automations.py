@@ -6,6 +6,12 @@ left to report them. Flow runs send heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENC
 automation marks a run `Crashed` when its heartbeats stop without the run reaching another
 state, and the reconcile deployment's trigger on `Crashed` then compensates it.
 
+A run's first heartbeat comes only once it runs. A worker host lost after claiming a run
+(`Pending`) and before the run's first heartbeat would leave it `Pending` (or `Running`)
+forever, so the claim and the start open the same wait as a heartbeat does: whatever the last
+sign of life was, nothing further within the window means the run was lost (the multi-host test,
+tests/multihost/, loses a worker host while it holds runs).
+
 `python -m deployments.automations --within 90` applies it (idempotent: replaced by name).
 """
 
@@ -21,9 +27,13 @@ from prefect.client.schemas.objects import StateType
 
 CRASH_DETECTION = "marketplace-crashed-flow-runs"
 
-# After a heartbeat, any of these says the run is alive or no longer running.
+# The signs of life that open the wait: a heartbeat, and the claim and start before the first one.
+SIGNS_OF_LIFE = ["prefect.flow-run.heartbeat", "prefect.flow-run.Pending", "prefect.flow-run.Running"]
+
+# After a sign of life, any of these says the run is alive or no longer running.
 ALIVE_OR_SETTLED = [
     "prefect.flow-run.heartbeat",
+    "prefect.flow-run.Running",
     "prefect.flow-run.Completed",
     "prefect.flow-run.Failed",
     "prefect.flow-run.Cancelled",
@@ -33,6 +43,7 @@ ALIVE_OR_SETTLED = [
     "prefect.flow-run.Suspended",
     "prefect.flow-run.Scheduled",
     "prefect.flow-run.AwaitingRetry",
+    "prefect.flow-run.AwaitingConcurrencySlot",
 ]
 
 
@@ -40,12 +51,13 @@ def crash_detection(within_seconds: int) -> Automation:
     return Automation(
         name=CRASH_DETECTION,
         description=(
-            "Mark a flow run Crashed when its heartbeats stop while it is running "
-            "(its process died); the reconcile deployment then compensates it."
+            "Mark a flow run Crashed when it shows no sign of life (heartbeat, start) for the window "
+            "after being claimed or while running (its process died); the reconcile deployment then "
+            "compensates it."
         ),
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            after={"prefect.flow-run.heartbeat"},
+            after=set(SIGNS_OF_LIFE),
             expect=set(ALIVE_OR_SETTLED),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
@@ -55,7 +67,7 @@ def crash_detection(within_seconds: int) -> Automation:
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {within_seconds} s: the process running it was lost",
+                message=f"no sign of life for {within_seconds} s: the process running it was lost",
             )
         ],
     )

@@ -4,7 +4,8 @@ The runs of a warm worker live in its process, so losing the process loses all o
 worker is left to report it. Runs send heartbeats; the platform's automation marks a run whose
 heartbeats stop `Crashed` (deployments/automations.py), and the reconcile deployment's trigger
 compensates it: registry entry removed, service failed. The worker comes back (here: restarted
-by the test, in production by its supervisor) and takes new runs.
+by the test, in production by its supervisor) and takes new runs. A run claimed by a worker that
+was lost before the run sent its first heartbeat is found the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.states import Pending
 
 from deployments.stack import Stack
 from tests.e2e.conftest import CRASH_AFTER, HEARTBEAT, eventually
@@ -24,6 +27,8 @@ from tests.support.provider import FakeProvider, good_spec
 from tests.support.registry import FakeRegistry
 
 pytestmark = pytest.mark.e2e
+
+CLAIMED_ONLY = "refresh-service-signals/refresh-service-signals"  # any deployment: its run never starts
 
 
 def test_a_lost_warm_worker_leaves_failed_services_and_nothing_in_the_registry(
@@ -42,6 +47,10 @@ def test_a_lost_warm_worker_leaves_failed_services_and_nothing_in_the_registry(
             eventually(functools.partial(testing, service_id), 90, "the endpoint-test phase")
         registered = {v["metadata"]["marketplaceId"] for v in registry.entries.values()}
         assert set(ids) <= registered
+        with SyncPrefectClient(e2e_stack.config.prefect_api_url) as prefect:
+            # as a worker leaves a run it claimed and died before starting: Pending, no heartbeat ever
+            deployment = prefect.read_deployment_by_name(CLAIMED_ONLY)
+            claimed = prefect.create_flow_run_from_deployment(deployment.id, state=Pending()).id
         os.kill(e2e_stack.pid_of("worker"), signal.SIGKILL)  # every run it held dies with it
         e2e_stack.start_worker()
 
@@ -54,6 +63,13 @@ def test_a_lost_warm_worker_leaves_failed_services_and_nothing_in_the_registry(
             assert [h["actor"] for h in history if h["toStatus"] == "failed"] == ["reconciler"]
         registered = {v["metadata"]["marketplaceId"] for v in registry.entries.values()}
         assert not set(ids) & registered
+
+        def claimed_state() -> str | None:
+            with SyncPrefectClient(e2e_stack.config.prefect_api_url) as prefect:
+                state = prefect.read_flow_run(claimed).state
+            return state.type.value if state is not None and state.type.value == "CRASHED" else None
+
+        eventually(claimed_state, CRASH_AFTER + 60, "the claimed, never started run to be marked Crashed")
 
     with FakeProvider() as provider:  # the restarted worker takes new runs
         service_id = api.post("/api/v1/services", json=good_spec(provider.url, name="e2e-after-loss")).json()[
