@@ -96,7 +96,13 @@ class FakeProvider(LoopbackHTTPServer):
     """A real HTTP(S) server on a free port of 127.0.0.1; use it as a context manager."""
 
     def __init__(
-        self, mode: Mode = "healthy", *, delay_ms: int | None = None, tls: bool = False, security_headers: bool = True
+        self,
+        mode: Mode = "healthy",
+        *,
+        delay_ms: int | None = None,
+        tls: bool = False,
+        security_headers: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         self.mode: Mode = mode
         self.delay_ms = delay_ms if delay_ms is not None else (SLOW_DEFAULT_DELAY_MS if mode == "slow" else 0)
@@ -110,7 +116,7 @@ class FakeProvider(LoopbackHTTPServer):
         """PEM of the CA that signed the server certificate (tls=True only)."""
         self._lock = threading.Lock()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        super().__init__(self._answer, methods=("GET", "POST"), keep_alive=True, name="fake-provider")
+        super().__init__(self._answer, methods=("GET", "POST"), keep_alive=True, name="fake-provider", host=host)
 
     def start(self) -> Self:
         if self.tls:  # a fresh certificate for each start, removed at stop
