@@ -38,7 +38,7 @@ from tests.multihost.hosts import (
     start_haproxy,
 )
 from tests.multihost.network import CLIENT_ADDRESS, Network, why_unavailable
-from tests.support.gateway import add_service, consumer_with_key
+from tests.support.gateway import add_service, consumer_with_key, set_credential
 from tests.support.kafka import TansuBroker, tansu_binary
 from tests.support.provider import FakeProvider
 from tests.support.services import CI
@@ -178,14 +178,18 @@ def cluster(monkeypatch_package: pytest.MonkeyPatch) -> Iterator[Cluster]:
         control.start_prefect_server()
         control.deploy()
         pause_deployments(control, ["monitor-services"])
-        publish_provider = FakeProvider("slow", delay_ms=PUBLISH_DELAY_MS, host=CLIENT_ADDRESS).start()
+        # Over TLS: the https-required policy lets plain http through only on loopback.
+        publish_provider = FakeProvider("slow", delay_ms=PUBLISH_DELAY_MS, host=CLIENT_ADDRESS, tls=True).start()
         chat_provider = FakeProvider(host=CLIENT_ADDRESS).start()
         providers += [publish_provider, chat_provider]
         service_id = add_service(chat_provider.url, name="multihost-chat")
+        set_credential(service_id, "upstream-key-of-acme")  # the fake provider refuses calls without one
         _key_id, token = consumer_with_key(
             "multihost-consumer", [service_id], Plan(name="mh", requests_per_minute=10**6)
         )
-        workers = {name: _stack(network, name, workdir, env, prefect_db) for name in ("worker1", "worker2")}
+        assert publish_provider.ca_path is not None
+        worker_env = {**env, "SSL_CERT_FILE": str(publish_provider.ca_path)}  # the endpoint tests trust it
+        workers = {name: _stack(network, name, workdir, worker_env, prefect_db) for name in ("worker1", "worker2")}
         apps = {name: _stack(network, name, workdir, env, prefect_db) for name in ("app1", "app2")}
         stacks += [*workers.values(), *apps.values()]
         for worker in workers.values():

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from tests.support.certificates import server_tls
+from tests.support.certificates import LOOPBACK_NAMES, server_tls
 from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.specs import make_spec
 
@@ -121,7 +121,8 @@ class FakeProvider(LoopbackHTTPServer):
     def start(self) -> Self:
         if self.tls:  # a fresh certificate for each start, removed at stop
             self._tmp = tempfile.TemporaryDirectory(prefix="fake-provider-")
-            self.tls_context, self.ca_path = server_tls(Path(self._tmp.name))
+            names = LOOPBACK_NAMES if self.host == "127.0.0.1" else (self.host,)
+            self.tls_context, self.ca_path = server_tls(Path(self._tmp.name), names)
         return super().start()
 
     def stop(self) -> None:
