@@ -46,7 +46,7 @@ from tests.support.stack import pause_deployments
 
 HOSTS = ["data", "control", "edge", "app1", "app2", "worker1", "worker2"]
 HEARTBEAT = 30  # Prefect's shortest heartbeat interval
-CRASH_AFTER = 40  # no heartbeat for this long: the run is marked Crashed
+CRASH_AFTER = 35  # no heartbeat for this long: the run is marked Crashed (as the e2e stack)
 KAFKA_PORT = 9092
 PUBLISH_DELAY_MS = 700  # each call to the publishing provider: endpoint tests take a few seconds
 
