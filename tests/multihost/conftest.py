@@ -48,6 +48,7 @@ HOSTS = ["data", "control", "edge", "app1", "app2", "worker1", "worker2"]
 HEARTBEAT = 30  # Prefect's shortest heartbeat interval
 CRASH_AFTER = 35  # no heartbeat for this long: the run is marked Crashed (as the e2e stack)
 KAFKA_PORT = 9092
+WORKER_THREADS = 6
 PUBLISH_DELAY_MS = 700  # each call to the publishing provider: endpoint tests take a few seconds
 
 
@@ -110,6 +111,8 @@ def _environment(cluster_db: str, data: DataHost, broker: str, workdir: Path, co
         "MARKETPLACE_ENDPOINT_TESTS__LATENCY_SAMPLES": "3",
         "MARKETPLACE_RATE_LIMIT__PUBLISH_LIMIT": "100000",
         "MARKETPLACE_WORKER__MODE": "warm",
+        # Few slots each: a burst is shared by both workers (with 32, the first to wake takes it all).
+        "MARKETPLACE_WORKER__THREADS": str(WORKER_THREADS),
         "MARKETPLACE_WORKER__HEARTBEAT_SECONDS": str(HEARTBEAT),
         "MARKETPLACE_WORKER__CRASH_AFTER_SECONDS": str(CRASH_AFTER),
         "MARKETPLACE_GATEWAY__DIRECTORY_REFRESH_SECONDS": "0.5",
