@@ -137,7 +137,7 @@ def held_runs(cluster: Cluster, worker: str) -> list[str]:
         return []
 
 
-def settled_holding(cluster: Cluster, worker: str, quiet: float = 2.5) -> bool:
+def settled_holding(cluster: Cluster, worker: str, quiet: float = 4.0) -> bool:
     """The worker holds at least two runs and took none in the last `quiet` seconds. A run's first
     heartbeat goes out as its engine starts, moments after the claim; a host lost between the two
     leaves a run no automation can find (see docs/testing.md)."""
