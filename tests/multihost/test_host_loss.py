@@ -137,7 +137,7 @@ def held_runs(cluster: Cluster, worker: str) -> list[str]:
         return []
 
 
-def testing_on(cluster: Cluster, api: httpx.Client, services: list[str], worker: str) -> bool:
+def in_endpoint_tests_on(cluster: Cluster, api: httpx.Client, services: list[str], worker: str) -> bool:
     """The worker holds a publish run in its endpoint tests: well past the run's first heartbeat
     (a host lost between a claim and that heartbeat leaves a run no automation finds:
     docs/testing.md) and seconds before the run ends."""
@@ -185,7 +185,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
     try:
         test_started = time.monotonic()
         services = [publisher.publish(n) for n in range(BEFORE_LOSS)]
-        wait_for(lambda: testing_on(cluster, api, services, "worker1"), 90, "worker1 to run endpoint tests")
+        wait_for(lambda: in_endpoint_tests_on(cluster, api, services, "worker1"), 90, "worker1 to run endpoint tests")
         holders_before = {lock_holder(cluster) for _ in range(3)}
 
         killed_at, killed_wall = time.monotonic(), time.time()
