@@ -6,7 +6,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -34,20 +34,33 @@ class TansuBroker:
     """One Tansu broker on a fixed loopback port: `stop()` loses everything (memory storage), and
     `start()` brings an empty broker back on the same port. Only its own process is ever signalled."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        launcher: Sequence[str] = (),
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.host = host  # another address and a launcher (`ip netns exec NS`): tests/multihost
+        self.launcher = list(launcher)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         if self._process is not None:
             raise RuntimeError("the broker is already running")
-        url = f"tcp://127.0.0.1:{self.port}"
-        argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        url = f"tcp://{self.bootstrap_servers}"
+        argv = [*self.launcher, str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
         argv += ["--storage-engine", "memory://tansu/"]
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -56,7 +69,7 @@ class TansuBroker:
             if self._process.poll() is not None:
                 raise RuntimeError(f"tansu exited with code {self._process.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.02)

@@ -90,8 +90,10 @@ class LoopbackHTTPServer:
         tls: ssl.SSLContext | None = None,
         keep_alive: bool = False,
         name: str = "loopback-http",
+        host: str = "127.0.0.1",
     ) -> None:
         self.tls_context = tls
+        self.host = host  # another local address only for tests that make their own (network namespaces)
         attributes: dict[str, Any] = {f"do_{method}": _Handler.serve for method in methods}
         attributes["protocol_version"] = "HTTP/1.1" if keep_alive else "HTTP/1.0"
         self._handler = type("Handler", (_Handler,), attributes)
@@ -111,10 +113,10 @@ class LoopbackHTTPServer:
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. http://127.0.0.1:54321."""
-        return f"{'https' if self.tls_context else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_context else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> Self:
-        self._server = _Server(self._handler, self._on_request, self.tls_context)
+        self._server = _Server(self._handler, self._on_request, self.tls_context, self.host)
         self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self._name, daemon=True
@@ -143,8 +145,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], answer: Answer, tls: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], answer: Answer, tls: ssl.SSLContext | None, host: str
+    ) -> None:
+        super().__init__((host, 0), handler)
         self.answer = answer
         if tls is not None:
             # The handshake is deferred to the request thread (finish_request) so a client that

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from tests.support.certificates import server_tls
+from tests.support.certificates import LOOPBACK_NAMES, server_tls
 from tests.support.loopback_http import LoopbackHTTPServer, Reply, Request, json_reply
 from tests.support.specs import make_spec
 
@@ -96,7 +96,13 @@ class FakeProvider(LoopbackHTTPServer):
     """A real HTTP(S) server on a free port of 127.0.0.1; use it as a context manager."""
 
     def __init__(
-        self, mode: Mode = "healthy", *, delay_ms: int | None = None, tls: bool = False, security_headers: bool = True
+        self,
+        mode: Mode = "healthy",
+        *,
+        delay_ms: int | None = None,
+        tls: bool = False,
+        security_headers: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         self.mode: Mode = mode
         self.delay_ms = delay_ms if delay_ms is not None else (SLOW_DEFAULT_DELAY_MS if mode == "slow" else 0)
@@ -110,12 +116,13 @@ class FakeProvider(LoopbackHTTPServer):
         """PEM of the CA that signed the server certificate (tls=True only)."""
         self._lock = threading.Lock()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        super().__init__(self._answer, methods=("GET", "POST"), keep_alive=True, name="fake-provider")
+        super().__init__(self._answer, methods=("GET", "POST"), keep_alive=True, name="fake-provider", host=host)
 
     def start(self) -> Self:
         if self.tls:  # a fresh certificate for each start, removed at stop
             self._tmp = tempfile.TemporaryDirectory(prefix="fake-provider-")
-            self.tls_context, self.ca_path = server_tls(Path(self._tmp.name))
+            names = LOOPBACK_NAMES if self.host == "127.0.0.1" else (self.host,)
+            self.tls_context, self.ca_path = server_tls(Path(self._tmp.name), names)
         return super().start()
 
     def stop(self) -> None:
