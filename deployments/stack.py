@@ -103,6 +103,9 @@ class Stack:
         self.config = config
         self.env = self._environment()
         self.parts: list[Part] = []
+        # Put before every part's command (e.g. `ip netns exec <host>`: the multi-host test runs
+        # each host's parts in that host's network namespace); one-off commands run without it.
+        self.launcher: list[str] = []
 
     @property
     def processes(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
@@ -326,8 +329,9 @@ class Stack:
         out = self._log_file(name)
         # Own session: Ctrl-C reaches only this runner, which then stops the parts in order
         # (API first, so in-flight requests finish). argv is ours, never from input.
+        command = [*self.launcher, *argv]
         proc = subprocess.Popen(  # noqa: S603
-            ["nice", "-n", str(niceness), *argv] if niceness else argv,
+            ["nice", "-n", str(niceness), *command] if niceness else command,
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=out,

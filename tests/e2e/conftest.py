@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from uuid import UUID
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.states import Pending
 
 from api.auth import Role, issue_token
 from core.settings import AuthSettings
@@ -59,7 +62,22 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeRegistry) 
         workdir = tmp_path_factory.mktemp("e2e")
         env["MARKETPLACE_GATEWAY__JOURNAL_DIR"] = str(workdir / "gateway-journal")
         with prefect_stack(workdir, with_worker=True, with_api=True, with_gateway=True, env=env) as stack:
+            CLAIMED_NEVER_STARTED.append(leave_a_claimed_run(stack))
             yield stack
+            CLAIMED_NEVER_STARTED.clear()
+
+
+# A run left as a worker leaves one it claimed just before its host was lost: Pending, never
+# started, no heartbeat ever. Made when the stack starts so that crash detection's window has
+# long passed when test_recovery_e2e looks at it (waiting there would add the window to the suite).
+CLAIMED_NEVER_STARTED: list[UUID] = []
+CLAIMED_ONLY = "refresh-service-signals/refresh-service-signals"  # any deployment: the run never starts
+
+
+def leave_a_claimed_run(stack: Stack) -> UUID:
+    with SyncPrefectClient(stack.config.prefect_api_url) as prefect:
+        deployment = prefect.read_deployment_by_name(CLAIMED_ONLY)
+        return prefect.create_flow_run_from_deployment(deployment.id, state=Pending()).id
 
 
 @pytest.fixture

@@ -213,13 +213,7 @@ class HostStack(Stack):
     def __init__(self, host: Host, config: StackConfig) -> None:
         self.host = host
         super().__init__(config)
-
-    def _spawn(self, name: str, argv: list[str], niceness: int = 0) -> None:
-        part = next((p for p in self.parts if p.name == name), None)
-        launched = argv if argv[: len(self.host.launcher())] == self.host.launcher() else [*self.host.launcher(), *argv]
-        super()._spawn(name, launched, niceness)
-        if part is None:  # keep the unwrapped argv for restarts (never used here: nothing is supervised)
-            self.parts[-1].argv = argv
+        self.launcher = host.launcher()
 
     def kill_all(self) -> None:
         """SIGKILL every part (the whole host lost); no shutdown runs."""
