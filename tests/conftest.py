@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from deployments.prefect_compat.client_tls import share_prefect_client_ssl_contexts
 from deployments.stack import Stack
 from storage.database import reset_engine
 from storage.migrate import upgrade
@@ -28,6 +29,10 @@ from tests.support.stack import prefect_stack
 from tests.support.template_copies import TemplateCopies
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# The app builds two Prefect clients at each start, and each loaded the CA bundle again (~30 ms):
+# with a few hundred app starts in the suite, that is worth sharing, as the warm worker does.
+share_prefect_client_ssl_contexts()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -212,8 +212,8 @@ def cluster(monkeypatch_package: pytest.MonkeyPatch) -> Iterator[Cluster]:
     finally:
         for stack in stacks:  # shown by pytest only when the test failed
             print(stack.report(25))
-        for stack in reversed(stacks):
-            stack.stop()
+        with ThreadPoolExecutor(max_workers=max(1, len(stacks))) as pool:  # hosts stop side by side
+            list(pool.map(lambda stack: stack.stop(), stacks))
         spawner.stop_all()
         if broker is not None:
             broker.stop()
