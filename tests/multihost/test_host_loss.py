@@ -35,6 +35,7 @@ from sqlalchemy import select
 from core.settings import get_settings
 from storage.database import session_scope
 from storage.models import OutboxEvent, Service, UsageRecord
+from tests.faults.helpers import eventually
 from tests.multihost.conftest import CRASH_AFTER, HEARTBEAT, Cluster
 from tests.multihost.hosts import PG_PORT
 from tests.support import auth
@@ -164,20 +165,9 @@ def settled(report: dict[str, Any]) -> bool:
     return run_state in FINAL_RUN_STATES and report["versionStatus"] in ("active", "failed")
 
 
-def wait_for(probe: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-
-
 def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> None:
     app1, app2 = cluster.network.hosts["app1"], cluster.network.hosts["app2"]
-    assert wait_for(lambda: lock_holder(cluster), 15, "app1's relay to hold the lock") == app1.address
+    assert eventually(lambda: lock_holder(cluster), 15, "app1's relay to hold the lock") == app1.address
     calls = GatewayCalls(cluster.gateway_url, cluster.gateway_token)
     api = httpx.Client(base_url=cluster.api_url, timeout=30)
     publisher = Publisher(api, cluster.publish_provider.url)
@@ -185,7 +175,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
     try:
         test_started = time.monotonic()
         services = [publisher.publish(n) for n in range(BEFORE_LOSS)]
-        wait_for(lambda: in_endpoint_tests_on(cluster, api, services, "worker1"), 90, "worker1 to run endpoint tests")
+        eventually(lambda: in_endpoint_tests_on(cluster, api, services, "worker1"), 90, "worker1 to run endpoint tests")
         holders_before = {lock_holder(cluster) for _ in range(3)}
 
         killed_at, killed_wall = time.monotonic(), time.time()
@@ -193,7 +183,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
         held = held_runs(cluster, "worker1")  # the ledger as the dead worker left it
         for stack in (cluster.workers["worker1"], cluster.apps["app1"]):
             stack.kill_all()  # reaps the processes (all dead already)
-        holder = wait_for(lambda: lock_holder(cluster) == app2.address, 15, "app2's relay to take the lock")
+        holder = eventually(lambda: lock_holder(cluster) == app2.address, 15, "app2's relay to take the lock")
         handover = time.monotonic() - killed_at
 
         services += [publisher.publish(n) for n in range(BEFORE_LOSS, PUBLISHES)]
@@ -203,7 +193,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
             reports = {s: status(api, s) for s in services}
             return reports if all(settled(r) for r in reports.values()) else None
 
-        reports = wait_for(all_settled, SETTLE_SECONDS, "every publish to settle", interval=1.0)
+        reports = eventually(all_settled, SETTLE_SECONDS, "every publish to settle", interval=1.0)
         settled_after = time.monotonic() - killed_at
     finally:
         calls.stop()
@@ -246,7 +236,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
             found = set(session.scalars(select(UsageRecord.request_id).where(UsageRecord.request_id.in_(answered))))
         return found if found == set(answered) else None
 
-    wait_for(usage_rows, 30, f"usage rows of the {len(answered)} answered calls", interval=0.5)
+    eventually(usage_rows, 30, f"usage rows of the {len(answered)} answered calls", interval=0.5)
 
     # The relay: one holder at a time, handed over, and every event id on the topic (deduped by id).
     assert holders_before == {app1.address}
@@ -257,7 +247,7 @@ def test_losing_a_worker_host_and_an_app_host_mid_traffic(cluster: Cluster) -> N
             pending = session.scalars(select(OutboxEvent.event_id).where(OutboxEvent.status != "delivered")).all()
         return None if pending else {"ok"}
 
-    wait_for(relayed, 30, "the outbox to be relayed", interval=0.5)
+    eventually(relayed, 30, "the outbox to be relayed", interval=0.5)
     with session_scope() as session:
         event_ids = set(session.scalars(select(OutboxEvent.event_id)))
     kafka = get_settings().kafka
