@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 from uuid import UUID
 
 import pytest
@@ -28,19 +27,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.stack import Stack
 from deployments.warm_worker import create_pool
+from tests.faults.helpers import eventually
 
-T = TypeVar("T")
 ENTRYPOINT = "tests/deployments/drain_flows.py:slow_publish"
-
-
-def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
-        time.sleep(0.1)
 
 
 @dataclass
