@@ -149,3 +149,54 @@ async def drive(
     for conn in idle:
         conn.close()
     return result
+
+
+@dataclass
+class ClosedLoopResult:
+    """Latencies (ms) of successful answers in the order they completed, with when each completed."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    finished_at: list[float] = field(default_factory=list)  # seconds since the start, per latency
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+async def closed_loop(
+    url: str, requests: list[bytes], clients: int, duration: float, *, timeout: float = 30.0
+) -> ClosedLoopResult:
+    """`clients` connections, each sending its next request as soon as its last was answered.
+
+    Client n sends requests[n], requests[n + 1], ... in turn, so clients do not all ask the same
+    thing at the same moment. Unlike `drive`, the rate is whatever the server sustains: the
+    figure is latency at that many concurrent users.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    result = ClosedLoopResult()
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def client(n: int) -> None:
+        conn = Connection(host, port)
+        try:
+            while time.perf_counter() < stop_at:
+                began = time.perf_counter()
+                try:
+                    answer = await conn.request(requests[n % len(requests)], timeout)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    result.errors[type(exc).__name__] += 1
+                    continue
+                finally:
+                    n += 1
+                now = time.perf_counter()
+                if 200 <= answer.status < 300:
+                    result.latencies_ms.append((now - began) * 1000)
+                    result.finished_at.append(now - start)
+                else:
+                    result.errors[f"HTTP {answer.status}"] += 1
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    result.seconds = time.perf_counter() - start
+    return result

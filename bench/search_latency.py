@@ -3,6 +3,7 @@
     .venv/bin/python bench/search_latency.py [--sizes 10000 100000] [--repeats 30]
         [--backends postgresql sqlite] [--clients 50] [--seconds 10] [--no-record]
         [--json FILE] [--before FILE | --no-compare]
+        [--http yes|no|only] [--http-base REV] [--http-rounds 2] [--http-seconds 40]
 
 PostgreSQL runs in a temporary database (dropped afterwards), SQLite in a temporary file; both
 are migrated by Alembic. Services and their search documents are bulk-inserted (multi-row
@@ -18,6 +19,14 @@ straight to the backend (every query does the whole work), then through what the
 (`api.routes.search.run_search`: the result cache, in-process, 30 s TTL, and one run per
 identical query in flight).
 
+Then over HTTP, what a user of `make up` meets: the API started as `make up` starts it (one
+uvicorn process, the in-process result cache with its 30 s TTL), alone on the benchmark's
+database, and `--clients` keep-alive connections (bench/loadgen.py, `closed_loop`) each sending its
+next search as soon as its last was answered, for the same two cases. A new API process (an empty
+cache) per round; each round runs this code's API and then `--http-base`'s (a `git archive` of that
+revision, default `main`), so both meet the same machine; the rows are medians of the rounds. A
+round of 40 s sees the cache cold (its first 2 s, also reported without) and the TTL pass once.
+
 When the schema has `service_signals` (migration 0011), 70 % of the services get figures
 (Zipf-distributed calls, availability, latency) so that the signal facets, filters and sorts have
 something to count. `--json` writes the figures; `--before FILE` puts such an earlier run's
@@ -30,15 +39,19 @@ the "before" columns, the single queries interleaved with the windowed ones (`--
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -314,9 +327,11 @@ Figures = dict[str, dict[str, Any]]  # label -> {"matches", "p50", "p99", "appro
 
 
 def run_backend(
-    backend: str, sizes: list[int], repeats: int, clients: int, seconds: float, compare: bool
+    backend: str, sizes: list[int], repeats: int, clients: int, seconds: float, compare: bool, http: HttpOptions
 ) -> tuple[dict[str, Figures], dict[str, Figures]]:
-    """This code's figures per size, and (with `compare`) the same run's figures ranking every match."""
+    """This code's figures per size, and (with `compare`) the same run's figures ranking every match.
+
+    `http.mode`: "yes" adds the HTTP clients' rows, "only" measures nothing else."""
     windows = [ALL, DEFAULT] if compare else [DEFAULT]
     figures: list[dict[str, Figures]] = [{} for _ in windows]
     corpus = Corpus()
@@ -333,12 +348,17 @@ def run_backend(
             loaded = size
             with get_engine().begin() as connection:  # fresh statistics, as autovacuum (PostgreSQL) would
                 connection.execute(text("ANALYZE"))
+            if http.mode == "only":
+                figures[-1][f"{size}"] = _http_rows(url, mix, clients, http)
+                continue
             measured = measure(index, mix, repeats, windows)
             for window, samples, out in zip(windows, measured, figures, strict=True):
                 with rank_window(window):
                     rows = _rows(index, mix, samples)
                     if clients:
                         rows.update(_concurrent_rows(index, mix, clients, seconds))
+                    if clients and http.mode == "yes" and window is DEFAULT:
+                        rows.update(_http_rows(url, mix, clients, http))
                 for label, row in rows.items():
                     print(backend, size, "all" if window is ALL else "window", label, row, flush=True)
                 out[f"{size}"] = rows
@@ -383,6 +403,116 @@ def _concurrent_rows(index: SearchIndex, mix: list[tuple[str, SearchQuery]], cli
     return rows
 
 
+HTTP_CASES = (
+    (f"{BROAD}, {{clients}} clients", False),
+    (f"{VARIED}, {{clients}} clients", True),
+)
+
+
+@dataclass
+class HttpOptions:
+    """The HTTP phase: `rounds` of `seconds` per case and target, the targets alternating."""
+
+    mode: str  # "yes", "no" or "only"
+    base: str | None  # a git revision whose API is measured beside this one's ("before")
+    rounds: int
+    seconds: float
+
+
+def _http_rows(url: str, mix: list[tuple[str, SearchQuery]], clients: int, http: HttpOptions) -> Figures:
+    """`clients` closed-loop HTTP clients against the API as `make up` serves it (one uvicorn
+    process, the in-process result cache, 30 s TTL), a fresh process (an empty cache) per round;
+    this code's API and the base revision's, round by round. Each row: medians of the rounds."""
+    from bench.loadgen import build_post, closed_loop
+    from bench.stack import export_revision
+
+    here = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        targets = {"after": here}
+        if http.base:
+            targets = {"before": export_revision(http.base, Path(tmp) / "before"), **targets}
+        rows: Figures = {}
+        for label, varied in HTTP_CASES:
+            sent = [SearchQuery(text=word) for word in BROAD_WORDS] if varied else [dict(mix)[BROAD]]
+            bodies = [query.model_dump_json(by_alias=True, exclude_defaults=True).encode() for query in sent]
+            rounds: dict[str, list[dict[str, Any]]] = {target: [] for target in targets}
+            for _ in range(http.rounds):
+                for target, root in targets.items():
+                    with api_server(url, root) as api:
+                        raw = [build_post(api, "/api/v1/services/search", {}, body) for body in bodies]
+                        result = asyncio.run(closed_loop(api, raw, clients, http.seconds))
+                    rounds[target].append(_http_figures(result))
+            for target, figures in rounds.items():
+                row = {key: statistics.median(f[key] for f in figures) for key in figures[0] if key != "errors"}
+                row["errors"] = sum(f["errors"] for f in figures)
+                rows[f"{label.format(clients=clients)}, over HTTP ({target})"] = row
+        return rows
+
+
+def _http_figures(result: Any) -> dict[str, Any]:
+    everything = result.latencies_ms
+    # The first requests find the cache empty: every word is searched at once. After 2 s, and
+    # again when the 30 s TTL passes, what a steady stream of users sees.
+    warm = [ms for ms, at in zip(everything, result.finished_at, strict=True) if at >= 2.0]
+    return {
+        "p50": percentile(everything, 0.5),
+        "p99": percentile(everything, 0.99),
+        "p99_warm": percentile(warm, 0.99) if warm else float("nan"),
+        "max": max(everything),
+        "qps": len(everything) / result.seconds,
+        "n": len(everything),
+        "errors": sum(result.errors.values()),
+    }
+
+
+@contextmanager
+def api_server(db_url: str, root: Path) -> Iterator[str]:
+    """The API of the code under `root` alone (search needs nothing else) on a free loopback port."""
+    from bench.stack import started
+    from deployments.stack import uvicorn_argv
+    from tests.support.services import free_port
+
+    port = free_port()
+    env = {**os.environ, "MARKETPLACE_DATABASE__URL": db_url}
+    for name in list(env):  # the defaults, as `make up` has them: the in-process cache, no tracing
+        if name.startswith(("MARKETPLACE_CACHE__", "MARKETPLACE_TELEMETRY__")):
+            del env[name]
+    argv = uvicorn_argv("api.app:app", "127.0.0.1", port, grace_seconds=5)  # as `make up` starts it
+    with tempfile.TemporaryDirectory() as folder, started(argv, root, env, Path(folder) / "api.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    output = (Path(folder) / "api.log").read_text(errors="replace")
+                    raise RuntimeError(f"the API did not start:\n{output}") from None
+                time.sleep(0.2)
+        yield url
+
+
+def http_table(results: dict[str, dict[str, Figures]]) -> str:
+    lines = [
+        "| backend | services | clients' queries, over HTTP | code | p50 (ms) | p99 (ms) "
+        "| p99 after the first 2 s (ms) | slowest (ms) | requests/s | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for backend, sizes in results.items():
+        for size, rows in sizes.items():
+            for label, row in rows.items():
+                if "over HTTP" not in label:
+                    continue
+                case, _, target = label.rpartition(", over HTTP (")
+                lines.append(
+                    f"| {backend} | {int(size):,} | {case} | {target.rstrip(')')} | {row['p50']:.1f} "
+                    f"| {row['p99']:.1f} | {row['p99_warm']:.1f} | {row['max']:.0f} | {row['qps']:.0f} "
+                    f"| {row['errors']} |"
+                )
+    return "\n".join(lines)
+
+
 def _cell(row: dict[str, Any] | None, key: str) -> str:
     if not row or row.get(key) is None:
         return ""
@@ -398,6 +528,8 @@ def table(results: dict[str, dict[str, Figures]], before: dict[str, dict[str, Fi
     for backend, sizes in results.items():
         for size, rows in sizes.items():
             for label, row in rows.items():
+                if "over HTTP" in label:
+                    continue  # http_table's
                 old = before.get(backend, {}).get(size, {}).get(label)
                 matches = f"{row['matches']:,}" if row.get("matches") is not None else ""
                 estimated = [
@@ -434,21 +566,41 @@ def main() -> None:
     parser.add_argument(
         "--no-compare", action="store_true", help="skip the side-by-side run ranking every match (the 'before')"
     )
+    parser.add_argument(
+        "--http",
+        choices=["yes", "no", "only"],
+        default="yes",
+        help="also (only) measure the clients over HTTP against the API, as `make up` serves it",
+    )
+    parser.add_argument("--http-base", default="main", help="the revision whose API runs beside this one ('' none)")
+    parser.add_argument("--http-rounds", type=int, default=2, help="rounds per HTTP case and API")
+    parser.add_argument(
+        "--http-seconds", type=float, default=40.0, help="a round's length (past 30 s: the cache's TTL passes once)"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     compare = not args.before and not args.no_compare
     runs = {
-        backend: run_backend(backend, sorted(args.sizes), args.repeats, args.clients, args.seconds, compare)
+        backend: run_backend(
+            backend,
+            sorted(args.sizes),
+            args.repeats,
+            args.clients,
+            args.seconds,
+            compare,
+            HttpOptions(args.http, args.http_base or None, args.http_rounds, args.http_seconds),
+        )
         for backend in args.backends
     }
     results = {backend: after for backend, (after, _) in runs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     before = json.loads(args.before.read_text()) if args.before else {b: all_ for b, (_, all_) in runs.items()}
-    rendered = table(results, before)
+    rendered = table(results, before) if args.http != "only" else ""
+    served = http_table(results) if args.http != "no" and args.clients else ""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/search_latency.py " + " ".join(sys.argv[1:])
-    print(f"\n{rendered}\n\ntotal {time.perf_counter() - began:.0f} s")
+    print(f"\n{rendered}\n\n{served}\n\ntotal {time.perf_counter() - began:.0f} s")
     if args.no_record:
         return
     with RESULTS.open("a") as out:
@@ -460,6 +612,15 @@ def main() -> None:
             "Zipf-distributed words; ~85% active, 10% deprecated, 5% retired; 70% of services with signals)\n\n"
             f"{rendered}\n"
         )
+        if served:
+            base = f"`{args.http_base}`" if args.http_base else "none"
+            out.write(
+                f"\nOver HTTP: {args.clients} clients, each sending its next search when the last was answered, "
+                f"against the API as `make up` serves it (one uvicorn process, in-process result cache); "
+                f"{args.http_rounds} rounds of {args.http_seconds:.0f} s per case, this code's API and the base "
+                f"revision's ({base}) alternating, a new process (an empty cache) each round; medians of the "
+                f"rounds.\n\n{served}\n"
+            )
 
 
 if __name__ == "__main__":

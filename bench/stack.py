@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,31 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 CACHE_REDIS = "redis://127.0.0.1:6379/14"  # not the tests' databases (they flush theirs)
 PREFECT_REDIS = "redis://127.0.0.1:6379/13"
 PROBLEMS = re.compile(r"database is locked|too many clients|Traceback|\bERROR\b|\| ERROR ")
+
+
+def export_revision(revision: str, into: Path) -> Path:
+    """The files of `revision` (this repository's git), unpacked under `into`."""
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+@contextlib.contextmanager
+def started(argv: list[str], root: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` run in `root` with the code there first on the path, its output appended to `log`;
+    terminated (killed after 30 s) on exit."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, cwd=root, env={**env, "PYTHONPATH": str(root)}, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def fresh_redis(url: str) -> str:

@@ -21,14 +21,11 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -37,34 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gateway_latency import BODY, PLAN, PY, provider, redis_server, tree_cpu, wait_http  # noqa: E402
 from bench.loadgen import build_post, drive  # noqa: E402
-from bench.stack import RESULTS  # noqa: E402
+from bench.stack import RESULTS, export_revision, started  # noqa: E402
 from storage.database import reset_engine  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from tests.support.gateway import add_service, consumer_with_key  # noqa: E402
 from tests.support.services import free_port, temporary_database  # noqa: E402
-
-
-def export_revision(revision: str, into: Path) -> Path:
-    """The files of `revision` (this repository's git), unpacked under `into`."""
-    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
-
-
-@contextmanager
-def started(argv: list[str], root: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, cwd=root, env={**env, "PYTHONPATH": str(root)}, stdout=out, stderr=out)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def base_env(db_url: str, redis_url: str) -> dict[str, str]:

@@ -175,6 +175,12 @@ class CacheSettings(BaseModel):
     )
     service_ttl_seconds: int = Field(default=300, ge=1, description="TTL of cached service reads.")
     search_ttl_seconds: int = Field(default=30, ge=1, description="TTL of cached search results.")
+    search_stale_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How long past its TTL a search result may still be answered while one request "
+        "refreshes it in the background (only while no service changed: a change is never served stale).",
+    )
 
 
 class WebhookSettings(BaseModel):

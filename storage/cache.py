@@ -6,6 +6,10 @@ generation) on in Redis, which every process sees. The in-process cache cannot h
 processes (the worker's flow runs), so it keys entries by a database change counter
 (`cache_stamps`) that every such transaction bumps: one primary-key read per lookup.
 
+Search answers are kept as their response bodies, with the time they stop being fresh: past it
+(and still under the current token, so no service changed) `get_search` hands them back marked
+stale for `search_stale_seconds` more, and the search route refreshes them in the background.
+
 Redis failures never fail a request: the cache degrades to misses and logs. After a failure
 Redis is left alone for a couple of seconds (every call a miss, no timeout paid); invalidations
 that could not reach it meanwhile are replayed before this process reads from it again.
@@ -19,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -162,6 +167,14 @@ def _expires(_key: str, value: tuple[float, str], now: float) -> float:
     return now + value[0]
 
 
+@dataclass(frozen=True)
+class SearchEntry:
+    """A kept search answer; `fresh` False once its TTL passed (then it is refreshed in the background)."""
+
+    body: str
+    fresh: bool
+
+
 class ReadCache:
     """Cached entries per service (its document; the status view's records, api/status/) and search pages.
 
@@ -229,11 +242,22 @@ class ReadCache:
         entry = self._near.entry(key) if key is not None else None
         return entry if isinstance(entry, dict) else None
 
-    def get_search(self, query_hash: str, token: str) -> dict[str, Any] | None:
-        return self._load(f"mkt:search:{token}:{query_hash}", token)
+    def get_search(self, query_hash: str, token: str) -> SearchEntry | None:
+        """The search's answer kept under `token`, fresh or past its TTL (within the stale window)."""
+        kept = self._load(f"mkt:search:{token}:{query_hash}", token)
+        if kept is None or not isinstance(kept.get("body"), str):
+            return None
+        fresh_until = float(kept.get("fresh_until", 0))
+        if time.time() >= fresh_until + self._settings.search_stale_seconds:
+            return None  # memory (Redis' near cache) keeps entries past Redis' own expiry
+        return SearchEntry(body=kept["body"], fresh=time.time() < fresh_until)
 
-    def put_search(self, query_hash: str, token: str, value: dict[str, Any]) -> None:
-        self._put(f"mkt:search:{token}:{query_hash}", token, value, self._settings.search_ttl_seconds)
+    def put_search(self, query_hash: str, token: str, body: str) -> None:
+        """Keep a search's answer (its response body) under `token`: fresh for the TTL, then answered
+        stale for `search_stale_seconds` more while someone refreshes it."""
+        ttl, stale = self._settings.search_ttl_seconds, self._settings.search_stale_seconds
+        entry = {"fresh_until": time.time() + ttl, "body": body}  # wall clock: shared through Redis
+        self._put(f"mkt:search:{token}:{query_hash}", token, entry, ttl + stale)
 
     def invalidate(self, service_ids: Iterable[str]) -> None:
         """Move the services' generations and the search generation on (a change can move any result)."""

@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 from storage.cache import get_cache
-from storage.engine import CONNECT_TIMEOUT_SECONDS, build_engine, get_engine, read_change_stamp
+from storage.engine import (
+    CONNECT_TIMEOUT_SECONDS,
+    build_engine,
+    dispose_stamp_engine,
+    get_engine,
+    get_read_engine,
+    read_change_stamp,
+)
 
 __all__ = [
     "AFTER_COMMIT",
@@ -27,6 +34,7 @@ __all__ = [
     "mark_services_changed",
     "on_commit",
     "read_change_stamp",
+    "read_scope",
     "reset_engine",
     "session_scope",
 ]
@@ -109,11 +117,39 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+@lru_cache(maxsize=1)
+def _read_session_factory() -> sessionmaker[Session]:
+    factory = sessionmaker(bind=get_read_engine(), expire_on_commit=False)
+    event.listen(factory, "before_flush", _refuse_writes)
+    return factory
+
+
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a read_scope session cannot write: use session_scope")
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """A session that only reads: one snapshot, ended without committing anything.
+
+    On SQLite it does not queue behind this process's writers (storage/engine.py,
+    get_read_engine), so searches run side by side and never hold up a publication.
+    """
+    session = _read_session_factory()()
+    try:
+        yield session
+    finally:
+        session.close()  # rolls the read transaction back
+
+
 def reset_engine() -> None:
     """Forget the cached engine and settings (after the configuration changed, e.g. in tests)."""
     if get_engine.cache_info().currsize:
         get_engine().dispose()
+    dispose_stamp_engine()
     get_engine.cache_clear()
     _session_factory.cache_clear()
+    _read_session_factory.cache_clear()
     get_settings.cache_clear()
     get_cache.cache_clear()

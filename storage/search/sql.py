@@ -47,7 +47,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement, ColumnClause
 
-from storage.database import mark_services_changed, session_scope
+from storage.database import mark_services_changed, read_scope, session_scope
 from storage.models import SearchDocument, ServiceSignal, utcnow
 from storage.repositories import service_signals
 from storage.search import (
@@ -157,7 +157,7 @@ class SqlSearchIndex:
                 mark_services_changed(session, [service_id])
 
     def search(self, query: SearchQuery) -> SearchPage:
-        with session_scope() as session:
+        with read_scope() as session:  # on SQLite: side by side with other searches and writers
             dialect = _dialect(session)
             if dialect == "postgresql":
                 # One core per search: parallel workers made a broad query no faster on two busy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -207,9 +208,64 @@ def test_identical_searches_missing_the_cache_together_run_once(client: TestClie
         pages = [pool.submit(route.run_search, query, cache, index) for _ in range(8)]
         time.sleep(0.5)
         gate.set()
-        totals = [page.result(timeout=10).total for page in pages]
+        totals = [json.loads(page.result(timeout=10))["total"] for page in pages]
     assert totals == [1] * 8
     assert calls == ["shared"]
     # Once done, nothing is left waiting: the next identical search is a cache hit, no new run.
-    assert route.run_search(query, cache, index).total == 1
+    assert json.loads(route.run_search(query, cache, index))["total"] == 1
     assert calls == ["shared"] and route._in_flight == {}
+
+
+def test_an_expired_answer_is_sent_at_once_and_refreshed_behind_it(client: TestClient) -> None:
+    """Past its TTL, with nothing changed, the kept answer is still sent without waiting; one
+    background search refreshes it, and later requests get the new answer without searching."""
+    from api.routes import search as route
+    from core.settings import CacheSettings
+    from storage.cache import LocalBackend, ReadCache
+    from storage.engine import read_change_stamp
+    from storage.search import SearchPage, SearchQuery
+
+    listed("expiring-chat")
+    real = get_search_index()
+    calls: list[float] = []
+    release = threading.Event()
+
+    class Numbered:
+        """Each run's page says which run it was (in `ranked`); the second run waits for `release`."""
+
+        def search(self, query: SearchQuery) -> SearchPage:
+            calls.append(time.monotonic())
+            if len(calls) == 2:
+                release.wait(10)
+            return real.search(query).model_copy(update={"ranked": len(calls)})
+
+    cache = ReadCache(LocalBackend(), CacheSettings(search_ttl_seconds=1, search_stale_seconds=60), read_change_stamp)
+    query, index = SearchQuery(text="expiring"), Numbered()
+
+    def ranked() -> int:
+        return int(json.loads(route.run_search(query, cache, index))["ranked"])
+
+    assert (ranked(), ranked(), len(calls)) == (1, 1, 1)  # the second is a hit
+    time.sleep(1.05)
+    began = time.monotonic()
+    assert ranked() == 1  # stale, sent while the refresh is held
+    assert ranked() == 1 and time.monotonic() - began < 5
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) == 2  # one refresh for both requests
+    release.set()
+    deadline = time.monotonic() + 5
+    while ranked() != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (ranked(), len(calls)) == (2, 2)
+    assert route._refreshing == set()
+
+
+def test_a_change_is_never_answered_stale(client: TestClient) -> None:
+    """A change to any service moves the token on: the old answer is not sent, even inside the window."""
+    body = {"query": "stalecheck"}
+    listed("stalecheck-one")
+    assert client.post(SEARCH, json=body).json()["total"] == 1
+    listed("stalecheck-two")
+    assert client.post(SEARCH, json=body).json()["total"] == 2

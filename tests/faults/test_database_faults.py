@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from deployments.stack import Stack
-from storage.database import build_engine, get_engine, session_scope
+from storage.database import build_engine, get_engine, read_change_stamp, session_scope
 from storage.repositories import services
 from storage.repositories.services import Actor
 from tests.faults.conftest import as_provider, snapshot, task_runs, wait_settled
@@ -40,6 +40,17 @@ def test_pooled_connections_dropped_by_the_server_are_replaced(database_url: str
     with session_scope() as session:  # pre-ping notices the dead connection and opens another
         assert services.get(session, service_id).name == "pooled"
     assert _backend_pid() != before
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_change_stamp_reader_replaces_connections_the_server_dropped(database_url: str) -> None:
+    """Its connections are never pinged: a dropped one fails its read, which is made again on a new one."""
+    first = read_change_stamp()
+    assert terminate_backends(database_url) >= 1  # the stamp reader's connection among them
+    with session_scope() as session:
+        services.create_submitted(session, make_spec(name="stamped"), Actor("acme", "provider"))
+    assert read_change_stamp() == first + 1
+    assert read_change_stamp() == first + 1
 
 
 def _backend_pid() -> int:

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from core.settings import CacheSettings
-from storage.cache import LocalBackend, ReadCache, RedisBackend, get_cache
+from storage.cache import LocalBackend, ReadCache, RedisBackend, SearchEntry, get_cache
 from storage.database import reset_engine, session_scope
+from storage.engine import read_change_stamp
 from storage.repositories import services
 from storage.repositories.services import Actor
 from tests.support.services import REDIS_URL, require_tcp
@@ -55,9 +56,9 @@ def test_a_commit_invalidates_the_service_and_all_searches(cache_mode: str) -> N
     service_id = create_service()
     cache = get_cache()
     cache.put_service(service_id, cache.service_token(service_id), {"description": "old"})
-    cache.put_search("q1", cache.search_token(), {"total": 1})
+    cache.put_search("q1", cache.search_token(), '{"total":1}')
     assert cached_service(service_id) == {"description": "old"}
-    assert cache.get_search("q1", cache.search_token()) == {"total": 1}
+    assert cache.get_search("q1", cache.search_token()) == SearchEntry(body='{"total":1}', fresh=True)
     with session_scope() as session:
         services.get(session, service_id).description = "new"
     assert cached_service(service_id) is None
@@ -110,3 +111,27 @@ def test_redis_down_degrades_to_no_cache() -> None:
     dead.put_service("s", dead.service_token("s"), {"x": 1})
     assert dead.get_service("s", dead.service_token("s")) is None
     dead.invalidate(["s"])
+
+
+def test_a_search_answer_past_its_ttl_is_stale_then_gone(cache_mode: str) -> None:
+    """Fresh for the TTL, answered stale for the window after it, then a miss (memory included)."""
+    settings = CacheSettings(search_ttl_seconds=1, search_stale_seconds=1)
+    near = None
+    if cache_mode == "redis":
+        backend = RedisBackend(REDIS_URL)
+        near = backend.near_cache()
+        cache = ReadCache(backend, settings, stamp=None, near=near)
+        cache.listen()
+    else:
+        cache = ReadCache(LocalBackend(), settings, stamp=read_change_stamp)
+    try:
+        token = cache.search_token()
+        cache.put_search("q", token, "{}")
+        assert cache.get_search("q", token) == SearchEntry(body="{}", fresh=True)
+        time.sleep(1.05)
+        assert cache.get_search("q", token) == SearchEntry(body="{}", fresh=False)
+        time.sleep(1.0)
+        assert cache.get_search("q", token) is None
+    finally:
+        if near is not None:
+            near.close()

@@ -262,8 +262,8 @@ def test_indexing_and_removing_invalidate_cached_searches(index: SearchIndex) ->
         document = document_from_service(services.get(session, service_id))
     cache = get_cache()
     for change in (lambda: index.index(document), lambda: index.remove(service_id)):
-        cache.put_search("q", cache.search_token(), {"total": 0})
-        assert cache.get_search("q", cache.search_token()) == {"total": 0}
+        cache.put_search("q", cache.search_token(), '{"total":0}')
+        assert cache.get_search("q", cache.search_token()) is not None
         change()
         assert cache.get_search("q", cache.search_token()) is None
 
