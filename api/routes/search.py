@@ -35,8 +35,8 @@ class SearchResults(Page[SearchHit]):
     ranking_approximate: bool = Field(
         default=False,
         description="True when relevance was ranked over part of the matches (see `ranked`): past 10,000 "
-        "matches PostgreSQL scores the 10,000 most recently published ones, and every page is a slice "
-        "of that order.",
+        "matches the SQL backend scores the 10,000 newest (PostgreSQL: most recently published; SQLite: "
+        "most recently added to the index), and every page is a slice of that order.",
     )
     ranked: int | None = Field(default=None, description="How many matches relevance was ranked over.")
 

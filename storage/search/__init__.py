@@ -239,8 +239,9 @@ class SearchPage(CamelModel):
     ranking_approximate: bool = Field(
         default=False,
         description="True when relevance was ranked over part of the matches (see `ranked`): past 10,000 "
-        "matches PostgreSQL scores the 10,000 most recently published ones, and the pages hold the best "
-        "of those. False when every match was ranked.",
+        "matches the SQL backend scores the 10,000 newest (PostgreSQL: most recently published; SQLite: "
+        "most recently added to the index), and the pages hold the best of those. False when every match "
+        "was ranked.",
     )
     ranked: int | None = Field(default=None, description="How many matches relevance was ranked over.")
 

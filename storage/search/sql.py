@@ -82,14 +82,13 @@ FACET_SAMPLE = 2_000
 # a broad query's time at 100,000 services.
 COUNT_CAP = MAX_WINDOW
 # Relevance (the default order of a text search) is ranked over at most this many matches: the
-# most recently published ones, read in the order of the newest-first index. Past it the pages
-# hold those best first, then the other matches newest first (`rankingApproximate`), one order
-# that every page is a slice of. Scoring all 76,000 matches of a common word was most of a broad
-# query's time at 100,000 services (bench/RESULTS.md). None: rank every match.
+# newest ones (`_window_order`). Past it the pages hold those best first, then the other matches
+# in the window's order (`rankingApproximate`), one order that every page is a slice of. Scoring
+# all 76,000 matches of a common word was most of a broad query's time at 100,000 services on
+# both backends (bench/RESULTS.md). None: rank every match.
 RANK_WINDOW: int | None = MAX_WINDOW
-# Where the window applies. SQLite ranks every match: its bm25 over 76,000 matches costs less than
-# the second full-text pass that scoring only the window's rows takes there (bench/RESULTS.md).
-WINDOWED_DIALECTS = frozenset({"postgresql"})
+# Where the window applies (both SQL backends; tests narrow it).
+WINDOWED_DIALECTS = frozenset({"postgresql", "sqlite"})
 # Neither is mapped: PostgreSQL's generated tsvector column, SQLite's FTS5 table (same rowids).
 PG_VECTOR = literal_column("search_documents.search_vector", type_=postgresql.TSVECTOR)
 FTS = table("search_fts", column("rowid"))
@@ -325,7 +324,7 @@ def _ranked_rows(session: Session, plan: _Plan, query: SearchQuery, dialect: str
         assert plan.score is not None
         start = max(page.offset, window)
         rest = select(*HIT_COLUMNS, plan.score.label("score")).select_from(plan.source).where(*plan.where)
-        rows += session.execute(rest.order_by(*NEWEST).offset(start).limit(end - start))
+        rows += session.execute(rest.order_by(*_window_order(dialect)).offset(start).limit(end - start))
     return rows
 
 
@@ -347,13 +346,25 @@ def _ranked_page(plan: _Plan, dialect: str, window: int, offset: int, limit: int
         score = func.ts_rank(PG_VECTOR, plan.tsquery).label("score")
         statement = select(*HIT_COLUMNS, score).select_from(TABLE).where(in_window)
         return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
-    # SQLite: bm25 can only be computed by the full-text query itself, so the matches are found
-    # again, restricted to the window's rowids; only those get a score.
-    window_rows = select(DOC_ROWID).select_from(plan.source).where(*plan.where).order_by(*newest).limit(window)
+    # SQLite: the window is the matches added to the index last (the highest rowids, which FTS5
+    # reads from its doclists backwards, no sort). Its lowest rowid then bounds the full-text pass
+    # itself (FTS5 seeks its doclists to it), so bm25 is computed for the window's rows only: 88 ->
+    # 18 ms for 76,000 matches. With fewer matches than the window there is no bound.
     assert plan.score is not None
+    in_order = select(FTS.c.rowid).select_from(plan.source).where(*plan.where).order_by(*_window_order(dialect))
+    floor = func.coalesce(in_order.offset(window - 1).limit(1).correlate(None).scalar_subquery(), 0)
     score = plan.score.label("score")
-    statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where, DOC_ROWID.in_(window_rows))
+    statement = select(*HIT_COLUMNS, score).select_from(plan.source).where(*plan.where, FTS.c.rowid >= floor)
     return statement.order_by(score.desc(), *newest).offset(offset).limit(limit)
+
+
+def _window_order(dialect: str) -> list[Any]:
+    """The order the rank window is taken in, and pages past it continue in: newest first.
+
+    PostgreSQL: by publication (the newest-first index). SQLite: by when the service was added
+    to the index (its rowid; an update keeps it), which is about when it was first listed.
+    """
+    return [FTS.c.rowid.desc()] if dialect == "sqlite" else NEWEST
 
 
 def _signal_order(sort: SortOrder) -> list[Any]:
