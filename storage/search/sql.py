@@ -167,8 +167,11 @@ class SqlSearchIndex:
                 # rebuilt for every row it checked and scored (28.8 ms against 16.2 ms at 20,000).
                 session.execute(SEARCH_SETTINGS)
             plan = _plan(query, dialect)
+            total, exact = _total(session, plan, dialect)
             ranked = query.sort is SortOrder.RELEVANCE and plan.score is not None and dialect in WINDOWED_DIALECTS
-            window = RANK_WINDOW if ranked else None
+            # No more matches than the window: all ranked, exactly, without first looking for the
+            # window's edge (a second pass over every match and its filters).
+            window = RANK_WINDOW if ranked and RANK_WINDOW is not None and total > RANK_WINDOW else None
             if window is None:
                 rows = list(session.execute(_page(plan, query, dialect)).all())
             else:
@@ -176,7 +179,6 @@ class SqlSearchIndex:
             # The page's figures by primary key: joining the signals to every match only to
             # show twenty would cost a broad query a join of all its matches.
             signals = service_signals.get_many(session, [row.service_id for row in rows])
-            total, exact = _total(session, plan, dialect)
             facets = _facets(session, plan, dialect, total)
         items = [_hit(row._mapping, signals.get(row.service_id)) for row in rows]
         # The total is exact up to COUNT_CAP (>= RANK_WINDOW) and never below what was counted.
