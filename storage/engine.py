@@ -121,8 +121,9 @@ def get_read_engine() -> Engine:
 
     On SQLite they do not queue for the process's writer turn (see `_WriterGate`): a search or a
     cache's change-stamp read then never waits behind a publication's writes, nor they behind it.
-    On PostgreSQL its transactions are REPEATABLE READ. Writing through it on SQLite can fail with "database is
-    locked" instead of waiting: sessions on it refuse to flush (storage/database.py, read_scope).
+    On PostgreSQL its transactions are REPEATABLE READ. Writing through it on SQLite could fail
+    with "database is locked" instead of waiting: sessions on it refuse to flush
+    (storage/database.py, read_scope).
     """
     return _read_engine(get_engine())
 
